@@ -1,0 +1,101 @@
+"""The one interface every provider adapter implements, and the types that cross it.
+
+An adapter speaks one provider's wire protocol through its SDK and translates that SDK's
+errors into `mcp_llm.errors`. It does not retry, validate or fall back: the router does
+that once for every provider. What an adapter can do is stated as data (`capabilities`),
+so the router reads flags instead of asking `isinstance`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    native_schema: bool  # the provider constrains its output to a JSON Schema
+    images: bool  # the provider accepts image input (per model: see ModelInfo.vision)
+    streaming: bool
+    max_image_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    data: bytes
+    mime_type: str
+
+
+@dataclass
+class Message:
+    role: Literal["user", "assistant"]
+    content: str
+    images: list[ImageInput] = field(default_factory=list)
+
+
+@dataclass
+class Request:
+    """One completion, as the router asks it of an adapter."""
+
+    model: str  # the provider's own model name (prefix stripped)
+    messages: list[Message]
+    system: str | None = None
+    schema: dict[str, Any] | None = None  # already compiled for this provider
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout_s: float = 120.0
+
+
+@dataclass
+class Completion:
+    text: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    finish_reason: str | None = None
+
+
+class ModelInfo(BaseModel):
+    id: str
+    provider: str
+    label: str | None = None
+    vision: bool = False
+    structured: bool = True
+    enabled: bool = True
+    available: bool | None = None  # None: not known (the provider was not asked or did not answer)
+    source: Literal["config", "discovered"] = "config"
+
+
+class Health(BaseModel):
+    provider: str
+    status: Literal["ok", "degraded", "down", "unconfigured"]
+    latency_ms: float | None = None
+    version: str | None = None
+    endpoint: str | None = None
+    has_api_key: bool = False
+    detail: str = ""
+    circuit: Literal["closed", "open", "half_open"] = "closed"
+
+
+class LLMAdapter(ABC):
+    """A provider behind one interface: a completion, a model listing, a health probe."""
+
+    provider: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    @abstractmethod
+    async def complete(self, request: Request) -> Completion:
+        """Run one completion; raise only `mcp_llm.errors` classes."""
+
+    @abstractmethod
+    async def list_models(self) -> list[ModelInfo]:
+        """The models the provider reports having (source `discovered`)."""
+
+    @abstractmethod
+    async def health(self) -> Health:
+        """A probe that costs nothing (a listing, never a completion)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook, not an abstract one
+        """Close the SDK client, if one was built."""

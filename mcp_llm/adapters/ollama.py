@@ -1,0 +1,264 @@
+"""Ollama, local or Ollama Cloud, through the `ollama` SDK (imported on first use).
+
+Wire facts this relies on (ollama 0.6.3): `chat(format=<schema dict>)` sends the schema as
+is; images go as bytes on the user message (a str ending in `.png` would be taken for a
+path); `stream=False` must be explicit; the client's default timeout is none at all.
+There is no version call in the SDK, so `/api/version` is fetched through its transport.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request
+from mcp_llm.errors import (
+    AuthError,
+    BadRequestError,
+    ModelNotFoundError,
+    ProviderError,
+    ProviderNotReady,
+    ProviderServerError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimitedError,
+)
+
+if TYPE_CHECKING:
+    from ollama import AsyncClient
+
+    from mcp_llm.config import OllamaSettings
+
+PROVIDER = "ollama"
+CONNECT_TIMEOUT_S = 10.0
+SHOW_CONCURRENCY = 4
+
+
+class OllamaAdapter(LLMAdapter):
+    provider = PROVIDER
+    capabilities = Capabilities(native_schema=True, images=True, streaming=True)
+
+    def __init__(self, settings: OllamaSettings, timeout_s: float = 120.0) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._client: AsyncClient | None = None
+        self._vision_cache: dict[str, bool] = {}
+
+    @property
+    def endpoint(self) -> str:
+        return self._settings.effective_endpoint
+
+    def _get_client(self) -> AsyncClient:
+        if self._client is None:
+            if self._settings.use_cloud and not self._settings.has_api_key:
+                raise ProviderNotReady(
+                    "Ollama Cloud needs an API key, and none is set.",
+                    provider=PROVIDER,
+                    hint=f"Set {self._settings.api_key_env} (from ollama.com/settings/keys), "
+                    "or set providers.ollama.use_cloud = false to use a local server.",
+                )
+            import httpx
+            from ollama import AsyncClient
+
+            headers = {}
+            if self._settings.sends_api_key:
+                key = self._settings.api_key
+                assert key is not None
+                headers["Authorization"] = f"Bearer {key.get_secret_value()}"
+            client = AsyncClient(
+                host=self.endpoint,
+                headers=headers,
+                timeout=httpx.Timeout(self._timeout_s, connect=min(CONNECT_TIMEOUT_S, self._timeout_s)),
+            )
+            if not self._settings.sends_api_key:
+                # The SDK adds $OLLAMA_API_KEY to every request by itself (ollama/_client.py,
+                # BaseClient.__init__); a local server, or a proxy in front of it, must not get it.
+                client._client.headers.pop("authorization", None)
+            self._client = client
+        return self._client
+
+    async def complete(self, request: Request) -> Completion:
+        client = self._get_client()
+        messages: list[dict[str, Any]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        for message in request.messages:
+            entry: dict[str, Any] = {"role": message.role, "content": message.content}
+            if message.images:
+                entry["images"] = [image.data for image in message.images]
+            messages.append(entry)
+        options: dict[str, Any] = {}
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            options["num_predict"] = request.max_tokens
+        with self._translate_errors(request.model):
+            response = await client.chat(
+                model=request.model,
+                messages=messages,
+                format=request.schema,
+                options=options or None,
+                stream=False,
+            )
+        return Completion(
+            text=response.message.content or "",
+            input_tokens=response.prompt_eval_count,
+            output_tokens=response.eval_count,
+            finish_reason=response.done_reason,
+        )
+
+    async def list_models(self) -> list[ModelInfo]:
+        client = self._get_client()
+        with self._translate_errors(None):
+            listing = await client.list()
+        names = [m.model for m in listing.models if m.model]
+        limiter = anyio.CapacityLimiter(SHOW_CONCURRENCY)
+
+        async def learn_vision(name: str) -> None:
+            if name in self._vision_cache:
+                return
+            async with limiter:
+                try:
+                    with self._translate_errors(name):
+                        shown = await client.show(name)
+                except ProviderError:
+                    return  # vision stays unknown (False) for this one; the listing still stands
+            self._vision_cache[name] = "vision" in (shown.capabilities or [])
+
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                tg.start_soon(learn_vision, name)
+        return [
+            ModelInfo(
+                id=f"ollama/{name}",
+                provider=PROVIDER,
+                label=name,
+                vision=self._vision_cache.get(name, False),
+                structured=True,
+                available=True,
+                source="discovered",
+            )
+            for name in names
+        ]
+
+    def forget_models(self) -> None:
+        """Drop what `/api/show` told us, so the next listing asks again."""
+        self._vision_cache.clear()
+
+    async def health(self) -> Health:
+        base = Health(
+            provider=PROVIDER,
+            status="down",
+            endpoint=self.endpoint,
+            has_api_key=self._settings.has_api_key,
+        )
+        try:
+            client = self._get_client()
+        except ProviderNotReady as exc:
+            return base.model_copy(update={"status": "unconfigured", "detail": exc.user_message()})
+        started = time.perf_counter()
+        try:
+            # No SDK call for the version; `_request_raw` is the SDK's own transport with its
+            # error mapping (ollama/_client.py, AsyncClient._request_raw).
+            with self._translate_errors(None):
+                response = await client._request_raw("GET", "/api/version")
+                version = response.json().get("version")
+        except ProviderError as exc:
+            return base.model_copy(
+                update={"latency_ms": _ms_since(started), "detail": exc.user_message()}
+            )
+        except ValueError:
+            version = None
+        latency_ms = _ms_since(started)
+        try:
+            with self._translate_errors(None):
+                listing = await client.list()
+        except ProviderError as exc:
+            return base.model_copy(
+                update={"status": "degraded", "latency_ms": latency_ms, "version": version,
+                        "detail": f"/api/version answered but listing models failed: {exc.user_message()}"}
+            )
+        count = len(listing.models)
+        return base.model_copy(
+            update={
+                "status": "ok",
+                "latency_ms": latency_ms,
+                "version": version,
+                "detail": f"{count} model{'s' if count != 1 else ''} installed",
+            }
+        )
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client._client.aclose()
+
+    @contextmanager
+    def _translate_errors(self, model: str | None) -> Iterator[None]:
+        try:
+            yield
+        except ProviderError:
+            raise
+        except Exception as exc:
+            translated = translate_exception(exc, self.endpoint, model)
+            if translated is None:
+                raise
+            raise translated from exc
+
+
+def translate_exception(exc: Exception, endpoint: str, model: str | None) -> ProviderError | None:
+    """Map one exception raised by the ollama SDK to ours; None if it is not the SDK's."""
+    import httpx
+    from ollama import ResponseError
+    from pydantic import ValidationError
+
+    common: dict[str, Any] = {"provider": PROVIDER, "model": model}
+    if isinstance(exc, ResponseError):
+        status, text = exc.status_code, str(exc.error)
+        common["status"] = status
+        if status == 404:
+            return ModelNotFoundError(
+                f"Ollama at {endpoint} has no model {model!r}: {text}.",
+                hint=f"Run `ollama pull {model}` on that server, or pick one from list_models.",
+                **common,
+            )
+        if status in (401, 403):
+            return AuthError(
+                f"Ollama at {endpoint} refused the request ({status}): {text}.",
+                hint="Check the API key in OLLAMA_API_KEY (or the variable api_key_env names).",
+                **common,
+            )
+        if status == 429:
+            return RateLimitedError(f"Ollama at {endpoint} is rate limiting ({text}).", **common)
+        if status == -1:
+            return ProviderServerError(f"Ollama reported an error mid-stream: {text}.", **common)
+        if status >= 500 or status in (408, 409):
+            return ProviderServerError(f"Ollama at {endpoint} failed ({status}): {text}.", **common)
+        return BadRequestError(
+            f"Ollama at {endpoint} refused the request ({status}): {text}.",
+            hint="If it names the schema, simplify the schema (some Ollama builds refuse `pattern`).",
+            **common,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderTimeout(
+            f"Ollama at {endpoint} did not answer in time ({type(exc).__name__}).",
+            hint="A cold model can take a while to load; raise defaults.timeout_s or try again.",
+            **common,
+        )
+    if isinstance(exc, ConnectionError | httpx.TransportError):
+        return ProviderUnavailable(
+            f"Cannot reach Ollama at {endpoint}.",
+            hint="Start it with `ollama serve`, or point providers.ollama.endpoint / OLLAMA_HOST at it.",
+            **common,
+        )
+    if isinstance(exc, ValueError | ValidationError):  # JSONDecodeError is a ValueError
+        return ProviderServerError(f"Ollama at {endpoint} sent a malformed response: {exc}.", **common)
+    return None
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)

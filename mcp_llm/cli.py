@@ -1,0 +1,151 @@
+"""`mcp-llm [serve|config|models|health]`: argument parsing and stderr logging.
+
+Nothing here writes to stdout while serving over stdio: stdout is JSON-RPC's. The other
+commands print their answer (human-readable, or `--json`) to stdout and exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import sys
+from typing import Any
+
+from mcp_llm import __version__
+from mcp_llm.config import Settings, load_settings
+from mcp_llm.errors import ConfigError
+
+log = logging.getLogger("mcp_llm")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcp-llm", description="An MCP server for schema-valid LLM answers.")
+    parser.add_argument("--version", action="version", version=f"mcp-llm {__version__}")
+    parser.add_argument("--config", metavar="PATH", help="config file (default: $MCP_LLM_CONFIG, then the user dir)")
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the MCP server (the default command)")
+    serve.add_argument("--transport", choices=["stdio", "http"], help="default: server.transport, else stdio")
+    serve.add_argument("--host", help="HTTP host (default: server.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default: server.port, 8765)")
+    serve.add_argument("--stateless", action="store_true", help="HTTP: no session state between requests")
+    for name, text in (
+        ("config", "print the effective config, each value's source, secrets redacted"),
+        ("models", "list configured and discovered models"),
+        ("health", "probe each provider"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"mcp-llm: {exc.user_message()}", file=sys.stderr)
+        return 2
+    command = args.command or "serve"
+    if command == "serve":
+        return _serve(settings, args)
+    if command == "config":
+        return _print_config(settings, as_json=args.json)
+    return _run_query(settings, command, as_json=args.json)
+
+
+def _setup_logging(level: str) -> None:
+    """Logs go to stderr, set up before MCPServer() would run its own basicConfig."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from mcp_llm.server import build_server
+
+    transport = args.transport or settings.server.transport
+    if transport == "stdio":
+        build_server(settings).run()
+        return 0
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    token = settings.server.token
+    if token is None and not _is_loopback(host):
+        print(
+            f"mcp-llm: refusing to serve HTTP on {host} without a token. Set server.token_env to the name of "
+            "an environment variable holding one (clients send it as `Authorization: Bearer …`), "
+            "or bind to 127.0.0.1.",
+            file=sys.stderr,
+        )
+        return 2
+    server = build_server(settings, http_token=token.get_secret_value() if token else None,
+                          http_url=f"http://{host}:{port}")
+    server.run("streamable-http", host=host, port=port, stateless_http=args.stateless)
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _print_config(settings: Settings, *, as_json: bool) -> int:
+    from mcp_llm.config import describe
+
+    described = describe(settings)
+    if as_json:
+        print(json.dumps({"path": str(settings.path) if settings.path else None, "config": described}, indent=2))
+        return 0
+    print(f"# config file: {settings.path or '(none: defaults and environment only)'}")
+    for key, value in _flatten(described):
+        source = settings.source_of(key)
+        print(f"{key} = {json.dumps(value)}" + (f"    # {source}" if source != "default" else ""))
+    return 0
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            rows.extend(_flatten(value, dotted + "."))
+        else:
+            rows.append((dotted, value))
+    return rows
+
+
+def _run_query(settings: Settings, command: str, *, as_json: bool) -> int:
+    import anyio
+
+    from mcp_llm.server import App
+
+    async def run() -> list[Any]:
+        app = App(settings)
+        try:
+            return await (app.models(None, refresh=True) if command == "models" else app.health(None))
+        finally:
+            await app.aclose()
+
+    rows = anyio.run(run)
+    if as_json:
+        print(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+    elif command == "models":
+        for m in rows:
+            flags = ",".join(f for f, on in (("vision", m.vision), ("disabled", not m.enabled)) if on)
+            available = {True: "available", False: "missing", None: "unknown"}[m.available]
+            print(f"{m.id:40} {m.source:10} {available:9} {flags}")
+    else:
+        for h in rows:
+            latency = f"{h.latency_ms:.0f} ms" if h.latency_ms is not None else "-"
+            print(f"{h.provider:10} {h.status:12} {latency:>8}  {h.version or '-':10} {h.detail}")
+    return 0

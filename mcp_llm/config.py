@@ -1,0 +1,316 @@
+"""Settings: the TOML file merged with the environment variables the SDKs already use.
+
+This is the only module that reads `os.environ`. The file never holds a secret: a provider
+names the variable its key is in (`api_key_env`), and the key is kept as a `SecretStr`
+that only the adapter unwraps. Every value remembers where it came from, so
+`mcp-llm config` can show each one with its source and with secrets redacted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+
+from mcp_llm.errors import ConfigError
+
+OLLAMA_LOCAL_ENDPOINT = "http://localhost:11434"
+OLLAMA_CLOUD_ENDPOINT = "https://ollama.com"
+
+
+class _Section(BaseModel):
+    """A config table: unknown keys are errors, so a typo is reported, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Defaults(_Section):
+    model: str = ""
+    vision_model: str = ""
+    fallback: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    max_repairs: int = Field(default=2, ge=0, le=10)
+
+
+class ModelEntry(_Section):
+    id: str
+    label: str | None = None
+    vision: bool = False
+    enabled: bool = True
+    fallback: list[str] = Field(default_factory=list)
+
+
+class _Provider(_Section):
+    endpoint: str | None = None
+    api_key_env: str = ""
+    concurrency: int = Field(default=4, ge=1, le=256)
+    models: list[ModelEntry] = Field(default_factory=list)
+    _api_key: SecretStr | None = PrivateAttr(default=None)
+
+    @property
+    def api_key(self) -> SecretStr | None:
+        return self._api_key
+
+    @property
+    def has_api_key(self) -> bool:
+        return self._api_key is not None
+
+
+class OllamaSettings(_Provider):
+    use_cloud: bool = False
+    api_key_env: str = "OLLAMA_API_KEY"
+    _env_host: str | None = PrivateAttr(default=None)
+
+    @property
+    def effective_endpoint(self) -> str:
+        """Cloud: `endpoint` or ollama.com. Local: `endpoint`, else `$OLLAMA_HOST`, else localhost."""
+        if self.use_cloud:
+            return normalize_ollama_host(self.endpoint or OLLAMA_CLOUD_ENDPOINT)
+        return normalize_ollama_host(self.endpoint or self._env_host or OLLAMA_LOCAL_ENDPOINT)
+
+    @property
+    def sends_api_key(self) -> bool:
+        """Only Ollama Cloud gets the key; a local server never sees it."""
+        return self.use_cloud and self.has_api_key
+
+
+class GeminiSettings(_Provider):
+    backend: Literal["api", "vertex"] = "api"
+    api_key_env: str = "GEMINI_API_KEY"
+    project: str | None = None
+    location: str | None = None
+    access_token_env: str = ""
+    locations: dict[str, str] = Field(default_factory=dict)
+
+
+class AnthropicSettings(_Provider):
+    api_key_env: str = "ANTHROPIC_API_KEY"
+
+
+class OpenAISettings(_Provider):
+    api_key_env: str = "OPENAI_API_KEY"
+
+
+class CompatibleEndpoint(_Provider):
+    endpoint: str  # type: ignore[assignment]
+    api_key_env: str = ""
+    model_names: list[str] = Field(default_factory=list, alias="models")  # type: ignore[assignment]
+
+
+class ClientSettings(_Section):
+    as_fallback: bool = False
+    hints: list[str] = Field(default_factory=list)
+
+
+class Providers(_Section):
+    ollama: OllamaSettings = Field(default_factory=OllamaSettings)
+    gemini: GeminiSettings = Field(default_factory=GeminiSettings)
+    anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    openai_compatible: dict[str, CompatibleEndpoint] = Field(default_factory=dict)
+    client: ClientSettings = Field(default_factory=ClientSettings)
+
+
+class ImageSettings(_Section):
+    roots: list[Path] = Field(default_factory=lambda: [Path.home()])
+    max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_pixels: int = Field(default=4096 * 4096, gt=0)
+    allow_urls: bool = False
+
+    @field_validator("roots")
+    @classmethod
+    def _expand(cls, roots: list[Path]) -> list[Path]:
+        return [Path(os.path.expanduser(str(r))).resolve() for r in roots]
+
+
+class ServerSettings(_Section):
+    transport: Literal["stdio", "http"] = "stdio"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    token_env: str = ""
+    _token: SecretStr | None = PrivateAttr(default=None)
+
+    @property
+    def token(self) -> SecretStr | None:
+        """The bearer token HTTP clients must send, read from the variable `token_env` names."""
+        return self._token
+
+
+class Settings(_Section):
+    defaults: Defaults = Field(default_factory=Defaults)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    providers: Providers = Field(default_factory=Providers)
+    images: ImageSettings = Field(default_factory=ImageSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    _path: Path | None = PrivateAttr(default=None)
+
+    @property
+    def path(self) -> Path | None:
+        """The config file these settings were read from, if any."""
+        return self._path
+
+    def source_of(self, dotted_key: str) -> str:
+        """Where a value came from: `file`, `env:NAME` or `default`."""
+        return self._sources.get(dotted_key, "default")
+
+    def provider_settings(self, name: str) -> _Provider | None:
+        value = getattr(self.providers, name, None)
+        return value if isinstance(value, _Provider) else None
+
+
+def normalize_ollama_host(host: str) -> str:
+    """`localhost`, `0.0.0.0:11434`, `http://h` → a full base URL, as the ollama SDK itself does."""
+    host = host.strip().rstrip("/")
+    if "://" not in host:
+        host = f"http://{host}"
+    scheme, rest = host.split("://", 1)
+    hostport, _, path = rest.partition("/")
+    if hostport.startswith("0.0.0.0"):  # a bind address, not one to connect to
+        hostport = "127.0.0.1" + hostport[len("0.0.0.0") :]
+    if ":" not in hostport.rsplit("]", 1)[-1]:
+        hostport += ":443" if scheme == "https" else ":11434"
+    return f"{scheme}://{hostport}" + (f"/{path}" if path else "")
+
+
+def default_config_path(env: dict[str, str] | None = None) -> Path:
+    """The user config dir, as each platform keeps it: `…/mcp-llm/config.toml`."""
+    env = os.environ if env is None else env
+    if sys.platform == "win32":
+        base = Path(env.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "mcp-llm" / "config.toml"
+
+
+@dataclass
+class _Loaded:
+    data: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _read_file(explicit: str | os.PathLike[str] | None, env: dict[str, str]) -> _Loaded:
+    if explicit is not None:
+        path, must_exist = Path(explicit).expanduser(), True
+    elif env.get("MCP_LLM_CONFIG"):
+        path, must_exist = Path(env["MCP_LLM_CONFIG"]).expanduser(), True
+    else:
+        path, must_exist = default_config_path(env), False
+    if not path.is_file():
+        if must_exist:
+            raise ConfigError(
+                f"Config file {path} does not exist.",
+                hint="Check --config / MCP_LLM_CONFIG, or copy config.example.toml there.",
+            )
+        return _Loaded()
+    try:
+        with path.open("rb") as fh:
+            return _Loaded(tomllib.load(fh), path)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}.", hint="Fix the line it names.") from exc
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        if isinstance(value, dict):
+            keys.extend(_flatten(value, dotted + "."))
+    return keys
+
+
+def _explain(exc: ValidationError, path: Path | None) -> ConfigError:
+    where = f" in {path}" if path else ""
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        problems.append(f"`{key}`: {err['msg']}")
+    return ConfigError(
+        f"Invalid config{where}: " + "; ".join(problems) + ".",
+        hint="See config.example.toml for every key and its type.",
+    )
+
+
+def _first_env(env: dict[str, str], *names: str) -> tuple[str, str] | None:
+    for name in names:
+        if name and env.get(name):
+            return name, env[name]
+    return None
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+) -> Settings:
+    """Read the config file (if any) and the environment; raise ConfigError naming the bad key."""
+    env = dict(os.environ) if env is None else env
+    loaded = _read_file(config_path, env)
+    data = loaded.data
+    sources = {key: "file" for key in _flatten(data)}
+
+    gemini_raw = data.get("providers", {}).get("gemini", {})
+    if "backend" not in gemini_raw and env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true", "yes"):
+        data.setdefault("providers", {}).setdefault("gemini", {})["backend"] = "vertex"
+        sources["providers.gemini.backend"] = "env:GOOGLE_GENAI_USE_VERTEXAI"
+    for key, var in (("project", "GOOGLE_CLOUD_PROJECT"), ("location", "GOOGLE_CLOUD_LOCATION")):
+        if key not in gemini_raw and env.get(var):
+            data.setdefault("providers", {}).setdefault("gemini", {})[key] = env[var]
+            sources[f"providers.gemini.{key}"] = f"env:{var}"
+
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, loaded.path) from None
+
+    ollama = settings.providers.ollama
+    if env.get("OLLAMA_HOST"):
+        ollama._env_host = env["OLLAMA_HOST"]
+        if not ollama.endpoint and not ollama.use_cloud:
+            sources["providers.ollama.endpoint"] = "env:OLLAMA_HOST"
+
+    key_vars: dict[str, tuple[str, ...]] = {
+        "ollama": (ollama.api_key_env,),
+        "gemini": (settings.providers.gemini.api_key_env, "GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        "anthropic": (settings.providers.anthropic.api_key_env, "ANTHROPIC_API_KEY"),
+        "openai": (settings.providers.openai.api_key_env, "OPENAI_API_KEY"),
+    }
+    for name, variables in key_vars.items():
+        found = _first_env(env, *variables)
+        if found:
+            provider = settings.provider_settings(name)
+            assert provider is not None
+            provider._api_key = SecretStr(found[1])
+            sources[f"providers.{name}.api_key"] = f"env:{found[0]}"
+    for name, endpoint in settings.providers.openai_compatible.items():
+        found = _first_env(env, endpoint.api_key_env)
+        if found:
+            endpoint._api_key = SecretStr(found[1])
+            sources[f"providers.openai_compatible.{name}.api_key"] = f"env:{found[0]}"
+
+    token = _first_env(env, settings.server.token_env)
+    if token:
+        settings.server._token = SecretStr(token[1])
+    settings._sources = sources
+    settings._path = loaded.path
+    return settings
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The effective config as plain data, with `api_key` shown only as set / not set."""
+    out = settings.model_dump(mode="json", by_alias=True)
+    for name in ("ollama", "gemini", "anthropic", "openai"):
+        provider = settings.provider_settings(name)
+        assert provider is not None
+        out["providers"][name]["api_key"] = "<set>" if provider.has_api_key else "<not set>"
+    out["providers"]["ollama"]["effective_endpoint"] = settings.providers.ollama.effective_endpoint
+    for name, endpoint in settings.providers.openai_compatible.items():
+        out["providers"]["openai_compatible"][name]["api_key"] = "<set>" if endpoint.has_api_key else "<not set>"
+    return out

@@ -1,0 +1,150 @@
+"""The errors mcp_llm raises, and the only ones `server.py` turns into tool errors.
+
+```
+LLMError                      every failure we anticipate; .hint says what to do
+├── ConfigError               the config file or an environment value is wrong
+├── InputError                the caller's arguments cannot be used (never retried)
+│   ├── SchemaError           not a valid JSON Schema, or an unknown preset name
+│   ├── ImageError            missing, outside the allowed roots, not an image, too large
+│   └── UnknownModelError     no provider prefix, alias or default matches the id
+├── ProviderError             the provider could not give an answer (.provider, .model)
+│   ├── ProviderNotReady      known prefix, but its adapter is not in this version / not configured
+│   ├── AuthError             401/403: the key is missing or wrong
+│   ├── ModelNotFoundError    404: the provider does not have that model
+│   ├── BadRequestError       400/413/422: the provider refused the request as sent
+│   └── TransientError        worth retrying (.retryable is True)
+│       ├── ProviderUnavailable   connection refused or reset, DNS
+│       ├── ProviderTimeout       no answer within the timeout
+│       ├── RateLimitedError      429 (.retry_after seconds, when the provider said)
+│       └── ProviderServerError   5xx, 529, or a malformed reply
+├── OutputError               the model's answer is not valid JSON / does not match the schema
+└── AllAttemptsFailed         every model of the chain failed (.attempts lists what each got)
+```
+
+Adapters translate their SDK's exceptions into these where the SDK is called; the router
+retries `TransientError`s and re-asks on `OutputError`; nothing in between catches broadly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class LLMError(Exception):
+    """Base of every error we anticipate. `str()` is the cause; `hint` is what the user can do."""
+
+    retryable: bool = False
+    kind: str = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def user_message(self) -> str:
+        """The text a user sees: cause, then what to do."""
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+class ConfigError(LLMError):
+    kind = "config"
+
+
+class InputError(LLMError):
+    kind = "input"
+
+
+class SchemaError(InputError):
+    kind = "schema"
+
+
+class ImageError(InputError):
+    kind = "image"
+
+
+class UnknownModelError(InputError):
+    kind = "unknown_model"
+
+
+class ProviderError(LLMError):
+    """A provider failed; carries which one so the trace and the final error can say so."""
+
+    kind = "provider"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        model: str | None = None,
+        status: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.provider = provider
+        self.model = model
+        self.status = status
+
+
+class ProviderNotReady(ProviderError):
+    kind = "not_ready"
+
+
+class AuthError(ProviderError):
+    kind = "auth"
+
+
+class ModelNotFoundError(ProviderError):
+    kind = "model_not_found"
+
+
+class BadRequestError(ProviderError):
+    kind = "bad_request"
+
+
+class TransientError(ProviderError):
+    retryable = True
+    kind = "transient"
+
+
+class ProviderUnavailable(TransientError):
+    kind = "unavailable"
+
+
+class ProviderTimeout(TransientError):
+    kind = "timeout"
+
+
+class RateLimitedError(TransientError):
+    kind = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ProviderServerError(TransientError):
+    kind = "server_error"
+
+
+class OutputError(LLMError):
+    """The model answered, but not with JSON that validates against the caller's schema."""
+
+    kind = "invalid_output"
+
+    def __init__(self, message: str, *, errors: Sequence[str] = (), reply: str = "") -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+        self.reply = reply
+
+
+class AllAttemptsFailed(LLMError):
+    """Every model of the chain failed; the message lists each attempt's error."""
+
+    kind = "all_failed"
+
+    def __init__(self, message: str, *, attempts: Sequence[Any], last: LLMError, hint: str | None) -> None:
+        super().__init__(message, hint=hint)
+        self.attempts = list(attempts)
+        self.last = last

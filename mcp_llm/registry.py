@@ -1,0 +1,190 @@
+"""Model id → provider adapter and the provider's own model name.
+
+The prefixes are a contract (DESIGN.md): `ollama/<name>`, `gemini-*`, `gemini/<name>`,
+`vertex/<name>`, `claude-*`, `anthropic/<name>`, `openai/<name>`, `<endpoint>/<name>` for
+a named OpenAI-compatible endpoint, and `client` / `client/<hint>`. Aliases from config
+are expanded first; an empty id means the configured default. Adapters are built on first
+use (so start-up imports no SDK) and kept, one per provider, until `aclose()`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from mcp_llm.adapters.base import LLMAdapter
+from mcp_llm.config import ModelEntry, Settings
+from mcp_llm.errors import ProviderNotReady, UnknownModelError
+
+MAX_ALIAS_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class Route:
+    model_id: str  # the id as the user knows it, after alias expansion
+    provider: str  # ollama | gemini | anthropic | openai | client | an openai_compatible endpoint name
+    native: str  # the provider's own name for the model
+    vertex: bool = False  # `vertex/…`: Gemini on Vertex AI whatever the configured backend
+
+
+# (prefix, provider, strip the prefix?), longest match first where they overlap
+PREFIXES: tuple[tuple[str, str, bool], ...] = (
+    ("ollama/", "ollama", True),
+    ("gemini/", "gemini", True),
+    ("vertex/", "gemini", True),
+    ("gemini-", "gemini", False),
+    ("anthropic/", "anthropic", True),
+    ("claude-", "anthropic", False),
+    ("openai/", "openai", True),
+    ("client/", "client", True),
+)
+
+CONFIGURABLE_PROVIDERS = ("ollama", "gemini", "anthropic", "openai")
+
+PROVIDER_LABELS = {
+    "ollama": "Ollama",
+    "gemini": "Gemini",
+    "anthropic": "Anthropic",
+    "openai": "OpenAI",
+    "client": "the MCP client's own model (sampling)",
+}
+
+def full_id(provider: str, model_id: str) -> str:
+    """A config entry under `[providers.X]` may omit X's prefix: `llama3.2` there is `ollama/llama3.2`."""
+    for prefix, owner, _ in PREFIXES:
+        if owner == provider and model_id.startswith(prefix):
+            return model_id
+    return f"{provider}/{model_id}"
+
+
+# Providers whose adapter this version ships; the others are known prefixes that say so.
+AdapterFactory = Callable[[Settings], LLMAdapter]
+
+
+def _build_ollama(settings: Settings) -> LLMAdapter:
+    from mcp_llm.adapters.ollama import OllamaAdapter
+
+    return OllamaAdapter(settings.providers.ollama, timeout_s=settings.defaults.timeout_s)
+
+
+ADAPTER_FACTORIES: dict[str, AdapterFactory] = {"ollama": _build_ollama}
+
+
+class Registry:
+    def __init__(self, settings: Settings, factories: dict[str, AdapterFactory] | None = None) -> None:
+        self.settings = settings
+        self._factories = dict(ADAPTER_FACTORIES if factories is None else factories)
+        self._adapters: dict[str, LLMAdapter] = {}
+        self._discovered: set[str] = set()
+
+    # --- ids -------------------------------------------------------------------------------
+
+    def configured_models(self) -> list[ModelEntry]:
+        entries: list[ModelEntry] = []
+        for name in CONFIGURABLE_PROVIDERS:
+            provider = self.settings.provider_settings(name)
+            if provider is not None:
+                entries.extend(entry.model_copy(update={"id": full_id(name, entry.id)}) for entry in provider.models)
+        return entries
+
+    def configured_entry(self, model_id: str) -> ModelEntry | None:
+        return next((entry for entry in self.configured_models() if entry.id == model_id), None)
+
+    def remember_discovered(self, model_ids: Iterable[str]) -> None:
+        """Ids seen in a provider's listing, so "did you mean" can suggest them."""
+        self._discovered.update(model_ids)
+
+    def known_ids(self) -> list[str]:
+        ids = [entry.id for entry in self.configured_models()]
+        ids += list(self.settings.aliases)
+        ids += sorted(self._discovered)
+        return list(dict.fromkeys(ids))
+
+    def default_model(self, *, vision: bool) -> str:
+        defaults = self.settings.defaults
+        chosen = (defaults.vision_model if vision else "") or defaults.model
+        if chosen:
+            return chosen
+        enabled = [entry for entry in self.configured_models() if entry.enabled and (entry.vision or not vision)]
+        if enabled:
+            return enabled[0].id
+        what = "defaults.vision_model (or defaults.model)" if vision else "defaults.model"
+        raise UnknownModelError(
+            "No model was given and no default is configured.",
+            hint=f"Pass `model` (e.g. 'ollama/llama3.2'{' or a vision model' if vision else ''}), "
+            f"or set {what} in the config file.",
+        )
+
+    def expand_alias(self, model_id: str) -> str:
+        seen = [model_id]
+        while model_id in self.settings.aliases:
+            model_id = self.settings.aliases[model_id]
+            if model_id in seen or len(seen) > MAX_ALIAS_DEPTH:
+                raise UnknownModelError(
+                    f"Alias loop: {' → '.join([*seen, model_id])}.", hint="Fix [aliases] in the config file."
+                )
+            seen.append(model_id)
+        return model_id
+
+    def resolve(self, model_id: str | None, *, vision: bool = False) -> Route:
+        requested = (model_id or "").strip() or self.default_model(vision=vision)
+        resolved = self.expand_alias(requested)
+        entry = self.configured_entry(resolved)
+        if entry is not None and not entry.enabled:
+            raise UnknownModelError(
+                f"Model {resolved!r} is disabled in the config file.",
+                hint="Set enabled = true for it, or choose another model (list_models).",
+            )
+        if resolved == "client":
+            return Route(resolved, "client", "")
+        for prefix, provider, strip in PREFIXES:
+            if resolved.startswith(prefix) and len(resolved) > len(prefix):
+                native = resolved[len(prefix) :] if strip else resolved
+                return Route(resolved, provider, native, vertex=prefix == "vertex/")
+        endpoint, sep, native = resolved.partition("/")
+        if sep and native and endpoint in self.settings.providers.openai_compatible:
+            return Route(resolved, endpoint, native)
+        raise self._unknown(requested)
+
+    def _unknown(self, model_id: str) -> UnknownModelError:
+        prefixes = [prefix for prefix, _, _ in PREFIXES] + ["client"]
+        prefixes += [f"{name}/" for name in self.settings.providers.openai_compatible]
+        candidates = self.known_ids()
+        close = difflib.get_close_matches(model_id, candidates, n=3, cutoff=0.5)
+        close += [c for c in candidates if c.endswith("/" + model_id) and c not in close]
+        hint = f"Use one of the prefixes {', '.join(prefixes)}"
+        if close:
+            hint = f"Did you mean {', '.join(repr(c) for c in close[:3])}? " + hint
+        return UnknownModelError(
+            f"Unknown model id {model_id!r}.",
+            hint=hint + " (e.g. 'ollama/llama3.2'), or an alias from [aliases]; list_models shows what is available.",
+        )
+
+    # --- adapters --------------------------------------------------------------------------
+
+    def adapter(self, provider: str) -> LLMAdapter:
+        """The provider's adapter, built on first use."""
+        if provider in self._adapters:
+            return self._adapters[provider]
+        factory = self._factories.get(provider)
+        if factory is None:
+            label = PROVIDER_LABELS.get(provider, f"the OpenAI-compatible endpoint {provider!r}")
+            raise ProviderNotReady(
+                f"{label} is a known provider, but this version of mcp_llm has no adapter for it yet.",
+                provider=provider,
+                hint="Use an Ollama model ('ollama/<name>') for now; list_models shows those available.",
+            )
+        adapter = self._adapters[provider] = factory(self.settings)
+        return adapter
+
+    def enabled_providers(self) -> list[str]:
+        return list(self._factories)
+
+    def built_adapters(self) -> dict[str, LLMAdapter]:
+        return dict(self._adapters)
+
+    async def aclose(self) -> None:
+        adapters, self._adapters = list(self._adapters.values()), {}
+        for adapter in adapters:
+            await adapter.aclose()

@@ -1,0 +1,254 @@
+"""One call end to end: resolve the chain of models, call, validate, re-ask, retry, fall back.
+
+This is the one place where retries, re-asks and fallback happen, for every provider:
+
+    for each model in [requested, its fallbacks…, defaults.fallback…]:
+        up to 1 + max_repairs answers:       (re-ask with the validation errors)
+            up to 1 + max_retries tries:     (transient errors only, backoff with jitter)
+                adapter.complete(request)    (within what is left of the call's deadline)
+
+Every try is recorded as an `Attempt`, so the result (or the final error) says what happened.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+from pydantic import BaseModel, Field
+
+from mcp_llm.adapters.base import Completion, ImageInput, LLMAdapter, Message, Request
+from mcp_llm.errors import (
+    AllAttemptsFailed,
+    InputError,
+    LLMError,
+    OutputError,
+    ProviderError,
+    ProviderTimeout,
+    TransientError,
+)
+from mcp_llm.registry import Registry, Route
+from mcp_llm.structured import compile_for, parse_and_validate, repair_message, schema_instruction
+
+RETRY_INITIAL_WAIT_S = 0.5
+RETRY_MAX_WAIT_S = 8.0
+
+
+class Attempt(BaseModel):
+    model: str
+    provider: str
+    outcome: Literal["ok", "invalid_output", "error"]
+    error: str | None = None  # the error's kind (e.g. `unavailable`, `invalid_output`), None when ok
+    latency_ms: float
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Trace(BaseModel):
+    """The fields every tool result carries: who answered, how, and at what cost."""
+
+    model: str = Field(description="The model that answered.")
+    provider: str
+    attempts: list[Attempt] = Field(description="Every try, in order, including failed ones.")
+    usage: Usage = Field(description="Tokens over all attempts of this call.")
+    latency_ms: float = Field(description="Wall time of the whole call.")
+    schema_rewrites: list[str] = Field(
+        default_factory=list, description="What was changed in the schema for the provider; empty if nothing."
+    )
+
+
+@dataclass
+class Outcome:
+    text: str
+    data: Any
+    trace: Trace
+
+
+@dataclass
+class CallSpec:
+    prompt: str
+    schema: dict[str, Any] | None = None  # the caller's checked schema; None for free text
+    model: str | None = None
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    images: tuple[ImageInput, ...] = ()
+    timeout_s: float | None = None
+
+
+class _Call:
+    """The state of one call while it runs: its deadline, its attempts, its token count."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.started = time.perf_counter()
+        self.deadline = anyio.current_time() + timeout_s
+        self.attempts: list[Attempt] = []
+        self.usage = Usage()
+
+    def remaining(self) -> float:
+        return self.deadline - anyio.current_time()
+
+    def record(self, route: Route, outcome: Literal["ok", "invalid_output", "error"], started: float,
+               error: LLMError | None = None) -> None:
+        self.attempts.append(
+            Attempt(
+                model=route.model_id,
+                provider=route.provider,
+                outcome=outcome,
+                error=error.kind if error else None,
+                latency_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+        )
+
+
+class Router:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    @property
+    def defaults(self) -> Any:
+        return self.registry.settings.defaults
+
+    def chain(self, first: Route) -> list[str]:
+        """The requested model, its own fallbacks, then `defaults.fallback`; each once."""
+        entry = self.registry.configured_entry(first.model_id)
+        ids = [first.model_id, *(entry.fallback if entry else []), *self.defaults.fallback]
+        return list(dict.fromkeys(ids))
+
+    async def run(self, spec: CallSpec) -> Outcome:
+        first = self.registry.resolve(spec.model, vision=bool(spec.images))
+        call = _Call(spec.timeout_s or self.defaults.timeout_s)
+        errors: list[tuple[str, LLMError]] = []
+        for model_id in self.chain(first):
+            try:
+                route = first if model_id == first.model_id else self.registry.resolve(model_id)
+                return await self._run_model(route, spec, call)
+            except InputError as exc:
+                if model_id == first.model_id:
+                    raise
+                errors.append((model_id, exc))  # a bad fallback id in config: say so, try the next
+            except (ProviderError, OutputError) as exc:
+                errors.append((model_id, exc))
+            if call.remaining() <= 0:
+                break
+        raise _all_failed(errors, call)
+
+    async def _run_model(self, route: Route, spec: CallSpec, call: _Call) -> Outcome:
+        adapter = self.registry.adapter(route.provider)
+        compiled = compile_for(route.provider, spec.schema) if spec.schema is not None else None
+        system = spec.system
+        if spec.schema is not None:
+            system = "\n\n".join(part for part in (spec.system, schema_instruction(spec.schema)) if part)
+        messages = [Message("user", spec.prompt, list(spec.images))]
+        repairs = self.defaults.max_repairs if spec.schema is not None else 0
+        for round_ in range(repairs + 1):
+            request = Request(
+                model=route.native,
+                messages=list(messages),
+                system=system,
+                schema=compiled.schema if compiled else None,
+                temperature=spec.temperature,
+                max_tokens=spec.max_tokens,
+            )
+            completion, started = await self._complete_with_retries(adapter, route, request, call)
+            call.usage.input_tokens += completion.input_tokens or 0
+            call.usage.output_tokens += completion.output_tokens or 0
+            data: Any = None
+            if spec.schema is not None:
+                try:
+                    data = parse_and_validate(completion.text, spec.schema)
+                except OutputError as exc:
+                    call.record(route, "invalid_output", started, exc)
+                    if round_ == repairs or call.remaining() <= 0:
+                        raise
+                    messages += [Message("assistant", completion.text), Message("user", repair_message(exc))]
+                    continue
+            call.record(route, "ok", started)
+            return Outcome(completion.text, data, self._trace(route, call, compiled.rewrites if compiled else []))
+        raise AssertionError("unreachable: the last round returns or raises")
+
+    async def _complete_with_retries(
+        self, adapter: LLMAdapter, route: Route, request: Request, call: _Call
+    ) -> tuple[Completion, float]:
+        """The completion and when its successful try started; failed tries are recorded here."""
+        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(self.defaults.max_retries + 1),
+            wait=wait_exponential_jitter(initial=RETRY_INITIAL_WAIT_S, max=RETRY_MAX_WAIT_S),
+            before_sleep=lambda state: self._check_time_for_sleep(state, call),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                started = time.perf_counter()
+                try:
+                    completion = await self._complete_before_deadline(adapter, route, request, call)
+                except ProviderError as exc:
+                    call.record(route, "error", started, exc)
+                    raise
+                return completion, started
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _complete_before_deadline(
+        self, adapter: LLMAdapter, route: Route, request: Request, call: _Call
+    ) -> Completion:
+        remaining = call.remaining()
+        request.timeout_s = max(remaining, 0.001)
+        with anyio.move_on_after(remaining) as scope:
+            return await adapter.complete(request)
+        assert scope.cancelled_caught
+        raise ProviderTimeout(
+            f"{route.model_id} did not answer within the call's deadline.",
+            provider=route.provider,
+            model=route.model_id,
+            hint="Raise defaults.timeout_s, or pass a larger timeout for slow models.",
+        )
+
+    @staticmethod
+    def _check_time_for_sleep(state: Any, call: _Call) -> None:
+        """Do not sleep past the deadline: give up with the last error instead."""
+        wait = state.next_action.sleep if state.next_action else 0
+        if wait >= call.remaining():
+            outcome = state.outcome
+            if outcome is not None and outcome.failed:
+                raise outcome.exception()
+
+    @staticmethod
+    def _trace(route: Route, call: _Call, rewrites: list[str]) -> Trace:
+        return Trace(
+            model=route.model_id,
+            provider=route.provider,
+            attempts=call.attempts,
+            usage=call.usage,
+            latency_ms=round((time.perf_counter() - call.started) * 1000, 1),
+            schema_rewrites=rewrites,
+        )
+
+
+def _all_failed(errors: list[tuple[str, LLMError]], call: _Call) -> LLMError:
+    tries = len(call.attempts)
+    if len(errors) == 1:
+        model_id, error = errors[0]
+        suffix = f" ({tries} attempt{'s' if tries != 1 else ''} with {model_id})"
+        detail = _describe(error)
+        return AllAttemptsFailed(detail + suffix, attempts=call.attempts, last=error, hint=error.hint)
+    listing = "; ".join(f"{model_id}: {_describe(error)}" for model_id, error in errors)
+    return AllAttemptsFailed(
+        f"Every model in the fallback chain failed ({tries} attempts) — {listing}",
+        attempts=call.attempts,
+        last=errors[-1][1],
+        hint=errors[0][1].hint,
+    )
+
+
+def _describe(error: LLMError) -> str:
+    if isinstance(error, OutputError) and error.errors:
+        return f"{error.message} Last problems: {'; '.join(error.errors[:3])}."
+    return error.message

@@ -1,0 +1,104 @@
+"""Shared fixtures: a fake Ollama on loopback, settings pointing at it, and an MCP client on the server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from mcp_llm.config import Settings, load_settings
+from mcp_llm.server import build_server
+from tests.fakes.ollama_server import FakeOllama
+
+TEXT_MODEL = "ollama/llama3.2:3b"
+VISION_MODEL = "ollama/llava:7b"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[FakeOllama]:
+    with FakeOllama() as fake:
+        yield fake
+        assert not fake.errors, f"the fake Ollama server itself failed: {fake.errors!r}"
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings from a TOML snippet, with no environment but what the test passes."""
+
+    def make(toml: str = "", env: dict[str, str] | None = None) -> Settings:
+        config = write_config(tmp_path / "config.toml", toml)
+        return load_settings(config, env=env or {})
+
+    return make
+
+
+@pytest.fixture
+def image_root(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    root.mkdir()
+    return root
+
+
+def ollama_config(fake: FakeOllama, image_root: Path, extra: str = "", *, max_retries: int = 0) -> str:
+    return f"""
+[defaults]
+model = "{TEXT_MODEL}"
+vision_model = "{VISION_MODEL}"
+max_retries = {max_retries}
+max_repairs = 2
+timeout_s = 20
+
+[providers.ollama]
+endpoint = "{fake.url}"
+
+[[providers.ollama.models]]
+id = "llama3.2:3b"
+label = "Llama 3.2 3B"
+
+[[providers.ollama.models]]
+id = "llava:7b"
+label = "LLaVA 7B"
+vision = true
+
+[images]
+roots = ["{image_root}"]
+{extra}
+"""
+
+
+@pytest.fixture
+def settings(fake_ollama: FakeOllama, image_root: Path, make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(ollama_config(fake_ollama, image_root))
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[Client]:
+    async with Client(build_server(settings)) as session:
+        yield session
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> Any:
+    """Call a tool; return its structured result, failing the test on a tool error."""
+    result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+async def call_error(client: Client, tool: str, **arguments: Any) -> str:
+    """Call a tool that must fail; return the error text the assistant sees."""
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, f"expected a tool error, got {result.structured_content!r}"
+    return " ".join(getattr(block, "text", "") for block in result.content)

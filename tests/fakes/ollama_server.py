@@ -1,0 +1,694 @@
+"""A fake Ollama server on loopback, written from Ollama's REST API docs (docs/api.md).
+
+Tests drive it through the real `ollama` SDK, so the adapter's request shaping, response
+parsing and error mapping are exercised on the wire instead of by patching. A test steers it
+per request with `enqueue()` (a reply, an HTTP error, malformed bytes, a dropped or hanging
+connection, an error line mid-stream), like simonw/llm's `MockModel.enqueue`; with nothing
+queued, `responder` answers (by default a minimal instance of the requested JSON schema).
+
+Only the stdlib: `ThreadingHTTPServer` in a daemon thread, one thread per connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http
+import json
+import math
+import re
+import select
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+Responder = Callable[[dict[str, Any]], str]
+
+_POLL_S = 0.02
+_JSON = "application/json; charset=utf-8"
+
+
+def _timestamp(offset_s: float = 0) -> str:
+    """Go's RFC3339Nano in UTC, as Ollama writes it (nine fractional digits, then Z)."""
+    ns = time.time_ns() + int(offset_s * 1e9)
+    secs, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+
+
+def _normalize(name: str) -> str:
+    """Ollama resolves a bare name to its `:latest` tag, so `llava` finds `llava:latest`."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+@dataclass(frozen=True)
+class FakeModel:
+    """One installed model; `vision` adds the capability that `/api/show` reports and chat checks."""
+
+    name: str
+    vision: bool = False
+    family: str = "llama"
+    parameter_size: str = "3.2B"
+    quantization_level: str = "Q4_K_M"
+    size: int = 2_019_393_189
+    context_length: int = 131_072
+    extra_capabilities: tuple[str, ...] = ()
+    modified_at: str = "2025-09-30T10:00:00.123456789Z"
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.name.encode()).hexdigest()
+
+    @property
+    def capabilities(self) -> list[str]:
+        return ["completion", *(["vision"] if self.vision else []), *self.extra_capabilities]
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "parent_model": "",
+            "format": "gguf",
+            "family": self.family,
+            "families": [self.family, *(["clip"] if self.vision else [])],
+            "parameter_size": self.parameter_size,
+            "quantization_level": self.quantization_level,
+        }
+
+    def tag(self) -> dict[str, Any]:
+        """The model's entry in `GET /api/tags`."""
+        return {
+            "name": self.name,
+            "model": self.name,
+            "modified_at": self.modified_at,
+            "size": self.size,
+            "digest": self.digest,
+            "details": self.details(),
+        }
+
+
+def default_models() -> list[FakeModel]:
+    """A text model and a vision model, so routing by capability can be tested out of the box."""
+    return [
+        FakeModel("llama3.2:3b"),
+        FakeModel("llava:7b", vision=True, parameter_size="7B", quantization_level="Q4_0", size=4_733_363_377),
+    ]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """What reached the server, so a test can assert the exact JSON the SDK sent."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class _Reply:
+    content: str | dict[str, Any] | list[Any] | None = None
+    status: int = 200
+    error: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay_s: float = 0
+    chunk_delay_s: float = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    done_reason: str = "stop"
+    raw_body: bytes | None = None
+    drop_connection: bool = False
+    hang: bool = False
+    stream_error: str | None = None
+
+
+# --- a minimal instance of a JSON schema ---------------------------------------------------------
+
+_FORMATS = {
+    "date-time": "2025-01-01T00:00:00Z",
+    "date": "2025-01-01",
+    "time": "00:00:00Z",
+    "email": "user@example.com",
+    "uri": "https://example.com/",
+    "url": "https://example.com/",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+    "ipv4": "127.0.0.1",
+}
+
+
+def _resolve(ref: str, root: Any) -> Any:
+    if not ref.startswith("#"):
+        raise ValueError(f"only local $ref is supported, got {ref!r}")
+    node = root
+    for part in filter(None, ref[1:].split("/")):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def _number(schema: Mapping[str, Any], integer: bool) -> int | float:
+    lo, hi = schema.get("minimum"), schema.get("maximum")
+    ex_lo, ex_hi = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
+    step = 1 if integer else 0.5
+    if ex_lo is not None:
+        lo = max(lo, ex_lo + step) if lo is not None else ex_lo + step
+    if ex_hi is not None:
+        hi = min(hi, ex_hi - step) if hi is not None else ex_hi - step
+    value: float = 0
+    if lo is not None:
+        value = max(value, lo)
+    if hi is not None:
+        value = min(value, hi)
+    if ex_lo is not None and ex_hi is not None and not integer:
+        value = (ex_lo + ex_hi) / 2
+    if (multiple := schema.get("multipleOf")) is not None:
+        value = math.ceil(value / multiple) * multiple
+    return math.ceil(value) if integer else float(value)
+
+
+def schema_instance(schema: Any, root: Any = None, _depth: int = 0) -> Any:
+    """Build a small value that validates against `schema`, as a grammar-constrained model would.
+
+    Covers what structured-output schemas use: types, enum/const, anyOf/oneOf (first branch),
+    allOf (merged), local $ref, required properties, minItems/prefixItems, string lengths and
+    formats, numeric bounds. `pattern` and `uniqueItems` are not honoured.
+    """
+    root = schema if root is None else root
+    if _depth > 64:
+        raise ValueError("schema nests too deep (a required recursive $ref?)")
+    if not isinstance(schema, Mapping):
+        return None
+    if "$ref" in schema:
+        return schema_instance(_resolve(schema["$ref"], root), root, _depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "allOf" in schema:
+        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+        for sub in schema["allOf"]:
+            sub = _resolve(sub["$ref"], root) if "$ref" in sub else sub
+            for key, value in sub.items():
+                if key == "properties":
+                    merged["properties"] = {**merged.get("properties", {}), **value}
+                elif key == "required":
+                    merged["required"] = [*merged.get("required", []), *value]
+                else:
+                    merged.setdefault(key, value)
+        return schema_instance(merged, root, _depth + 1)
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return schema_instance(schema[key][0], root, _depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((t for t in kind if t != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "array" if "items" in schema else "null"
+    if kind == "object":
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return {
+            name: schema_instance(props.get(name, extra if isinstance(extra, Mapping) else {}), root, _depth + 1)
+            for name in schema.get("required", [])
+        }
+    if kind == "array":
+        prefix = list(schema.get("prefixItems", []))
+        count = max(schema.get("minItems", 0), 0)
+        items = [schema_instance(s, root, _depth + 1) for s in prefix[:count]]
+        items += [schema_instance(schema.get("items", {}), root, _depth + 1) for _ in range(count - len(items))]
+        return items
+    if kind == "string":
+        text = _FORMATS.get(schema.get("format", ""), "fake")
+        text = text[: schema.get("maxLength", len(text))]
+        return text + "x" * max(schema.get("minLength", 0) - len(text), 0)
+    if kind in ("number", "integer"):
+        return _number(schema, kind == "integer")
+    if kind == "boolean":
+        return False
+    return None
+
+
+def default_responder(body: dict[str, Any]) -> str:
+    """What a well-behaved model returns: schema-valid JSON, `{}` for plain JSON mode, else prose."""
+    fmt = body.get("format")
+    if isinstance(fmt, Mapping):
+        return json.dumps(schema_instance(fmt))
+    if fmt == "json":
+        return "{}"
+    return f"This is a fake reply from {body.get('model')}."
+
+
+# --- the server ------------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    """Tracks its connections and worker threads so `stop()` can end hung and idle ones."""
+
+    daemon_threads = True
+
+    def __init__(self, fake: FakeOllama) -> None:
+        self.fake = fake
+        self.open_sockets: set[socket.socket] = set()
+        self.workers: set[threading.Thread] = set()
+        self.guard = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        worker = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
+        with self.guard:
+            self.open_sockets.add(request)
+            self.workers = {t for t in self.workers if t.is_alive()} | {worker}
+        worker.start()
+
+    def shutdown_request(self, request: Any) -> None:
+        with self.guard:
+            self.open_sockets.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Keep serving and keep stderr quiet; a test can still look at `fake.errors`."""
+        exc = sys.exc_info()[1]
+        if exc is not None and not isinstance(exc, ConnectionError | TimeoutError):
+            self.fake.errors.append(exc)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects from Ollama's Go server
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request stderr log."""
+
+    # --- plumbing ---
+
+    def _start(self, status: int, content_type: str, headers: Mapping[str, str] | None = None) -> None:
+        self.send_response_only(status)
+        self.send_header("Date", self.date_time_string())
+        self.send_header("Content-Type", content_type)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+
+    def _send(
+        self, status: int, body: bytes, content_type: str = _JSON, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self._start(status, content_type, headers)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        self._send(status, json.dumps(payload).encode(), headers=headers)
+
+    def _error(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        self._json(status, {"error": message}, headers)
+
+    def _client_gone(self) -> None:
+        self.close_connection = True
+        self.server.fake._note_disconnect()
+
+    def _wait(self, seconds: float | None) -> bool:
+        """Sleep (forever if None), watching the socket: False if the client left or the server stops."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            if self.server.fake._stopping.is_set():
+                self.close_connection = True
+                return False
+            step = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
+            if step <= 0:
+                return True
+            readable, _, _ = select.select([self.connection], [], [], step)
+            if readable:
+                try:
+                    gone = self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    gone = True
+                if gone:
+                    self._client_gone()
+                    return False
+                time.sleep(step)  # a pipelined request, not a hang-up
+
+    # --- dispatch ---
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        fake = self.server.fake
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        path = urlsplit(self.path).path
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        fake._record(RecordedRequest(self.command, path, headers, body, raw))
+        route = _ROUTES.get((self.command, path))
+        try:
+            if route is None:
+                self._error(404, "404 page not found")
+            elif self.command == "POST" and not isinstance(body, dict):
+                self._error(400, "missing request body" if not raw else "invalid JSON request body")
+            else:
+                route(self, body or {})
+        except (BrokenPipeError, ConnectionResetError):
+            self._client_gone()
+        except Exception as exc:  # a bug in a responder: answer 500 and keep serving
+            fake.errors.append(exc)
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._error(500, f"fake ollama: {exc!r}")
+
+    # --- routes ---
+
+    def _root(self, _body: dict[str, Any]) -> None:
+        self._send(200, b"Ollama is running", "text/plain; charset=utf-8")
+
+    def _version(self, _body: dict[str, Any]) -> None:
+        self._json(200, {"version": self.server.fake.version})
+
+    def _tags(self, _body: dict[str, Any]) -> None:
+        self._json(200, {"models": [m.tag() for m in self.server.fake.models]})
+
+    def _ps(self, _body: dict[str, Any]) -> None:
+        fake = self.server.fake
+        running = [m for m in fake.models if m.name in fake.loaded]
+        self._json(
+            200,
+            {
+                "models": [
+                    {**m.tag(), "expires_at": _timestamp(300), "size_vram": m.size, "context_length": 4096}
+                    for m in running
+                ]
+            },
+        )
+
+    def _show(self, body: dict[str, Any]) -> None:
+        name = body.get("model") or body.get("name") or ""
+        model = self.server.fake.find(name)
+        if model is None:
+            self._error(404, f"model '{name}' not found")
+            return
+        self._json(
+            200,
+            {
+                "license": "",
+                "modelfile": f'# Modelfile generated by "ollama show"\nFROM {model.name}\n',
+                "parameters": 'stop                           "<|eot_id|>"',
+                "template": "{{ .Prompt }}",
+                "details": model.details(),
+                "model_info": {
+                    "general.architecture": model.family,
+                    "general.parameter_count": 3_212_749_888,
+                    f"{model.family}.context_length": model.context_length,
+                },
+                "capabilities": model.capabilities,
+                "modified_at": model.modified_at,
+            },
+        )
+
+    def _chat(self, body: dict[str, Any]) -> None:
+        fake = self.server.fake
+        started = time.monotonic_ns()
+        name = body.get("model") or ""
+        messages = body.get("messages") or []
+        if not name:
+            self._error(400, "model is required")
+            return
+        model = fake.find(name)
+        if model is None:
+            self._error(404, f'model "{name}" not found, try pulling it first')
+            return
+        if not model.vision and any(m.get("images") for m in messages):
+            self._error(500, "this model is missing data required for image input")
+            return
+        fake.loaded.add(model.name)
+        if not messages:  # Ollama's way to preload a model
+            self._json(
+                200,
+                {
+                    "model": name,
+                    "created_at": _timestamp(),
+                    "message": {"role": "assistant", "content": ""},
+                    "done_reason": "load",
+                    "done": True,
+                },
+            )
+            return
+        reply = fake._next_reply()
+        if reply.delay_s and not self._wait(reply.delay_s):
+            return
+        if reply.hang:
+            self._wait(None)
+            return
+        if reply.drop_connection:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if reply.raw_body is not None:
+            self._send(200, reply.raw_body, headers=reply.headers)
+            return
+        if reply.status != 200:
+            self._error(reply.status, reply.error or "", reply.headers)
+            return
+        content = fake.responder(body) if reply.content is None else reply.content
+        text = content if isinstance(content, str) else json.dumps(content)
+        chunks = re.findall(r"\S+\s*|\s+", text)
+        prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
+        prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else max(1, prompt_chars // 4)
+        completion_tokens = reply.completion_tokens if reply.completion_tokens is not None else len(chunks)
+
+        def head() -> dict[str, Any]:
+            return {"model": name, "created_at": _timestamp()}
+
+        def final(message_content: str) -> dict[str, Any]:
+            load, prompt_ns, eval_ns = 1_000_000, prompt_tokens * 100_000, completion_tokens * 1_000_000
+            total = max(time.monotonic_ns() - started, load + prompt_ns + eval_ns)
+            return {
+                **head(),
+                "message": {"role": "assistant", "content": message_content},
+                "done_reason": reply.done_reason,
+                "done": True,
+                "total_duration": total,
+                "load_duration": load,
+                "prompt_eval_count": prompt_tokens,
+                "prompt_eval_duration": prompt_ns,
+                "eval_count": completion_tokens,
+                "eval_duration": eval_ns,
+            }
+
+        if body.get("stream", True) is False:  # Ollama streams unless told not to
+            self._json(200, final(text), reply.headers)
+            return
+        self._start(200, "application/x-ndjson", reply.headers)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if reply.stream_error is not None:
+            chunks = chunks[: max(1, len(chunks) // 2)]
+        for i, chunk in enumerate(chunks):
+            if i and reply.chunk_delay_s and not self._wait(reply.chunk_delay_s):
+                return
+            self._line({**head(), "message": {"role": "assistant", "content": chunk}, "done": False})
+        self._line({"error": reply.stream_error} if reply.stream_error is not None else final(""))
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _line(self, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode() + b"\n"
+        self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
+
+
+_ROUTES: dict[tuple[str, str], Callable[[_Handler, dict[str, Any]], None]] = {
+    ("GET", "/"): _Handler._root,
+    ("HEAD", "/"): _Handler._root,
+    ("GET", "/api/version"): _Handler._version,
+    ("GET", "/api/tags"): _Handler._tags,
+    ("GET", "/api/ps"): _Handler._ps,
+    ("POST", "/api/show"): _Handler._show,
+    ("POST", "/api/chat"): _Handler._chat,
+}
+
+
+class FakeOllama:
+    """The fake server; `with FakeOllama() as fake:` serves on `fake.url` until the block ends.
+
+    Requests a real server would refuse (no model, unknown model, images for a text model) are
+    answered as Ollama does and do not consume the queue; every other `/api/chat` call takes the
+    next enqueued reply, or asks `responder` when the queue is empty.
+    """
+
+    def __init__(self, models: list[FakeModel] | None = None, version: str = "0.12.3") -> None:
+        self.models: list[FakeModel] = default_models() if models is None else list(models)
+        self.version = version
+        self.responder: Responder = default_responder
+        self.loaded: set[str] = set()
+        self.errors: list[BaseException] = []
+        self.disconnected = threading.Event()
+        self._disconnects = 0
+        self._requests: list[RecordedRequest] = []
+        self._queue: deque[_Reply] = deque()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ---
+
+    def start(self) -> FakeOllama:
+        if self._server is not None:
+            raise RuntimeError("FakeOllama is already running")
+        self._stopping.clear()
+        self._server = _Server(self)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, end hung and idle connections, and wait for the worker threads."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        with server.guard:
+            sockets, workers = list(server.open_sockets), list(server.workers)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for worker in workers:
+            worker.join(timeout=2)
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def __enter__(self) -> FakeOllama:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeOllama is not running")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # --- steering ---
+
+    def enqueue(
+        self,
+        content: str | dict[str, Any] | list[Any] | None = None,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        delay_s: float = 0,
+        chunk_delay_s: float = 0,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        done_reason: str = "stop",
+        raw_body: bytes | None = None,
+        drop_connection: bool = False,
+        hang: bool = False,
+        stream_error: str | None = None,
+    ) -> None:
+        """Queue what the next accepted `/api/chat` call gets.
+
+        `content` None means "ask `responder`"; a dict or list is sent JSON-encoded. `error` without
+        a `status` means 500; a `status` without `error` sends its reason phrase. `headers` are
+        added to the reply (e.g. `Retry-After` on a 429). `raw_body` is sent verbatim with 200.
+        `hang` never answers; the client hanging up is counted in `disconnects`. `stream_error`
+        cuts a streamed reply in half and ends it with an `{"error": ...}` line.
+        """
+        if error is not None and status == 200:
+            status = 500
+        if status != 200 and error is None:
+            error = http.HTTPStatus(status).phrase
+        reply = _Reply(
+            content,
+            status,
+            error,
+            dict(headers or {}),
+            delay_s,
+            chunk_delay_s,
+            prompt_tokens,
+            completion_tokens,
+            done_reason,
+            raw_body,
+            drop_connection,
+            hang,
+            stream_error,
+        )
+        with self._lock:
+            self._queue.append(reply)
+
+    @property
+    def queued(self) -> int:
+        """Replies not yet consumed, to check a test used all it queued."""
+        with self._lock:
+            return len(self._queue)
+
+    def find(self, name: str) -> FakeModel | None:
+        wanted = _normalize(name)
+        return next((m for m in self.models if _normalize(m.name) == wanted), None)
+
+    def reset(self) -> None:
+        """Forget requests, queue, disconnects, loaded models and errors; restore the default responder."""
+        with self._lock:
+            self._requests.clear()
+            self._queue.clear()
+            self._disconnects = 0
+        self.disconnected.clear()
+        self.loaded.clear()
+        self.errors.clear()
+        self.responder = default_responder
+
+    # --- what happened ---
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path == "/api/chat"]
+
+    @property
+    def disconnects(self) -> int:
+        """How many times a client hung up while the fake was still working on its request."""
+        with self._lock:
+            return self._disconnects
+
+    def wait_for_disconnect(self, timeout: float = 2) -> bool:
+        return self.disconnected.wait(timeout)
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _next_reply(self) -> _Reply:
+        with self._lock:
+            return self._queue.popleft() if self._queue else _Reply()
+
+    def _note_disconnect(self) -> None:
+        with self._lock:
+            self._disconnects += 1
+        self.disconnected.set()
