@@ -238,14 +238,21 @@ def _all_failed(errors: list[tuple[str, LLMError]], call: _Call) -> LLMError:
         model_id, error = errors[0]
         suffix = f" ({tries} attempt{'s' if tries != 1 else ''} with {model_id})"
         detail = _describe(error)
-        return AllAttemptsFailed(detail + suffix, attempts=call.attempts, last=error, hint=error.hint)
+        hint = error.hint or (OUTPUT_HINT if isinstance(error, OutputError) else None)
+        return AllAttemptsFailed(detail + suffix, attempts=call.attempts, last=error, hint=hint)
     listing = "; ".join(f"{model_id}: {_describe(error)}" for model_id, error in errors)
     return AllAttemptsFailed(
         f"Every model in the fallback chain failed ({tries} attempts) — {listing}",
         attempts=call.attempts,
         last=errors[-1][1],
-        hint=errors[0][1].hint,
+        hint=next((e.hint for _, e in errors if e.hint), OUTPUT_HINT),
     )
+
+
+OUTPUT_HINT = (
+    "Describe the fields in the prompt, simplify the schema, raise defaults.max_repairs, "
+    "or use a stronger model (defaults.fallback tries others)."
+)
 
 
 def _describe(error: LLMError) -> str:
