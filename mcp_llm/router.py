@@ -109,6 +109,16 @@ class _Call:
 class Router:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+
+    def limiter(self, provider: str) -> anyio.CapacityLimiter:
+        """At most `providers.<name>.concurrency` requests in flight to one provider."""
+        if provider not in self._limiters:
+            settings = self.registry.settings.provider_settings(provider)
+            if settings is None:
+                settings = self.registry.settings.providers.openai_compatible.get(provider)
+            self._limiters[provider] = anyio.CapacityLimiter(settings.concurrency if settings else 4)
+        return self._limiters[provider]
 
     @property
     def defaults(self) -> Any:
@@ -200,9 +210,10 @@ class Router:
         self, adapter: LLMAdapter, route: Route, request: Request, call: _Call
     ) -> Completion:
         remaining = call.remaining()
-        request.timeout_s = max(remaining, 0.001)
         with anyio.move_on_after(remaining) as scope:
-            return await adapter.complete(request)
+            async with self.limiter(route.provider):
+                request.timeout_s = max(call.remaining(), 0.001)
+                return await adapter.complete(request)
         assert scope.cancelled_caught
         raise ProviderTimeout(
             f"{route.model_id} did not answer within the call's deadline.",

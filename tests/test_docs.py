@@ -1,0 +1,48 @@
+"""The documentation stays true to the code: the example config loads and documents every key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from mcp_llm.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "config.example.toml"
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        keys.add(prefix + key)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= _keys(annotation, f"{prefix}{key}.")
+    return keys
+
+
+def test_example_config_loads() -> None:
+    settings = load_settings(EXAMPLE, env={})
+    assert settings.defaults.model == "ollama/llama3.2:3b"
+    assert settings.providers.ollama.effective_endpoint == "http://localhost:11434"
+
+
+def test_example_config_mentions_every_key() -> None:
+    text = EXAMPLE.read_text()
+    tomllib.loads(text)
+    missing = []
+    for dotted in _keys(Settings):
+        leaf = dotted.rsplit(".", 1)[-1]
+        if f"{leaf} =" not in text and f"[{dotted}" not in text:
+            missing.append(dotted)
+    assert not missing, f"config.example.toml does not document: {missing}"
+
+
+def test_readme_names_the_test_command_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python -m pytest -q" in readme
+    assert "python -m pytest -q" in ci
