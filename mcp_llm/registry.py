@@ -136,16 +136,23 @@ class Registry:
                 f"Model {resolved!r} is disabled in the config file.",
                 hint="Set enabled = true for it, or choose another model (list_models).",
             )
-        if resolved == "client":
-            return Route(resolved, "client", "")
+        route = self.route_for(resolved)
+        if route is None:
+            raise self._unknown(requested)
+        return route
+
+    def route_for(self, model_id: str) -> Route | None:
+        """The route an id takes by its prefix alone (no alias, default or enabled check)."""
+        if model_id == "client":
+            return Route(model_id, "client", "")
         for prefix, provider, strip in PREFIXES:
-            if resolved.startswith(prefix) and len(resolved) > len(prefix):
-                native = resolved[len(prefix) :] if strip else resolved
-                return Route(resolved, provider, native, vertex=prefix == "vertex/")
-        endpoint, sep, native = resolved.partition("/")
+            if model_id.startswith(prefix) and len(model_id) > len(prefix):
+                native = model_id[len(prefix) :] if strip else model_id
+                return Route(model_id, provider, native, vertex=prefix == "vertex/")
+        endpoint, sep, native = model_id.partition("/")
         if sep and native and endpoint in self.settings.providers.openai_compatible:
-            return Route(resolved, endpoint, native)
-        raise self._unknown(requested)
+            return Route(model_id, endpoint, native)
+        return None
 
     def _unknown(self, model_id: str) -> UnknownModelError:
         prefixes = [prefix for prefix, _, _ in PREFIXES] + ["client"]
@@ -178,7 +185,7 @@ class Registry:
         adapter = self._adapters[provider] = factory(self.settings)
         return adapter
 
-    def enabled_providers(self) -> list[str]:
+    def providers_with_adapters(self) -> list[str]:
         return list(self._factories)
 
     def built_adapters(self) -> dict[str, LLMAdapter]:

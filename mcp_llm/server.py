@@ -95,17 +95,21 @@ class App:
 
         async with anyio.create_task_group() as tg:
             for name in providers:
-                if name in self.registry.enabled_providers():
+                if name in self.registry.providers_with_adapters():
                     tg.start_soon(discover, name)
 
         models: list[ModelInfo] = []
         for entry in self.registry.configured_models():
-            route = self.registry.resolve(entry.id) if entry.enabled else None
-            owner = route.provider if route else _owner(entry.id)
+            route = self.registry.route_for(entry.id)
+            owner = route.provider if route else entry.id.split("/", 1)[0]
             if owner not in providers:
                 continue
-            found = discovered.get(owner)
-            match = _find(found, entry.id) if found is not None else None
+            available: bool | None = None  # not asked: this version cannot list that provider
+            match = None
+            if owner in discovered:
+                found = discovered[owner]
+                match = _find(found, entry.id) if found is not None else None
+                available = match is not None
             models.append(
                 ModelInfo(
                     id=entry.id,
@@ -114,7 +118,7 @@ class App:
                     vision=entry.vision or bool(match and match.vision),
                     structured=True,
                     enabled=entry.enabled,
-                    available=None if found is None and owner not in discovered else match is not None,
+                    available=available,
                     source="config",
                 )
             )
@@ -129,7 +133,7 @@ class App:
         if cached and not refresh and time.monotonic() - cached[0] < DISCOVERY_CACHE_S:
             return cached[1]
         adapter = self.registry.adapter(provider)
-        if refresh and hasattr(adapter, "forget_models"):
+        if refresh:
             adapter.forget_models()
         found: list[ModelInfo] | None = None
         with anyio.move_on_after(DISCOVERY_TIMEOUT_S):
@@ -160,7 +164,7 @@ class App:
         cached = self._health.get(provider)
         if cached and time.monotonic() - cached[0] < HEALTH_CACHE_S:
             return cached[1]
-        if provider not in self.registry.enabled_providers():
+        if provider not in self.registry.providers_with_adapters():
             settings = self.settings.provider_settings(provider)
             health = Health(
                 provider=provider,
@@ -184,10 +188,6 @@ class App:
 
     async def aclose(self) -> None:
         await self.registry.aclose()
-
-
-def _owner(model_id: str) -> str:
-    return model_id.split("/", 1)[0] if "/" in model_id else model_id.split("-", 1)[0]
 
 
 def _canonical(model_id: str) -> str:

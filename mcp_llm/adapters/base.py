@@ -97,5 +97,8 @@ class LLMAdapter(ABC):
     async def health(self) -> Health:
         """A probe that costs nothing (a listing, never a completion)."""
 
+    def forget_models(self) -> None:  # noqa: B027 - an optional hook, not an abstract one
+        """Drop anything cached about the provider's models, so the next listing asks afresh."""
+
     async def aclose(self) -> None:  # noqa: B027 - an optional hook, not an abstract one
         """Close the SDK client, if one was built."""
