@@ -154,6 +154,7 @@ class Router:
         system = spec.system
         if spec.schema is not None:
             system = "\n\n".join(part for part in (spec.system, schema_instruction(spec.schema)) if part)
+        unwrap = compiled.wrapped_in if compiled else None
         messages = [Message("user", spec.prompt, list(spec.images))]
         repairs = self.defaults.max_repairs if spec.schema is not None else 0
         for round_ in range(repairs + 1):
@@ -171,7 +172,7 @@ class Router:
             data: Any = None
             if spec.schema is not None:
                 try:
-                    data = parse_and_validate(completion.text, spec.schema)
+                    data = parse_and_validate(completion.text, spec.schema, unwrap=unwrap)
                 except OutputError as exc:
                     call.record(route, "invalid_output", started, exc)
                     if round_ == repairs or call.remaining() <= 0:

@@ -11,25 +11,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from mcp_llm.errors import OutputError, SchemaError
+from mcp_llm.schema_dialects import CompiledSchema, compile_anthropic, compile_gemini
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
 
 MAX_REPORTED_ERRORS = 8
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-
-
-@dataclass
-class CompiledSchema:
-    """What a provider is sent, and the list of changes made to the caller's schema to get it."""
-
-    schema: dict[str, Any]
-    rewrites: list[str] = field(default_factory=list)
 
 
 # --- the caller's schema ------------------------------------------------------------------------
@@ -99,12 +91,13 @@ def _as_is(schema: dict[str, Any]) -> CompiledSchema:
     return CompiledSchema(schema)
 
 
-# Each provider's compiler. Ollama takes the schema verbatim (its `format` turns it into a
-# grammar); providers with stricter schema dialects register theirs here.
-COMPILERS: dict[str, Compiler] = {"ollama": _as_is}
+# Ollama takes the schema verbatim (its `format` turns it into a grammar); the cloud providers
+# take their own subsets of JSON Schema (see schema_dialects.py).
+COMPILERS: dict[str, Compiler] = {"ollama": _as_is, "gemini": compile_gemini, "anthropic": compile_anthropic}
 
 
 def compile_for(provider: str, schema: dict[str, Any]) -> CompiledSchema:
+    """What `provider` is sent for `schema`, with every change listed."""
     return COMPILERS.get(provider, _as_is)(schema)
 
 
@@ -164,9 +157,17 @@ def validation_errors(instance: Any, schema: dict[str, Any]) -> list[str]:
     return [f"at {_json_path(e.absolute_path)}: {e.message}" for e in errors[:MAX_REPORTED_ERRORS]]
 
 
-def parse_and_validate(text: str, schema: dict[str, Any]) -> Any:
-    """The reply's JSON if it validates against `schema`; else OutputError listing what is wrong."""
+def parse_and_validate(text: str, schema: dict[str, Any], *, unwrap: str | None = None) -> Any:
+    """The reply's JSON if it validates against `schema`; else OutputError listing what is wrong.
+
+    `unwrap` names the key a non-object root was wrapped in for the provider (schema_dialects).
+    """
     value = extract_json(text)
+    if unwrap is not None:
+        if not isinstance(value, dict) or unwrap not in value:
+            raise OutputError("The model's JSON lacks the wrapper key.", errors=[f"at $: '{unwrap}' is missing"],
+                              reply=text)
+        value = value[unwrap]
     errors = validation_errors(value, schema)
     if errors:
         raise OutputError("The model's JSON does not match the schema.", errors=errors, reply=text)
