@@ -15,18 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from mcp_llm.adapters._errors import error_for_status, transport_error
 from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request
-from mcp_llm.errors import (
-    AuthError,
-    BadRequestError,
-    ModelNotFoundError,
-    ProviderError,
-    ProviderNotReady,
-    ProviderServerError,
-    ProviderTimeout,
-    ProviderUnavailable,
-    RateLimitedError,
-)
+from mcp_llm.errors import ProviderError, ProviderNotReady, ProviderServerError
 
 if TYPE_CHECKING:
     from ollama import AsyncClient
@@ -210,54 +201,45 @@ class OllamaAdapter(LLMAdapter):
             raise translated from exc
 
 
+OLLAMA_HINTS = {
+    404: "Run `ollama pull {model}` on that server, or pick one from list_models.",
+    401: "Check the API key in OLLAMA_API_KEY (or the variable api_key_env names).",
+    403: "Check the API key in OLLAMA_API_KEY (or the variable api_key_env names).",
+    400: "If it names the schema, simplify the schema (some Ollama builds refuse `pattern`).",
+}
+DOWN_HINT = "Start it with `ollama serve`, or point providers.ollama.endpoint / OLLAMA_HOST at it."
+
+
 def translate_exception(exc: Exception, endpoint: str, model: str | None) -> ProviderError | None:
-    """Map one exception raised by the ollama SDK to ours; None if it is not the SDK's."""
-    import httpx
+    """Map one exception raised by the ollama SDK to ours; None if it is not the SDK's.
+
+    The SDK raises `ResponseError` for HTTP errors (status -1 for an error line mid-stream),
+    the builtin `ConnectionError` for a refused connection, httpx's own exceptions for
+    timeouts and dropped connections, and a bare JSONDecodeError / pydantic ValidationError
+    for a malformed body.
+    """
     from ollama import ResponseError
     from pydantic import ValidationError
 
-    common: dict[str, Any] = {"provider": PROVIDER, "model": model}
+    where = f"Ollama at {endpoint}"
     if isinstance(exc, ResponseError):
         status, text = exc.status_code, str(exc.error)
-        common["status"] = status
-        if status == 404:
-            return ModelNotFoundError(
-                f"Ollama at {endpoint} has no model {model!r}: {text}.",
-                hint=f"Run `ollama pull {model}` on that server, or pick one from list_models.",
-                **common,
-            )
-        if status in (401, 403):
-            return AuthError(
-                f"Ollama at {endpoint} refused the request ({status}): {text}.",
-                hint="Check the API key in OLLAMA_API_KEY (or the variable api_key_env names).",
-                **common,
-            )
-        if status == 429:
-            return RateLimitedError(f"Ollama at {endpoint} is rate limiting ({text}).", **common)
         if status == -1:
-            return ProviderServerError(f"Ollama reported an error mid-stream: {text}.", **common)
-        if status >= 500 or status in (408, 409):
-            return ProviderServerError(f"Ollama at {endpoint} failed ({status}): {text}.", **common)
-        return BadRequestError(
-            f"Ollama at {endpoint} refused the request ({status}): {text}.",
-            hint="If it names the schema, simplify the schema (some Ollama builds refuse `pattern`).",
-            **common,
-        )
-    if isinstance(exc, httpx.TimeoutException):
-        return ProviderTimeout(
-            f"Ollama at {endpoint} did not answer in time ({type(exc).__name__}).",
-            hint="A cold model can take a while to load; raise defaults.timeout_s or try again.",
-            **common,
-        )
-    if isinstance(exc, ConnectionError | httpx.TransportError):
-        return ProviderUnavailable(
-            f"Cannot reach Ollama at {endpoint}.",
-            hint="Start it with `ollama serve`, or point providers.ollama.endpoint / OLLAMA_HOST at it.",
-            **common,
-        )
+            return ProviderServerError(f"Ollama reported an error mid-stream: {text}.", provider=PROVIDER,
+                                       model=model, status=status)
+        if status == 404:
+            message = f"{where} has no model {model!r}: {text}."
+        elif status == 429:
+            message = f"{where} is rate limiting ({text})."
+        elif status >= 500:
+            message = f"{where} failed ({status}): {text}."
+        else:
+            message = f"{where} refused the request ({status}): {text}."
+        hint = OLLAMA_HINTS.get(status, "").format(model=model) or None
+        return error_for_status(status, message, provider=PROVIDER, model=model, hint=hint)
     if isinstance(exc, ValueError | ValidationError):  # JSONDecodeError is a ValueError
-        return ProviderServerError(f"Ollama at {endpoint} sent a malformed response: {exc}.", **common)
-    return None
+        return ProviderServerError(f"{where} sent a malformed response: {exc}.", provider=PROVIDER, model=model)
+    return transport_error(exc, provider=PROVIDER, model=model, where=where, down_hint=DOWN_HINT)
 
 
 def _ms_since(started: float) -> float:
