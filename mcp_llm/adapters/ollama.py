@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from mcp_llm.adapters._errors import error_for_status, transport_error
+from mcp_llm.adapters._errors import error_for_status, parse_retry_after, transport_error
 from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request
 from mcp_llm.errors import ProviderError, ProviderNotReady, ProviderServerError
 
@@ -64,6 +65,7 @@ class OllamaAdapter(LLMAdapter):
                 host=self.endpoint,
                 headers=headers,
                 timeout=httpx.Timeout(self._timeout_s, connect=min(CONNECT_TIMEOUT_S, self._timeout_s)),
+                event_hooks={"response": [_remember_retry_after]},
             )
             if not self._settings.sends_api_key:
                 # The SDK adds $OLLAMA_API_KEY to every request by itself (ollama/_client.py,
@@ -190,6 +192,7 @@ class OllamaAdapter(LLMAdapter):
 
     @contextmanager
     def _translate_errors(self, model: str | None) -> Iterator[None]:
+        _retry_after.set(None)
         try:
             yield
         except ProviderError:
@@ -236,10 +239,24 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None) -> Pro
         else:
             message = f"{where} refused the request ({status}): {text}."
         hint = OLLAMA_HINTS.get(status, "").format(model=model) or None
-        return error_for_status(status, message, provider=PROVIDER, model=model, hint=hint)
-    if isinstance(exc, ValueError | ValidationError):  # JSONDecodeError is a ValueError
+        return error_for_status(status, message, provider=PROVIDER, model=model, hint=hint,
+                                retry_after=_retry_after.get())
+    # JSONDecodeError is a ValueError; a JSON body that is not an object fails `cls(**r.json())`
+    # with a TypeError (ollama/_client.py, AsyncClient._request)
+    if isinstance(exc, ValueError | ValidationError | TypeError):
         return ProviderServerError(f"{where} sent a malformed response: {exc}.", provider=PROVIDER, model=model)
     return transport_error(exc, provider=PROVIDER, model=model, where=where, down_hint=DOWN_HINT)
+
+
+# The SDK's ResponseError keeps only the body and status; the Retry-After header is caught here.
+# httpx runs response hooks in the task that made the request, so a ContextVar keeps concurrent
+# calls apart.
+_retry_after: ContextVar[float | None] = ContextVar("ollama_retry_after", default=None)
+
+
+async def _remember_retry_after(response: Any) -> None:
+    if response.status_code >= 400:
+        _retry_after.set(parse_retry_after(response.headers.get("retry-after")))
 
 
 def _ms_since(started: float) -> float:
