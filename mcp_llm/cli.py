@@ -104,7 +104,9 @@ def _print_config(settings: Settings, *, as_json: bool) -> int:
 
     described = describe(settings)
     if as_json:
-        print(json.dumps({"path": str(settings.path) if settings.path else None, "config": described}, indent=2))
+        sources = {key: settings.source_of(key) for key, _ in _flatten(described)}
+        print(json.dumps({"path": str(settings.path) if settings.path else None, "config": described,
+                          "sources": {k: v for k, v in sources.items() if v != "default"}}, indent=2))
         return 0
     print(f"# config file: {settings.path or '(none: defaults and environment only)'}")
     for key, value in _flatten(described):

@@ -87,6 +87,16 @@ class GeminiSettings(_Provider):
     location: str | None = None
     access_token_env: str = ""
     locations: dict[str, str] = Field(default_factory=dict)
+    _access_token: SecretStr | None = PrivateAttr(default=None)
+
+    @property
+    def access_token(self) -> SecretStr | None:
+        """Vertex AI: an OAuth access token from the variable `access_token_env` names, if set."""
+        return self._access_token
+
+    def location_for(self, model: str) -> str:
+        """Vertex AI: the model's own location if it has one, else `location`, else `global`."""
+        return self.locations.get(model) or self.location or "global"
 
 
 class AnthropicSettings(_Provider):
@@ -100,7 +110,7 @@ class OpenAISettings(_Provider):
 class CompatibleEndpoint(_Provider):
     endpoint: str  # type: ignore[assignment]
     api_key_env: str = ""
-    model_names: list[str] = Field(default_factory=list, alias="models")  # type: ignore[assignment]
+    models: list[str] = Field(default_factory=list)  # type: ignore[assignment]
 
 
 class ClientSettings(_Section):
@@ -166,17 +176,26 @@ class Settings(_Section):
 
 
 def normalize_ollama_host(host: str) -> str:
-    """`localhost`, `0.0.0.0:11434`, `http://h` → a full base URL, as the ollama SDK itself does."""
-    host = host.strip().rstrip("/")
-    if "://" not in host:
-        host = f"http://{host}"
-    scheme, rest = host.split("://", 1)
+    """`OLLAMA_HOST` forms → a full base URL, by the ollama SDK's own rules (ollama/_client.py, _parse_host).
+
+    No scheme means port 11434; `http://h` means port 80 and `https://h` 443, as the SDK and
+    the ollama CLI read them. `0.0.0.0` (a bind address, often set for the server) becomes 127.0.0.1.
+    """
+    host = host.strip()
+    scheme, sep, rest = host.partition("://")
+    if not sep:
+        scheme, rest = "http", host
+    default_port = {"http": 80, "https": 443}.get(scheme, 11434) if sep else 11434
     hostport, _, path = rest.partition("/")
-    if hostport.startswith("0.0.0.0"):  # a bind address, not one to connect to
-        hostport = "127.0.0.1" + hostport[len("0.0.0.0") :]
-    if ":" not in hostport.rsplit("]", 1)[-1]:
-        hostport += ":443" if scheme == "https" else ":11434"
-    return f"{scheme}://{hostport}" + (f"/{path}" if path else "")
+    path = path.rstrip("/")
+    if hostport.startswith("["):  # an IPv6 literal
+        address, _, after = hostport[1:].partition("]")
+        name, port = f"[{address}]", after.removeprefix(":")
+    else:
+        name, _, port = hostport.partition(":")
+    if name in ("", "0.0.0.0"):
+        name = "127.0.0.1"
+    return f"{scheme}://{name}:{port or default_port}" + (f"/{path}" if path else "")
 
 
 def default_config_path(env: dict[str, str] | None = None) -> Path:
@@ -295,6 +314,11 @@ def load_settings(
             endpoint._api_key = SecretStr(found[1])
             sources[f"providers.openai_compatible.{name}.api_key"] = f"env:{found[0]}"
 
+    access_token = _first_env(env, settings.providers.gemini.access_token_env)
+    if access_token:
+        settings.providers.gemini._access_token = SecretStr(access_token[1])
+        sources["providers.gemini.access_token"] = f"env:{access_token[0]}"
+
     token = _first_env(env, settings.server.token_env)
     if token:
         settings.server._token = SecretStr(token[1])
@@ -310,6 +334,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         provider = settings.provider_settings(name)
         assert provider is not None
         out["providers"][name]["api_key"] = "<set>" if provider.has_api_key else "<not set>"
+    out["providers"]["gemini"]["access_token"] = "<set>" if settings.providers.gemini.access_token else "<not set>"
     out["providers"]["ollama"]["effective_endpoint"] = settings.providers.ollama.effective_endpoint
     for name, endpoint in settings.providers.openai_compatible.items():
         out["providers"]["openai_compatible"][name]["api_key"] = "<set>" if endpoint.has_api_key else "<not set>"

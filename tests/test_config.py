@@ -1,0 +1,406 @@
+"""Settings: where the file is found, what a mistake in it says, the environment, redaction.
+
+`load_settings(path, env={...})` is always given an explicit env (with `XDG_CONFIG_HOME` in a
+temporary directory), so the developer's own config and environment never leak in. The CLI is
+run as a real subprocess, with canary keys in its environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcp_llm.config import Settings, describe, load_settings
+from mcp_llm.errors import ConfigError
+from tests.conftest import write_config
+
+CANARIES = {
+    "OLLAMA_API_KEY": "sk-canary-123-ollama",
+    "GEMINI_API_KEY": "sk-canary-123-gemini",
+    "ANTHROPIC_API_KEY": "sk-canary-123-anthropic",
+    "OPENAI_API_KEY": "sk-canary-123-openai",
+    "LMSTUDIO_KEY": "sk-canary-123-lmstudio",
+    "MCP_HTTP_TOKEN": "sk-canary-123-token",
+    "MY_CLAUDE_KEY": "sk-canary-123-myclaude",
+}
+CANARY = "sk-canary-123"
+
+
+@pytest.fixture
+def xdg(tmp_path: Path) -> Path:
+    """An empty user config home, so the real ~/.config/mcp-llm is never read."""
+    home = tmp_path / "xdg"
+    home.mkdir()
+    return home
+
+
+def env_with(xdg: Path, **values: str) -> dict[str, str]:
+    return {"XDG_CONFIG_HOME": str(xdg), **values}
+
+
+# --- finding the file -----------------------------------------------------------------------------
+
+
+def test_no_config_file_at_all_gives_the_defaults(xdg: Path) -> None:
+    settings = load_settings(None, env=env_with(xdg))
+    assert settings.path is None
+    assert settings.defaults.model == ""
+    assert settings.defaults.timeout_s == 120.0
+    assert settings.providers.ollama.effective_endpoint == "http://localhost:11434"
+    assert settings.providers.ollama.has_api_key is False
+    assert settings.source_of("defaults.timeout_s") == "default"
+
+
+def test_missing_explicit_config_names_the_path(tmp_path: Path, xdg: Path) -> None:
+    missing = tmp_path / "nowhere" / "mine.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(missing, env=env_with(xdg))
+    assert str(missing) in str(caught.value)
+
+
+def test_missing_mcp_llm_config_names_the_path(tmp_path: Path, xdg: Path) -> None:
+    missing = tmp_path / "gone.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, env=env_with(xdg, MCP_LLM_CONFIG=str(missing)))
+    assert str(missing) in str(caught.value)
+
+
+def test_mcp_llm_config_is_honoured_before_the_user_dir(tmp_path: Path, xdg: Path) -> None:
+    (xdg / "mcp-llm").mkdir()
+    write_config(xdg / "mcp-llm" / "config.toml", '[defaults]\nmodel = "ollama/from-user-dir"\n')
+    chosen = write_config(tmp_path / "chosen.toml", '[defaults]\nmodel = "ollama/from-env"\n')
+
+    settings = load_settings(None, env=env_with(xdg, MCP_LLM_CONFIG=str(chosen)))
+    assert settings.defaults.model == "ollama/from-env"
+    assert settings.path == chosen
+
+
+def test_explicit_path_wins_over_mcp_llm_config(tmp_path: Path, xdg: Path) -> None:
+    from_env = write_config(tmp_path / "env.toml", '[defaults]\nmodel = "ollama/from-env"\n')
+    explicit = write_config(tmp_path / "flag.toml", '[defaults]\nmodel = "ollama/from-flag"\n')
+    settings = load_settings(explicit, env=env_with(xdg, MCP_LLM_CONFIG=str(from_env)))
+    assert settings.defaults.model == "ollama/from-flag"
+    assert settings.path == explicit
+
+
+def test_user_config_dir_from_xdg_config_home(xdg: Path) -> None:
+    (xdg / "mcp-llm").mkdir()
+    user = write_config(xdg / "mcp-llm" / "config.toml", '[defaults]\nmodel = "ollama/from-user-dir"\n')
+    settings = load_settings(None, env=env_with(xdg))
+    assert settings.defaults.model == "ollama/from-user-dir"
+    assert settings.path == user
+    assert settings.source_of("defaults.model") == "file"
+
+
+# --- mistakes in the file -------------------------------------------------------------------------
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path, xdg: Path) -> None:
+    bad = write_config(tmp_path / "bad.toml", '[defaults\nmodel = "x"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(bad, env=env_with(xdg))
+    assert str(bad) in str(caught.value)
+    assert "TOML" in str(caught.value)
+
+
+def test_unknown_key_is_named_not_ignored(tmp_path: Path, xdg: Path) -> None:
+    typo = write_config(tmp_path / "typo.toml", '[providers.ollama]\nendpont = "http://gpu:11434"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(typo, env=env_with(xdg))
+    assert "providers.ollama.endpont" in str(caught.value)
+    assert str(typo) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[defaults]\ntimeout_s = "fast"\n', "defaults.timeout_s"),
+        ("[defaults]\nmax_retries = 99\n", "defaults.max_retries"),
+        ('[providers.ollama]\nuse_cloud = "maybe"\n', "providers.ollama.use_cloud"),
+        ("[[providers.ollama.models]]\nid = 3\n", "providers.ollama.models.0.id"),
+        ('[providers.gemini]\nbackend = "bedrock"\n', "providers.gemini.backend"),
+        ("[server]\nport = 70000\n", "server.port"),
+        ('aliases = "fast"\n', "aliases"),
+    ],
+)
+def test_wrong_type_names_its_key(tmp_path: Path, xdg: Path, toml: str, key: str) -> None:
+    path = write_config(tmp_path / "typed.toml", toml)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env=env_with(xdg))
+    assert f"`{key}`" in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+def test_openai_compatible_endpoint_takes_a_models_list(tmp_path: Path, xdg: Path) -> None:
+    path = write_config(
+        tmp_path / "compat.toml",
+        '[providers.openai_compatible.lmstudio]\nendpoint = "http://127.0.0.1:1234/v1"\nmodels = ["qwen2.5-7b"]\n',
+    )
+    settings = load_settings(path, env=env_with(xdg))
+    assert settings.providers.openai_compatible["lmstudio"].models == ["qwen2.5-7b"]
+
+
+# --- the Ollama endpoint --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider_toml", "ollama_host", "expected"),
+    [
+        pytest.param("use_cloud = true", "gpu-box:11434", "https://ollama.com:443", id="cloud-ignores-host"),
+        pytest.param('use_cloud = true\nendpoint = "http://127.0.0.1:9"', None, "http://127.0.0.1:9", id="cloud-ep"),
+        pytest.param('endpoint = "http://gpu:11434"', "elsewhere:1", "http://gpu:11434", id="endpoint-wins"),
+        pytest.param("", "0.0.0.0:11434", "http://127.0.0.1:11434", id="bind-address"),
+        pytest.param("", "0.0.0.0", "http://127.0.0.1:11434", id="bind-address-no-port"),
+        pytest.param("", "localhost", "http://localhost:11434", id="bare-host"),
+        pytest.param("", "http://h:1234/", "http://h:1234", id="url-trailing-slash"),
+        pytest.param("", "gpu-box:8080", "http://gpu-box:8080", id="host-port"),
+        pytest.param("", "https://ollama.example", "https://ollama.example:443", id="https"),
+        pytest.param("", "[::1]:8080", "http://[::1]:8080", id="ipv6"),
+        pytest.param("", "example.com/proxy/", "http://example.com:11434/proxy", id="path"),
+        pytest.param("", None, "http://localhost:11434", id="nothing"),
+        pytest.param(
+            "",
+            ":56789",
+            "http://127.0.0.1:56789",
+            id="port-only",
+        ),
+        pytest.param(
+            "",
+            "http://example.com",
+            "http://example.com:80",
+            id="http-scheme-default-port",
+        ),
+    ],
+)
+def test_ollama_endpoint_rules(
+    tmp_path: Path, xdg: Path, provider_toml: str, ollama_host: str | None, expected: str
+) -> None:
+    path = write_config(tmp_path / "ollama.toml", f"[providers.ollama]\n{provider_toml}\n")
+    env = env_with(xdg, **({"OLLAMA_HOST": ollama_host} if ollama_host is not None else {}))
+    assert load_settings(path, env=env).providers.ollama.effective_endpoint == expected
+
+
+def test_ollama_endpoint_sources(tmp_path: Path, xdg: Path) -> None:
+    empty = write_config(tmp_path / "empty.toml", "")
+    from_file = write_config(tmp_path / "ep.toml", '[providers.ollama]\nendpoint = "http://gpu:11434"\n')
+    host = {"OLLAMA_HOST": "gpu-box"}
+    key = "providers.ollama.endpoint"
+    assert load_settings(empty, env=env_with(xdg)).source_of(key) == "default"
+    assert load_settings(empty, env=env_with(xdg, **host)).source_of(key) == "env:OLLAMA_HOST"
+    assert load_settings(from_file, env=env_with(xdg, **host)).source_of(key) == "file"
+
+
+# --- Google variables, keys -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "backend"), [("true", "vertex"), ("1", "vertex"), ("TRUE", "vertex"), ("0", "api")])
+def test_google_genai_use_vertexai(tmp_path: Path, xdg: Path, value: str, backend: str) -> None:
+    path = write_config(tmp_path / "c.toml", "")
+    settings = load_settings(path, env=env_with(xdg, GOOGLE_GENAI_USE_VERTEXAI=value))
+    assert settings.providers.gemini.backend == backend
+    expected_source = "env:GOOGLE_GENAI_USE_VERTEXAI" if backend == "vertex" else "default"
+    assert settings.source_of("providers.gemini.backend") == expected_source
+
+
+def test_google_cloud_project_and_location_picked_up(tmp_path: Path, xdg: Path) -> None:
+    path = write_config(tmp_path / "c.toml", "")
+    env = env_with(xdg, GOOGLE_CLOUD_PROJECT="my-proj", GOOGLE_CLOUD_LOCATION="europe-west4")
+    gemini = load_settings(path, env=env).providers.gemini
+    assert (gemini.project, gemini.location) == ("my-proj", "europe-west4")
+    settings = load_settings(path, env=env)
+    assert settings.source_of("providers.gemini.project") == "env:GOOGLE_CLOUD_PROJECT"
+    assert settings.source_of("providers.gemini.location") == "env:GOOGLE_CLOUD_LOCATION"
+
+
+def test_file_values_win_over_google_variables(tmp_path: Path, xdg: Path) -> None:
+    path = write_config(tmp_path / "c.toml", '[providers.gemini]\nbackend = "api"\nproject = "file-proj"\n')
+    env = env_with(xdg, GOOGLE_GENAI_USE_VERTEXAI="true", GOOGLE_CLOUD_PROJECT="env-proj")
+    settings = load_settings(path, env=env)
+    assert (settings.providers.gemini.backend, settings.providers.gemini.project) == ("api", "file-proj")
+    assert settings.source_of("providers.gemini.project") == "file"
+
+
+def test_keys_come_from_the_variable_api_key_env_names(tmp_path: Path, xdg: Path) -> None:
+    path = write_config(
+        tmp_path / "keys.toml",
+        '[providers.anthropic]\napi_key_env = "MY_CLAUDE_KEY"\n'
+        '[providers.ollama]\napi_key_env = "MY_OLLAMA_KEY"\n'
+        '[providers.openai_compatible.lmstudio]\nendpoint = "http://127.0.0.1:1234/v1"\napi_key_env = "LMSTUDIO_KEY"\n'
+        '[server]\ntoken_env = "MCP_HTTP_TOKEN"\n',
+    )
+    env = env_with(
+        xdg,
+        MY_CLAUDE_KEY="k-claude",
+        MY_OLLAMA_KEY="k-ollama",
+        GOOGLE_API_KEY="k-google",
+        LMSTUDIO_KEY="k-lm",
+        MCP_HTTP_TOKEN="k-token",
+    )
+    settings = load_settings(path, env=env)
+    providers = settings.providers
+    assert providers.anthropic.api_key is not None
+    assert providers.anthropic.api_key.get_secret_value() == "k-claude"
+    assert providers.ollama.api_key is not None
+    assert providers.ollama.api_key.get_secret_value() == "k-ollama"
+    assert providers.gemini.api_key is not None
+    assert providers.gemini.api_key.get_secret_value() == "k-google"  # GEMINI_API_KEY unset: GOOGLE_API_KEY
+    assert providers.openai_compatible["lmstudio"].api_key is not None
+    assert providers.openai_compatible["lmstudio"].api_key.get_secret_value() == "k-lm"
+    assert settings.server.token is not None
+    assert settings.server.token.get_secret_value() == "k-token"
+    assert providers.openai.has_api_key is False
+    assert settings.source_of("providers.anthropic.api_key") == "env:MY_CLAUDE_KEY"
+    assert settings.source_of("providers.ollama.api_key") == "env:MY_OLLAMA_KEY"
+    assert settings.source_of("providers.gemini.api_key") == "env:GOOGLE_API_KEY"
+    assert settings.source_of("providers.openai_compatible.lmstudio.api_key") == "env:LMSTUDIO_KEY"
+
+
+def test_named_variable_wins_over_the_sdk_default(tmp_path: Path, xdg: Path) -> None:
+    path = write_config(tmp_path / "keys.toml", '[providers.gemini]\napi_key_env = "MY_GEMINI"\n')
+    settings = load_settings(path, env=env_with(xdg, MY_GEMINI="mine", GEMINI_API_KEY="sdk", GOOGLE_API_KEY="g"))
+    assert settings.providers.gemini.api_key is not None
+    assert settings.providers.gemini.api_key.get_secret_value() == "mine"
+
+
+# --- redaction, sources ---------------------------------------------------------------------------
+
+SECRET_CONFIG = """
+[defaults]
+model = "ollama/llama3.2:3b"
+
+[providers.ollama]
+endpoint = "http://127.0.0.1:11434"
+
+[providers.anthropic]
+api_key_env = "MY_CLAUDE_KEY"
+
+[providers.openai_compatible.lmstudio]
+endpoint = "http://127.0.0.1:1234/v1"
+api_key_env = "LMSTUDIO_KEY"
+
+[server]
+token_env = "MCP_HTTP_TOKEN"
+"""
+
+
+def secret_settings(tmp_path: Path, xdg: Path) -> Settings:
+    path = write_config(tmp_path / "secret.toml", SECRET_CONFIG)
+    return load_settings(path, env=env_with(xdg, **CANARIES))
+
+
+def test_describe_never_contains_a_key(tmp_path: Path, xdg: Path) -> None:
+    settings = secret_settings(tmp_path, xdg)
+    described = json.dumps(describe(settings))
+    assert CANARY not in described
+    for value in CANARIES.values():
+        assert value not in described
+    assert CANARY not in repr(settings)
+    assert CANARY not in str(settings)
+    assert CANARY not in settings.model_dump_json()
+
+
+def test_describe_shows_set_and_not_set(tmp_path: Path, xdg: Path) -> None:
+    settings = secret_settings(tmp_path, xdg)
+    described = describe(settings)
+    providers = described["providers"]
+    for name in ("ollama", "gemini", "anthropic", "openai"):
+        assert providers[name]["api_key"] == "<set>", name
+    assert providers["openai_compatible"]["lmstudio"]["api_key"] == "<set>"
+    assert providers["ollama"]["effective_endpoint"] == "http://127.0.0.1:11434"
+
+    bare = describe(load_settings(None, env=env_with(xdg)))
+    for name in ("ollama", "gemini", "anthropic", "openai"):
+        assert bare["providers"][name]["api_key"] == "<not set>", name
+
+
+def test_source_of_file_env_and_default(tmp_path: Path, xdg: Path) -> None:
+    settings = secret_settings(tmp_path, xdg)
+    assert settings.source_of("defaults.model") == "file"
+    assert settings.source_of("providers.anthropic.api_key_env") == "file"
+    assert settings.source_of("providers.ollama.api_key") == "env:OLLAMA_API_KEY"
+    assert settings.source_of("providers.anthropic.api_key") == "env:MY_CLAUDE_KEY"
+    assert settings.source_of("defaults.timeout_s") == "default"
+    assert settings.source_of("images.allow_urls") == "default"
+
+
+# --- the CLI --------------------------------------------------------------------------------------
+
+
+def run_cli(tmp_path: Path, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        **CANARIES,
+        **(extra_env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "mcp_llm", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_cli_config_prints_sources_and_never_a_key(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "cli.toml", SECRET_CONFIG)
+    done = run_cli(tmp_path, "--config", str(path), "config", extra_env={"GOOGLE_CLOUD_PROJECT": "proj-x"})
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert CANARY not in out + done.stderr
+    assert str(path) in out
+    lines = out.splitlines()
+    assert 'defaults.model = "ollama/llama3.2:3b"    # file' in lines
+    assert 'providers.ollama.api_key = "<set>"    # env:OLLAMA_API_KEY' in lines
+    assert 'providers.anthropic.api_key = "<set>"    # env:MY_CLAUDE_KEY' in lines
+    assert 'providers.gemini.project = "proj-x"    # env:GOOGLE_CLOUD_PROJECT' in lines
+    assert 'providers.openai_compatible.lmstudio.api_key = "<set>"' in " ".join(lines)
+
+
+def test_cli_config_json_never_a_key(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "cli.toml", SECRET_CONFIG)
+    done = run_cli(tmp_path, "--config", str(path), "config", "--json")
+    assert done.returncode == 0, done.stderr
+    assert CANARY not in done.stdout + done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["path"] == str(path)
+    assert printed["config"]["defaults"]["model"] == "ollama/llama3.2:3b"
+    assert printed["config"]["providers"]["ollama"]["api_key"] == "<set>"
+    assert printed["config"]["providers"]["anthropic"]["api_key"] == "<set>"
+
+
+def test_cli_config_json_includes_sources(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "cli.toml", SECRET_CONFIG)
+    done = run_cli(tmp_path, "--config", str(path), "config", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "env:OLLAMA_API_KEY" in done.stdout
+    assert "env:MY_CLAUDE_KEY" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[providers.ollama]\nendpont = "http://gpu:11434"\n', "providers.ollama.endpont"),
+        ("[defaults\n", "TOML"),
+        (None, "does not exist"),
+    ],
+    ids=["unknown-key", "bad-toml", "missing-file"],
+)
+def test_cli_bad_config_exits_2_with_the_message_on_stderr(tmp_path: Path, toml: str | None, expected: str) -> None:
+    path = tmp_path / "broken.toml"
+    if toml is not None:
+        write_config(path, toml)
+    done = run_cli(tmp_path, "--config", str(path), "config")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert expected in done.stderr
+    assert str(path) in done.stderr
+    assert CANARY not in done.stderr
