@@ -68,7 +68,23 @@ def _build_ollama(settings: Settings) -> LLMAdapter:
     return OllamaAdapter(settings.providers.ollama, timeout_s=settings.defaults.timeout_s)
 
 
-ADAPTER_FACTORIES: dict[str, AdapterFactory] = {"ollama": _build_ollama}
+def _build_gemini(settings: Settings) -> LLMAdapter:
+    from mcp_llm.adapters.gemini import GeminiAdapter
+
+    return GeminiAdapter(settings.providers.gemini, timeout_s=settings.defaults.timeout_s)
+
+
+def _build_anthropic(settings: Settings) -> LLMAdapter:
+    from mcp_llm.adapters.anthropic import AnthropicAdapter
+
+    return AnthropicAdapter(settings.providers.anthropic, timeout_s=settings.defaults.timeout_s)
+
+
+ADAPTER_FACTORIES: dict[str, AdapterFactory] = {
+    "ollama": _build_ollama,
+    "gemini": _build_gemini,
+    "anthropic": _build_anthropic,
+}
 
 
 class Registry:

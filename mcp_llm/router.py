@@ -165,6 +165,7 @@ class Router:
                 schema=compiled.schema if compiled else None,
                 temperature=spec.temperature,
                 max_tokens=spec.max_tokens,
+                vertex=route.vertex,
             )
             completion, started = await self._complete_with_retries(adapter, route, request, call)
             call.usage.input_tokens += completion.input_tokens or 0

@@ -253,7 +253,13 @@ BAD_INPUTS = [
     ),
     pytest.param(
         "generate_structured",
-        {"prompt": "hi", "schema": {"type": "object"}, "model": "claude-sonnet-4-5"},
+        {"prompt": "hi", "schema": {"type": "object"}, "model": "claude-haiku-4-5"},
+        "Set ANTHROPIC_API_KEY",
+        id="provider-without-key",
+    ),
+    pytest.param(
+        "generate_structured",
+        {"prompt": "hi", "schema": {"type": "object"}, "model": "openai/gpt-4o"},
         "no adapter for it yet",
         id="provider-not-ready",
     ),

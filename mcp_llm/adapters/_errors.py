@@ -48,6 +48,21 @@ def error_for_status(
     return BadRequestError(message, **common)
 
 
+def timeout_error(where: str, *, provider: str, model: str | None, cause: str = "") -> ProviderTimeout:
+    return ProviderTimeout(
+        f"{where} did not answer in time{f' ({cause})' if cause else ''}.",
+        provider=provider,
+        model=model,
+        hint="Try again; raise defaults.timeout_s if the model is slow to load or answer.",
+    )
+
+
+def unavailable_error(where: str, *, provider: str, model: str | None, hint: str,
+                      cause: str = "") -> ProviderUnavailable:
+    return ProviderUnavailable(f"Cannot reach {where}{f' ({cause})' if cause else ''}.", provider=provider,
+                               model=model, hint=hint)
+
+
 def transport_error(exc: BaseException, *, provider: str, model: str | None, where: str,
                     down_hint: str) -> ProviderError | None:
     """httpx / httpx2 transport failures → ProviderTimeout / ProviderUnavailable; None for anything else."""
@@ -57,17 +72,14 @@ def transport_error(exc: BaseException, *, provider: str, model: str | None, whe
         except ImportError:  # pragma: no cover - both ship with our dependencies
             continue
         if isinstance(exc, module.TimeoutException):
-            return ProviderTimeout(
-                f"{where} did not answer in time ({type(exc).__name__}).",
-                provider=provider,
-                model=model,
-                hint="Try again; raise defaults.timeout_s if the model is slow to load or answer.",
-            )
+            return timeout_error(where, provider=provider, model=model, cause=type(exc).__name__)
         if isinstance(exc, module.TransportError):
-            return ProviderUnavailable(f"Cannot reach {where} ({type(exc).__name__}).", provider=provider,
-                                       model=model, hint=down_hint)
+            return unavailable_error(where, provider=provider, model=model, hint=down_hint,
+                                     cause=type(exc).__name__)
+    if isinstance(exc, TimeoutError):
+        return timeout_error(where, provider=provider, model=model)
     if isinstance(exc, ConnectionError):
-        return ProviderUnavailable(f"Cannot reach {where}.", provider=provider, model=model, hint=down_hint)
+        return unavailable_error(where, provider=provider, model=model, hint=down_hint)
     return None
 
 

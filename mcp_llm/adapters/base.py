@@ -47,6 +47,7 @@ class Request:
     temperature: float | None = None
     max_tokens: int | None = None
     timeout_s: float = 120.0
+    vertex: bool = False  # the id was `vertex/…`: Gemini on Vertex AI whatever the configured backend
 
 
 @dataclass

@@ -1,0 +1,226 @@
+"""Anthropic's Messages API through the `anthropic` SDK (imported on first use: it takes ~2 s).
+
+Structured output goes the native way first (`output_config` json_schema, with the schema made
+strict in `schema_dialects`); a model that refuses it gets a forced tool call instead, and is
+remembered. Wire facts this relies on (anthropic 2.12): `messages.create` has no `temperature`
+parameter (sent through `extra_body`); the SDK retries by itself, with no cap on Retry-After,
+unless `max_retries=0`; errors are `APIStatusError` subclasses by status, `APITimeoutError`
+(a subclass of `APIConnectionError`) and `APIConnectionError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from mcp_llm.adapters._errors import error_for_status, parse_retry_after, timeout_error, unavailable_error
+from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request
+from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
+
+if TYPE_CHECKING:
+    from anthropic import AsyncAnthropic
+
+    from mcp_llm.config import AnthropicSettings
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "anthropic"
+DEFAULT_ENDPOINT = "https://api.anthropic.com"
+DEFAULT_MAX_TOKENS = 4096
+ANSWER_TOOL = "answer"
+KEY_HINT = "Set ANTHROPIC_API_KEY (from console.anthropic.com), or the variable providers.anthropic.api_key_env names."
+# Models from before native structured output: they go straight to the forced tool.
+NO_NATIVE_PREFIXES = ("claude-3-", "claude-2", "claude-instant")
+
+
+class AnthropicAdapter(LLMAdapter):
+    provider = PROVIDER
+    capabilities = Capabilities(native_schema=True, images=True, streaming=True, max_image_bytes=5 * 1024 * 1024)
+
+    def __init__(self, settings: AnthropicSettings, timeout_s: float = 120.0) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._client: AsyncAnthropic | None = None
+        self._no_native: set[str] = set()  # models that refused output_config: use the forced tool
+
+    @property
+    def endpoint(self) -> str:
+        return self._settings.endpoint or DEFAULT_ENDPOINT
+
+    def _get_client(self) -> AsyncAnthropic:
+        if self._client is None:
+            key = self._settings.api_key
+            if key is None:
+                raise ProviderNotReady("Anthropic needs an API key, and none is set.", provider=PROVIDER,
+                                       hint=KEY_HINT)
+            from anthropic import AsyncAnthropic
+
+            # The SDK warns (DeprecationWarning) on retired model ids; we log that once instead.
+            warnings.filterwarnings("ignore", message=r"The model '.*' is deprecated", category=DeprecationWarning)
+            self._client = AsyncAnthropic(api_key=key.get_secret_value(), base_url=self._settings.endpoint or None,
+                                          max_retries=0, timeout=self._timeout_s)
+        return self._client
+
+    def uses_native_schema(self, model: str) -> bool:
+        return model not in self._no_native and not model.startswith(NO_NATIVE_PREFIXES)
+
+    async def complete(self, request: Request) -> Completion:
+        client = self._get_client()
+        _warn_if_deprecated(request.model)
+        messages = [{"role": m.role, "content": _content(m)} for m in request.messages]
+        params: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+            "messages": messages,
+            "timeout": max(request.timeout_s, 0.001),
+        }
+        if request.system:
+            params["system"] = request.system
+        if request.temperature is not None:
+            params["extra_body"] = {"temperature": request.temperature}
+        if request.schema is None:
+            return await self._create(client, params, request.model)
+        if self.uses_native_schema(request.model):
+            try:
+                native = {"output_config": {"format": {"type": "json_schema", "schema": request.schema}}}
+                return await self._create(client, params | native, request.model)
+            except BadRequestError as exc:
+                if "output_config" not in exc.message and "structured output" not in exc.message.lower():
+                    raise
+                log.info("%s refused native structured output; using a forced tool from now on", request.model)
+                self._no_native.add(request.model)
+        tool = {"name": ANSWER_TOOL, "description": "Give the answer as this tool's input.",
+                "input_schema": request.schema}
+        forced = {"tools": [tool], "tool_choice": {"type": "tool", "name": ANSWER_TOOL}}
+        return await self._create(client, params | forced, request.model)
+
+    async def _create(self, client: AsyncAnthropic, params: dict[str, Any], model: str) -> Completion:
+        with self._translate_errors(model):
+            message = await client.messages.create(**params)
+        texts, tool_input = [], None
+        for block in message.content:
+            if block.type == "text":
+                texts.append(block.text)
+            elif block.type == "tool_use" and block.name == ANSWER_TOOL:
+                tool_input = block.input
+        text = json.dumps(tool_input) if tool_input is not None else "".join(texts)
+        usage = message.usage
+        return Completion(text=text, input_tokens=usage.input_tokens if usage else None,
+                          output_tokens=usage.output_tokens if usage else None, finish_reason=message.stop_reason)
+
+    async def list_models(self) -> list[ModelInfo]:
+        client = self._get_client()
+        models: list[ModelInfo] = []
+        with self._translate_errors(None):
+            async for model in client.models.list(limit=100):
+                model_id = model.id if model.id.startswith("claude-") else f"anthropic/{model.id}"
+                models.append(ModelInfo(id=model_id, provider=PROVIDER, label=model.display_name or model.id,
+                                        vision=True, structured=True, available=True, source="discovered"))
+        return models
+
+    async def health(self) -> Health:
+        base = Health(provider=PROVIDER, status="down", endpoint=self.endpoint,
+                      has_api_key=self._settings.has_api_key)
+        try:
+            client = self._get_client()
+        except ProviderNotReady as exc:
+            return base.model_copy(update={"status": "unconfigured", "detail": exc.user_message()})
+        started = time.perf_counter()
+        try:
+            with self._translate_errors(None):
+                page = await client.models.list(limit=1)
+        except ProviderError as exc:
+            status = "degraded" if isinstance(exc, AuthError) else "down"
+            return base.model_copy(update={"status": status, "latency_ms": _ms_since(started),
+                                           "detail": exc.user_message()})
+        newest = page.data[0].id if page.data else "none"
+        return base.model_copy(update={"status": "ok", "latency_ms": _ms_since(started),
+                                       "version": _api_version(client),
+                                       "detail": f"listing models works (newest: {newest})"})
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    @contextmanager
+    def _translate_errors(self, model: str | None) -> Iterator[None]:
+        try:
+            yield
+        except ProviderError:
+            raise
+        except Exception as exc:
+            translated = translate_exception(exc, self.endpoint, model)
+            if translated is None:
+                raise
+            raise translated from exc
+
+
+def _content(message: Any) -> str | list[dict[str, Any]]:
+    if not message.images:
+        return message.content
+    blocks: list[dict[str, Any]] = [
+        {"type": "image", "source": {"type": "base64", "media_type": image.mime_type,
+                                     "data": base64.b64encode(image.data).decode("ascii")}}
+        for image in message.images
+    ]
+    return [*blocks, {"type": "text", "text": message.content}]
+
+
+_warned: set[str] = set()
+
+
+def _warn_if_deprecated(model: str) -> None:
+    from anthropic.resources.messages.messages import DEPRECATED_MODELS
+
+    if model in DEPRECATED_MODELS and model not in _warned:
+        _warned.add(model)
+        log.warning("Anthropic model %s is deprecated (end of life: %s); consider a newer one.",
+                    model, DEPRECATED_MODELS[model])
+
+
+def _api_version(client: Any) -> str | None:
+    return client.default_headers.get("anthropic-version") if hasattr(client, "default_headers") else None
+
+
+def translate_exception(exc: Exception, endpoint: str, model: str | None) -> ProviderError | None:
+    """Map an exception from the anthropic SDK to ours; None if it is not the SDK's."""
+    import anthropic
+
+    where = f"Anthropic at {endpoint}"
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        body = exc.body if isinstance(exc.body, dict) else {}
+        error = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
+        text = error.get("message") or exc.message
+        kind = error.get("type") or ""
+        if status in (401, 403):
+            return AuthError(f"{where} refused the key ({status} {kind}): {text}", provider=PROVIDER, model=model,
+                             status=status, hint=KEY_HINT)
+        if status == 200:  # an error event inside a stream
+            return ProviderServerError(f"{where} reported an error mid-stream ({kind}): {text}", provider=PROVIDER,
+                                       model=model, status=status)
+        hint = "Check the model id; list_models shows the models this key can use." if status == 404 else None
+        if status == 413:
+            hint = "Send a smaller image or prompt."
+        retry_after = parse_retry_after(exc.response.headers.get("retry-after")) if exc.response else None
+        return error_for_status(status, f"{where} answered {status} {kind}: {text}", provider=PROVIDER, model=model,
+                                hint=hint, retry_after=retry_after)
+    if isinstance(exc, anthropic.APITimeoutError):  # before its base class, APIConnectionError
+        return timeout_error(where, provider=PROVIDER, model=model)
+    if isinstance(exc, anthropic.APIConnectionError):
+        return unavailable_error(where, provider=PROVIDER, model=model, cause=str(exc),
+                                 hint="Check the network, or providers.anthropic.endpoint if you set one.")
+    if isinstance(exc, anthropic.APIResponseValidationError | ValueError):
+        return ProviderServerError(f"{where} sent a malformed response: {exc}", provider=PROVIDER, model=model)
+    return None
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)

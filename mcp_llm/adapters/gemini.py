@@ -1,0 +1,264 @@
+"""Gemini, by API key or on Vertex AI, through `google-genai` (imported on first use).
+
+Wire facts this relies on (google-genai 3.4): `response_json_schema` is sent verbatim (the
+older `response_schema` is rewritten by the SDK and crashes on type lists), so the schema
+is first compiled to Gemini's subset in `schema_dialects`; images go as `Part.from_bytes`;
+the SDK does not retry unless `retry_options` is set; errors are `errors.APIError` (`.code`)
+and, below it, httpx/httpx2 transport exceptions. On Vertex AI a client is bound to one
+location, so one client is kept per location, and a model can be pinned to its own
+location (`[providers.gemini.locations]`) — e.g. preview models served only from `global`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from mcp_llm.adapters._errors import error_for_status, parse_retry_after, transport_error
+from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request
+from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
+
+if TYPE_CHECKING:
+    from google.genai import Client
+
+    from mcp_llm.config import GeminiSettings
+
+PROVIDER = "gemini"
+API_ENDPOINT = "https://generativelanguage.googleapis.com"
+KEY_HINT = "Set GEMINI_API_KEY (from aistudio.google.com/apikey), or the variable providers.gemini.api_key_env names."
+VERTEX_HINT = (
+    "Set GOOGLE_CLOUD_PROJECT (or providers.gemini.project) and sign in with "
+    "`gcloud auth application-default login`, or name a token variable in providers.gemini.access_token_env."
+)
+
+
+class GeminiAdapter(LLMAdapter):
+    provider = PROVIDER
+    capabilities = Capabilities(native_schema=True, images=True, streaming=True, max_image_bytes=20 * 1024 * 1024)
+
+    def __init__(self, settings: GeminiSettings, timeout_s: float = 120.0) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._clients: dict[str, Client] = {}  # "api", or the Vertex AI location
+
+    # --- clients ---------------------------------------------------------------------------
+
+    def uses_vertex(self, forced: bool = False) -> bool:
+        return forced or self._settings.backend == "vertex"
+
+    def endpoint(self, vertex: bool, location: str | None = None) -> str:
+        if self._settings.endpoint:
+            return self._settings.endpoint
+        if not vertex:
+            return API_ENDPOINT
+        if location in (None, "global"):
+            return "https://aiplatform.googleapis.com"
+        return f"https://{location}-aiplatform.googleapis.com"
+
+    def _check_configured(self, vertex: bool) -> None:
+        settings = self._settings
+        if vertex:
+            if not settings.project and not settings.has_api_key:
+                raise ProviderNotReady("Vertex AI needs a Google Cloud project, and none is set.",
+                                       provider=PROVIDER, hint=VERTEX_HINT)
+        elif not settings.has_api_key:
+            raise ProviderNotReady("The Gemini API needs an API key, and none is set.", provider=PROVIDER,
+                                   hint=KEY_HINT + " Or set providers.gemini.backend = \"vertex\".")
+
+    def _client(self, vertex: bool, location: str | None) -> Client:
+        key = f"vertex:{location}" if vertex else "api"
+        if key in self._clients:
+            return self._clients[key]
+        self._check_configured(vertex)
+        from google.genai import Client, types
+
+        http_options = types.HttpOptions(timeout=int(self._timeout_s * 1000))
+        if self._settings.endpoint:
+            http_options.base_url = self._settings.endpoint
+        settings = self._settings
+        api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        if not vertex:
+            client = Client(api_key=api_key, http_options=http_options)
+        elif settings.project:
+            credentials = None
+            if settings.access_token is not None:
+                from google.oauth2.credentials import Credentials
+
+                credentials = Credentials(token=settings.access_token.get_secret_value())
+            client = Client(vertexai=True, project=settings.project, location=location, credentials=credentials,
+                            http_options=http_options)
+        else:  # Vertex AI express mode: an API key and no project
+            client = Client(vertexai=True, api_key=api_key, http_options=http_options)
+        self._clients[key] = client
+        return client
+
+    def _client_for_model(self, model: str, vertex: bool) -> tuple[Client, str]:
+        location = self._settings.location_for(model) if vertex else None
+        return self._client(vertex, location), self.endpoint(vertex, location)
+
+    # --- completion ------------------------------------------------------------------------
+
+    async def complete(self, request: Request) -> Completion:
+        vertex = self.uses_vertex(request.vertex)
+        client, endpoint = self._client_for_model(request.model, vertex)
+        from google.genai import types
+
+        contents = [
+            types.Content(
+                role="model" if message.role == "assistant" else "user",
+                parts=[types.Part.from_text(text=message.content)]
+                + [types.Part.from_bytes(data=image.data, mime_type=image.mime_type) for image in message.images],
+            )
+            for message in request.messages
+        ]
+        config = types.GenerateContentConfig(
+            system_instruction=request.system,
+            temperature=request.temperature,
+            max_output_tokens=request.max_tokens,
+            http_options=types.HttpOptions(timeout=max(1, int(request.timeout_s * 1000))),
+        )
+        if request.schema is not None:
+            config.response_mime_type = "application/json"
+            config.response_json_schema = request.schema
+        with self._translate_errors(request.model, endpoint):
+            response = await client.aio.models.generate_content(model=request.model, contents=contents, config=config)
+        return _completion(response, request.model, endpoint)
+
+    # --- listing and health ----------------------------------------------------------------
+
+    async def list_models(self) -> list[ModelInfo]:
+        vertex = self.uses_vertex()
+        location = self._settings.location if vertex else None
+        client = self._client(vertex, location or ("global" if vertex else None))
+        endpoint = self.endpoint(vertex, location)
+        models: list[ModelInfo] = []
+        with self._translate_errors(None, endpoint):
+            pager = await client.aio.models.list(config={"page_size": 100, "query_base": True})
+            async for model in pager:
+                actions = model.supported_actions or []
+                if actions and "generateContent" not in actions:
+                    continue  # embeddings, imagen…: not for this server's tools
+                name = (model.name or "").rsplit("/", 1)[-1]
+                if not name:
+                    continue
+                model_id = name if name.startswith("gemini-") else f"gemini/{name}"
+                if vertex and self._settings.backend != "vertex":
+                    model_id = f"vertex/{name}"
+                models.append(ModelInfo(id=model_id, provider=PROVIDER, label=model.display_name or name,
+                                        vision=True, structured=True, available=True, source="discovered"))
+        return models
+
+    async def health(self) -> Health:
+        vertex = self.uses_vertex()
+        location = self._settings.location or "global" if vertex else None
+        has_key = self._settings.has_api_key or self._settings.access_token is not None
+        base = Health(provider=PROVIDER, status="down", endpoint=self.endpoint(vertex, location), has_api_key=has_key,
+                      version="v1beta1" if vertex else "v1")
+        try:
+            client = self._client(vertex, location)
+        except ProviderNotReady as exc:
+            return base.model_copy(update={"status": "unconfigured", "detail": exc.user_message()})
+        started = time.perf_counter()
+        try:
+            with self._translate_errors(None, base.endpoint or ""):
+                pager = await client.aio.models.list(config={"page_size": 1, "query_base": True})
+                count = len(pager.page)
+        except ProviderError as exc:
+            status = "degraded" if isinstance(exc, AuthError) else "down"
+            return base.model_copy(update={"status": status, "latency_ms": _ms_since(started),
+                                           "detail": exc.user_message()})
+        backend = f"Vertex AI ({self._settings.project or 'express mode'}, {location})" if vertex else "Gemini API"
+        return base.model_copy(update={"status": "ok", "latency_ms": _ms_since(started),
+                                       "detail": f"{backend}: listing models works" + ("" if count else " (none)")})
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aio.aclose()
+
+    # --- errors ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _translate_errors(self, model: str | None, endpoint: str) -> Iterator[None]:
+        try:
+            yield
+        except ProviderError:
+            raise
+        except Exception as exc:
+            translated = translate_exception(exc, endpoint, model, vertex=self.uses_vertex())
+            if translated is None:
+                raise
+            raise translated from exc
+
+
+def _completion(response: Any, model: str, endpoint: str) -> Completion:
+    candidates = response.candidates or []
+    if not candidates:
+        feedback = response.prompt_feedback
+        reason = getattr(feedback, "block_reason", None) if feedback else None
+        raise BadRequestError(
+            f"Gemini returned no answer{f' (the prompt was blocked: {_name(reason)})' if reason else ''}.",
+            provider=PROVIDER, model=model,
+            hint="Rephrase the prompt, or use another model." if reason else None,
+        )
+    candidate = candidates[0]
+    parts = candidate.content.parts if candidate.content and candidate.content.parts else []
+    text = "".join(part.text for part in parts if part.text and not part.thought)
+    finish = _name(candidate.finish_reason)
+    if not text and finish in ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"):
+        raise BadRequestError(f"Gemini stopped without an answer ({finish}).", provider=PROVIDER, model=model,
+                              hint="Rephrase the prompt, or use another model.")
+    usage = response.usage_metadata
+    return Completion(
+        text=text,
+        input_tokens=usage.prompt_token_count if usage else None,
+        output_tokens=usage.candidates_token_count if usage else None,
+        finish_reason=finish.lower() if finish else None,
+    )
+
+
+def _name(value: Any) -> str:
+    return str(getattr(value, "name", value) or "")
+
+
+def translate_exception(exc: Exception, endpoint: str, model: str | None, *, vertex: bool) -> ProviderError | None:
+    """Map an exception from google-genai (or the transport under it) to ours; None if it is neither."""
+    from google.genai import errors
+
+    where = f"Gemini at {endpoint}"
+    if isinstance(exc, errors.APIError):
+        status = int(exc.code or 0)
+        text = exc.message or exc.status or "no message"
+        retry_after = None
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        if headers is not None:
+            retry_after = parse_retry_after(headers.get("retry-after"))
+        auth_failure = status in (401, 403) or (status == 400 and "api key" in text.lower())
+        if auth_failure:
+            return AuthError(f"{where} refused the credentials ({status}): {text}", provider=PROVIDER, model=model,
+                             status=status, hint=VERTEX_HINT if vertex else KEY_HINT)
+        hint = None
+        if status == 404:
+            hint = "Check the model name; list_models shows the models this key can use."
+        elif status == 400 and "schema" in text.lower():
+            hint = "Simplify the schema; schema_rewrites lists what was already adapted for Gemini."
+        return error_for_status(status, f"{where} answered {status} {exc.status or ''}: {text}".replace("  ", " "),
+                                provider=PROVIDER, model=model, hint=hint, retry_after=retry_after)
+    if isinstance(exc, ValueError) and "JSON" in str(exc):
+        return ProviderServerError(f"{where} sent a malformed response: {exc}.", provider=PROVIDER, model=model)
+    try:
+        from google.auth.exceptions import DefaultCredentialsError, RefreshError
+    except ImportError:  # pragma: no cover - google-auth ships with google-genai
+        pass
+    else:
+        if isinstance(exc, DefaultCredentialsError | RefreshError):
+            return ProviderNotReady(f"No usable Google Cloud credentials: {exc}", provider=PROVIDER, model=model,
+                                    hint=VERTEX_HINT)
+    return transport_error(exc, provider=PROVIDER, model=model, where=where,
+                           down_hint="Check the network, or providers.gemini.endpoint if you set one.")
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
