@@ -78,7 +78,7 @@ class AnthropicAdapter(LLMAdapter):
             "model": request.model,
             "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
             "messages": messages,
-            "timeout": max(request.timeout_s, 0.001),
+            "timeout": max(min(request.timeout_s, self._timeout_s), 0.001),
         }
         if request.system:
             params["system"] = request.system

@@ -11,6 +11,7 @@ location (`[providers.gemini.locations]`) — e.g. preview models served only fr
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,7 +118,7 @@ class GeminiAdapter(LLMAdapter):
             system_instruction=request.system,
             temperature=request.temperature,
             max_output_tokens=request.max_tokens,
-            http_options=types.HttpOptions(timeout=max(1, int(request.timeout_s * 1000))),
+            http_options=types.HttpOptions(timeout=max(1, int(min(request.timeout_s, self._timeout_s) * 1000))),
         )
         if request.schema is not None:
             config.response_mime_type = "application/json"
@@ -226,6 +227,7 @@ def _name(value: Any) -> str:
 def translate_exception(exc: Exception, endpoint: str, model: str | None, *, vertex: bool) -> ProviderError | None:
     """Map an exception from google-genai (or the transport under it) to ours; None if it is neither."""
     from google.genai import errors
+    from pydantic import ValidationError
 
     where = f"Gemini at {endpoint}"
     if isinstance(exc, errors.APIError):
@@ -246,7 +248,9 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None, *, ver
             hint = "Simplify the schema; schema_rewrites lists what was already adapted for Gemini."
         return error_for_status(status, f"{where} answered {status} {exc.status or ''}: {text}".replace("  ", " "),
                                 provider=PROVIDER, model=model, hint=hint, retry_after=retry_after)
-    if isinstance(exc, ValueError) and "JSON" in str(exc):
+    # a 200 with a body that is not JSON surfaces as a bare JSONDecodeError (or, mid-stream,
+    # UnknownApiResponseError); one that is JSON of the wrong shape as a pydantic ValidationError
+    if isinstance(exc, json.JSONDecodeError | errors.UnknownApiResponseError | ValidationError):
         return ProviderServerError(f"{where} sent a malformed response: {exc}.", provider=PROVIDER, model=model)
     try:
         from google.auth.exceptions import DefaultCredentialsError, RefreshError

@@ -1,0 +1,206 @@
+"""AnthropicAdapter through the real `anthropic` SDK, over real HTTP, against the fake Anthropic API."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from mcp_llm.adapters.anthropic import AnthropicAdapter
+from mcp_llm.adapters.base import ImageInput, Message, Request
+from mcp_llm.config import Settings
+from mcp_llm.errors import (
+    AuthError,
+    BadRequestError,
+    ModelNotFoundError,
+    ProviderError,
+    ProviderServerError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimitedError,
+)
+from mcp_llm.schema_dialects import compile_anthropic
+from tests.fakes.anthropic_server import FakeAnthropic, forced_tool, output_schema
+from tests.images import png_bytes
+
+pytestmark = pytest.mark.anyio
+
+KEY = "sk-ant-canary-0042"
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}},
+    "required": ["title", "tags"],
+}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(api_key=KEY) as server:
+        yield server
+        assert not server.errors, server.errors
+
+
+@pytest.fixture
+def make_adapter(fake: FakeAnthropic, make_settings: Callable[..., Settings]) -> Callable[..., AnthropicAdapter]:
+    def make(endpoint: str | None = None, key: str | None = KEY, timeout_s: float = 10) -> AnthropicAdapter:
+        settings = make_settings(f'[providers.anthropic]\nendpoint = "{endpoint or fake.url}"\n',
+                                 env={"ANTHROPIC_API_KEY": key} if key else {})
+        return AnthropicAdapter(settings.providers.anthropic, timeout_s=timeout_s)
+
+    return make
+
+
+def ask(model: str = "claude-haiku-4-5", *, schema: dict[str, Any] | None = None, **fields: Any) -> Request:
+    compiled = compile_anthropic(schema).schema if schema is not None else None
+    return Request(model=model, messages=[Message("user", "Name a film.")], schema=compiled, **fields)
+
+
+async def test_native_structured_output_request_and_reply(make_adapter, fake: FakeAnthropic) -> None:
+    adapter = make_adapter()
+    fake.enqueue({"title": "Alien", "tags": ["sci-fi"]}, input_tokens=12, output_tokens=9)
+
+    completion = await adapter.complete(ask(schema=SCHEMA, system="Be brief.", temperature=0.3, max_tokens=200))
+
+    assert json.loads(completion.text) == {"title": "Alien", "tags": ["sci-fi"]}
+    assert (completion.input_tokens, completion.output_tokens) == (12, 9)
+    (sent,) = fake.message_requests
+    assert sent.headers["authorization"] == f"Bearer {KEY}"
+    assert sent.json["system"] == "Be brief."
+    assert sent.json["temperature"] == 0.3
+    assert sent.json["max_tokens"] == 200
+    assert output_schema(sent.json) == compile_anthropic(SCHEMA).schema
+    assert output_schema(sent.json)["additionalProperties"] is False
+    assert forced_tool(sent.json) is None
+    await adapter.aclose()
+
+
+async def test_model_without_native_output_falls_back_to_a_forced_tool_and_remembers(
+    make_adapter, fake: FakeAnthropic
+) -> None:
+    adapter = make_adapter()
+    first = await adapter.complete(ask("claude-opus-4-1", schema=SCHEMA))
+    second = await adapter.complete(ask("claude-opus-4-1", schema=SCHEMA))
+
+    assert set(json.loads(first.text)) == {"title", "tags"}
+    assert set(json.loads(second.text)) == {"title", "tags"}
+    bodies = [r.json for r in fake.message_requests]
+    assert output_schema(bodies[0]) is not None  # tried natively once…
+    assert forced_tool(bodies[1])["input_schema"] == compile_anthropic(SCHEMA).schema  # …then the tool
+    assert output_schema(bodies[2]) is None and forced_tool(bodies[2]) is not None  # and remembered
+    assert len(bodies) == 3
+    await adapter.aclose()
+
+
+async def test_free_text_and_image_blocks(make_adapter, fake: FakeAnthropic) -> None:
+    adapter = make_adapter()
+    raw = png_bytes(3, 3)
+    fake.enqueue("A grey square.", stop_reason="end_turn")
+    request = Request(model="claude-haiku-4-5",
+                      messages=[Message("user", "What is it?", [ImageInput(raw, "image/png")])])
+    completion = await adapter.complete(request)
+    assert completion.text == "A grey square." and completion.finish_reason == "end_turn"
+    content = fake.message_requests[-1].json["messages"][0]["content"]
+    assert content[0]["type"] == "image"
+    assert content[0]["source"]["media_type"] == "image/png"
+    assert base64.b64decode(content[0]["source"]["data"]) == raw
+    assert content[-1] == {"type": "text", "text": "What is it?"}
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class", "retryable"),
+    [
+        (400, BadRequestError, False),
+        (401, AuthError, False),
+        (403, AuthError, False),
+        (404, ModelNotFoundError, False),
+        (413, BadRequestError, False),
+        (429, RateLimitedError, True),
+        (500, ProviderServerError, True),
+        (503, ProviderServerError, True),
+        (529, ProviderServerError, True),
+    ],
+)
+async def test_every_status_becomes_one_of_our_errors(make_adapter, fake: FakeAnthropic, status: int,
+                                                      error_class: type[ProviderError], retryable: bool) -> None:
+    adapter = make_adapter()
+    fake.enqueue(status=status, message=f"simulated {status}",
+                 headers={"retry-after": "7"} if status == 429 else None)
+    with pytest.raises(error_class) as caught:
+        await adapter.complete(ask(schema=SCHEMA))
+    error = caught.value
+    assert type(error) is error_class
+    assert error.retryable is retryable
+    assert error.status == status and error.provider == "anthropic"
+    assert f"simulated {status}" in error.message and fake.url in error.message
+    assert KEY not in error.user_message()
+    if status == 429:
+        assert error.retry_after == 7
+    await adapter.aclose()
+
+
+async def test_wrong_key_is_an_auth_error_naming_the_variable(make_adapter) -> None:
+    adapter = make_adapter(key="sk-ant-wrong-key")
+    with pytest.raises(AuthError) as caught:
+        await adapter.complete(ask())
+    assert "ANTHROPIC_API_KEY" in caught.value.user_message()
+    assert "sk-ant-wrong-key" not in caught.value.user_message()
+    await adapter.aclose()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_transport_faults(make_adapter, fake: FakeAnthropic) -> None:
+    refused = make_adapter(endpoint=f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(ProviderUnavailable):
+        await refused.complete(ask())
+    await refused.aclose()
+
+    slow = make_adapter(timeout_s=0.5)
+    fake.enqueue(hang=True)
+    with pytest.raises(ProviderTimeout):
+        await slow.complete(ask())
+    assert fake.wait_for_disconnect(timeout=5)
+
+    fake.enqueue(raw_body=b'{"id": "msg_1", "content": [')
+    with pytest.raises(ProviderServerError, match="malformed"):
+        await slow.complete(ask())
+
+    fake.enqueue(drop_connection=True)
+    with pytest.raises(ProviderUnavailable):
+        await slow.complete(ask())
+    await slow.aclose()
+
+
+async def test_list_models_and_health(make_adapter, fake: FakeAnthropic) -> None:
+    adapter = make_adapter()
+    models = await adapter.list_models()
+    assert {m.id for m in models} >= {"claude-haiku-4-5-20251001", "claude-opus-4-1-20250805"}
+    assert all(m.source == "discovered" and m.provider == "anthropic" and m.vision for m in models)
+
+    health = await adapter.health()
+    assert health.status == "ok" and health.has_api_key is True
+    assert health.endpoint == fake.url and health.latency_ms is not None
+    assert KEY not in health.model_dump_json()
+    await adapter.aclose()
+
+
+async def test_health_without_a_key_is_unconfigured(make_adapter) -> None:
+    health = await make_adapter(key=None).health()
+    assert health.status == "unconfigured" and health.has_api_key is False
+    assert "ANTHROPIC_API_KEY" in health.detail
+
+
+async def test_health_down_when_unreachable(make_adapter) -> None:
+    adapter = make_adapter(endpoint=f"http://127.0.0.1:{_closed_port()}")
+    health = await adapter.health()
+    assert health.status == "down" and "Cannot reach Anthropic" in health.detail
+    await adapter.aclose()
