@@ -1,0 +1,221 @@
+"""GeminiAdapter through the real `google-genai` SDK, over real HTTP, against the fake Gemini API.
+
+Both backends: the Gemini API by key, and Vertex AI with an access token (as CI and
+`gcloud auth print-access-token` give), including per-model location routing.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jsonschema
+import pytest
+
+from mcp_llm.adapters.base import ImageInput, Message, Request
+from mcp_llm.adapters.gemini import GeminiAdapter
+from mcp_llm.config import Settings
+from mcp_llm.errors import (
+    AuthError,
+    BadRequestError,
+    ModelNotFoundError,
+    ProviderError,
+    ProviderServerError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimitedError,
+)
+from mcp_llm.schema_dialects import compile_gemini
+from tests.fakes.gemini_server import FakeGemini
+from tests.images import png_bytes
+
+pytestmark = pytest.mark.anyio
+
+KEY = "AIza-canary-gemini-77"
+TOKEN = "ya29.canary-token-88"
+SCHEMA: dict[str, Any] = {
+    "$defs": {"Tag": {"type": "string", "enum": ["a", "b"]}},
+    "type": "object",
+    "properties": {
+        "title": {"type": "string"},
+        "tags": {"type": "array", "items": {"$ref": "#/$defs/Tag"}},
+        "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "extra": {"type": "object", "additionalProperties": {"type": "integer"}},
+    },
+    "required": ["title", "tags", "note"],
+}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGemini]:
+    with FakeGemini(api_key=KEY, access_token=TOKEN, project="proj-1") as server:
+        yield server
+        assert not server.errors, server.errors
+
+
+@pytest.fixture
+def make_adapter(fake: FakeGemini, make_settings: Callable[..., Settings]) -> Callable[..., GeminiAdapter]:
+    def make(toml: str = "", env: dict[str, str] | None = None, endpoint: str | None = None,
+             timeout_s: float = 10) -> GeminiAdapter:
+        settings = make_settings(f'[providers.gemini]\nendpoint = "{endpoint or fake.url}"\n{toml}',
+                                 env={"GEMINI_API_KEY": KEY} if env is None else env)
+        return GeminiAdapter(settings.providers.gemini, timeout_s=timeout_s)
+
+    return make
+
+
+def ask(model: str = "gemini-2.5-flash", *, schema: dict[str, Any] | None = None, **fields: Any) -> Request:
+    compiled = compile_gemini(schema).schema if schema is not None else None
+    return Request(model=model, messages=[Message("user", "Name a film.")], schema=compiled, **fields)
+
+
+async def test_structured_output_with_the_api_key(make_adapter, fake: FakeGemini) -> None:
+    adapter = make_adapter()
+    completion = await adapter.complete(ask(schema=SCHEMA, system="Be brief.", temperature=0.2, max_tokens=99))
+
+    jsonschema.validate(json.loads(completion.text), SCHEMA)
+    assert completion.input_tokens is not None and completion.output_tokens is not None
+    (sent,) = fake.generate_requests
+    assert sent.api == "gemini" and sent.model == "gemini-2.5-flash"
+    assert sent.headers["x-goog-api-key"] == KEY
+    config = sent.generation_config
+    assert config["responseMimeType"] == "application/json"
+    assert config["responseJsonSchema"] == compile_gemini(SCHEMA).schema  # $defs, $ref, anyOf kept
+    assert config["temperature"] == 0.2 and config["maxOutputTokens"] == 99
+    assert sent.system_instruction == "Be brief." or "Be brief." in json.dumps(sent.json["systemInstruction"])
+    await adapter.aclose()
+
+
+async def test_reask_history_and_images(make_adapter, fake: FakeGemini) -> None:
+    adapter = make_adapter()
+    raw = png_bytes(2, 2)
+    request = Request(model="gemini-2.5-flash", messages=[
+        Message("user", "Describe", [ImageInput(raw, "image/png")]),
+        Message("assistant", "not json"),
+        Message("user", "Again, as JSON."),
+    ])
+    fake.enqueue("A tiny square.")
+    assert (await adapter.complete(request)).text == "A tiny square."
+    (sent,) = fake.generate_requests
+    assert [c["role"] for c in sent.json["contents"]] == ["user", "model", "user"]
+    assert sent.images == [("image/png", raw)]
+    await adapter.aclose()
+
+
+async def test_vertex_with_access_token_and_per_model_location(make_adapter, fake: FakeGemini) -> None:
+    toml = ('backend = "vertex"\nproject = "proj-1"\nlocation = "us-central1"\naccess_token_env = "VERTEX_TOKEN"\n'
+            '[providers.gemini.locations]\n"gemini-3-pro-preview" = "global"\n')
+    adapter = make_adapter(toml, env={"VERTEX_TOKEN": TOKEN})
+    await adapter.complete(ask("gemini-2.5-flash", schema=SCHEMA))
+    await adapter.complete(ask("gemini-3-pro-preview", schema=SCHEMA))
+
+    first, second = fake.generate_requests
+    assert (first.api, first.project, first.location) == ("vertex", "proj-1", "us-central1")
+    assert (second.api, second.project, second.location) == ("vertex", "proj-1", "global")
+    assert first.headers["authorization"] == f"Bearer {TOKEN}"
+    health = await adapter.health()
+    assert health.status == "ok" and "Vertex AI" in health.detail
+    assert TOKEN not in health.model_dump_json()
+    await adapter.aclose()
+
+
+async def test_vertex_prefix_forces_vertex_on_an_api_key_setup(make_adapter, fake: FakeGemini) -> None:
+    adapter = make_adapter('project = "proj-1"\naccess_token_env = "VERTEX_TOKEN"\n',
+                           env={"GEMINI_API_KEY": KEY, "VERTEX_TOKEN": TOKEN})
+    await adapter.complete(ask("gemini-2.5-flash", vertex=True))
+    await adapter.complete(ask("gemini-2.5-flash"))
+    assert [r.api for r in fake.generate_requests] == ["vertex", "gemini"]
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class", "retryable"),
+    [
+        (400, BadRequestError, False),
+        (401, AuthError, False),
+        (403, AuthError, False),
+        (404, ModelNotFoundError, False),
+        (429, RateLimitedError, True),
+        (500, ProviderServerError, True),
+        (503, ProviderServerError, True),
+    ],
+)
+async def test_every_status_becomes_one_of_our_errors(make_adapter, fake: FakeGemini, status: int,
+                                                      error_class: type[ProviderError], retryable: bool) -> None:
+    adapter = make_adapter()
+    fake.enqueue(status=status, error=f"simulated {status}", headers={"Retry-After": "4"} if status == 429 else None)
+    with pytest.raises(error_class) as caught:
+        await adapter.complete(ask(schema=SCHEMA))
+    error = caught.value
+    assert type(error) is error_class and error.retryable is retryable
+    assert error.status == status and error.provider == "gemini"
+    assert f"simulated {status}" in error.message
+    assert KEY not in error.user_message()
+    if status == 429:
+        assert error.retry_after == 4
+    await adapter.aclose()
+
+
+async def test_invalid_key_and_unknown_model(make_adapter) -> None:
+    adapter = make_adapter(env={"GEMINI_API_KEY": "AIza-wrong"})
+    with pytest.raises(AuthError) as caught:
+        await adapter.complete(ask())
+    assert "GEMINI_API_KEY" in caught.value.user_message() and "AIza-wrong" not in caught.value.user_message()
+    await adapter.aclose()
+
+    good = make_adapter()
+    with pytest.raises(ModelNotFoundError):
+        await good.complete(ask("gemini-9-ultra"))
+    await good.aclose()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_transport_faults_and_blocked_prompts(make_adapter, fake: FakeGemini) -> None:
+    refused = make_adapter(endpoint=f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(ProviderUnavailable):
+        await refused.complete(ask())
+    await refused.aclose()
+
+    adapter = make_adapter(timeout_s=1)
+    fake.enqueue(hang=True)
+    with pytest.raises(ProviderTimeout):
+        await adapter.complete(ask())
+    fake.enqueue(raw_body=b"<html>oops</html>")
+    with pytest.raises(ProviderServerError, match="malformed"):
+        await adapter.complete(ask())
+    fake.enqueue(drop_connection=True)
+    with pytest.raises(ProviderUnavailable):
+        await adapter.complete(ask())
+    fake.enqueue(blocked="SAFETY")
+    with pytest.raises(BadRequestError, match="blocked"):
+        await adapter.complete(ask())
+    await adapter.aclose()
+
+
+async def test_list_models_pages_and_keeps_generators_only(make_adapter, fake: FakeGemini) -> None:
+    adapter = make_adapter()
+    ids = {m.id for m in await adapter.list_models()}
+    assert {"gemini-2.5-flash", "gemini-2.5-pro", "gemini-3-pro-preview"} <= ids
+    assert "gemini-embedding-001" not in ids
+    await adapter.aclose()
+
+
+async def test_health_states(make_adapter) -> None:
+    assert (await make_adapter(env={}).health()).status == "unconfigured"
+    vertex_without_project = await make_adapter('backend = "vertex"\n', env={}).health()
+    assert vertex_without_project.status == "unconfigured"
+    assert "GOOGLE_CLOUD_PROJECT" in vertex_without_project.detail
+    ok = make_adapter()
+    health = await ok.health()
+    assert health.status == "ok" and health.has_api_key and health.latency_ms is not None
+    await ok.aclose()
+    down = make_adapter(endpoint=f"http://127.0.0.1:{_closed_port()}")
+    assert (await down.health()).status == "down"
+    await down.aclose()
