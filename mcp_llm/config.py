@@ -34,8 +34,13 @@ class Defaults(_Section):
     vision_model: str = ""
     fallback: list[str] = Field(default_factory=list)
     timeout_s: float = Field(default=120.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    first_response_timeout_s: float | None = Field(default=None, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
+    retry_after_max_s: float = Field(default=30.0, ge=0)
     max_repairs: int = Field(default=2, ge=0, le=10)
+    circuit_failures: int = Field(default=5, ge=1)
+    circuit_cooldown_s: float = Field(default=30.0, ge=0)
 
 
 class ModelEntry(_Section):

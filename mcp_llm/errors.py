@@ -12,6 +12,7 @@ LLMError                      every failure we anticipate; .hint says what to do
 │   ├── AuthError             401/403: the key is missing or wrong
 │   ├── ModelNotFoundError    404: the provider does not have that model
 │   ├── BadRequestError       400/413/422: the provider refused the request as sent
+│   ├── CircuitOpenError      skipped: the provider failed too often in a row, cooling down
 │   └── TransientError        worth retrying (.retryable is True)
 │       ├── ProviderUnavailable   connection refused or reset, DNS
 │       ├── ProviderTimeout       no answer within the timeout
@@ -101,6 +102,10 @@ class ModelNotFoundError(ProviderError):
 
 class BadRequestError(ProviderError):
     kind = "bad_request"
+
+
+class CircuitOpenError(ProviderError):
+    kind = "circuit_open"
 
 
 class TransientError(ProviderError):

@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from mcp_llm.adapters.base import LLMAdapter
+from mcp_llm.adapters.base import LLMAdapter, Timeouts
 from mcp_llm.config import ModelEntry, Settings
 from mcp_llm.errors import ProviderNotReady, UnknownModelError
 
@@ -62,22 +62,28 @@ def full_id(provider: str, model_id: str) -> str:
 AdapterFactory = Callable[[Settings], LLMAdapter]
 
 
+def timeouts(settings: Settings) -> Timeouts:
+    defaults = settings.defaults
+    return Timeouts(total_s=defaults.timeout_s, connect_s=defaults.connect_timeout_s,
+                    first_response_s=defaults.first_response_timeout_s)
+
+
 def _build_ollama(settings: Settings) -> LLMAdapter:
     from mcp_llm.adapters.ollama import OllamaAdapter
 
-    return OllamaAdapter(settings.providers.ollama, timeout_s=settings.defaults.timeout_s)
+    return OllamaAdapter(settings.providers.ollama, timeouts=timeouts(settings))
 
 
 def _build_gemini(settings: Settings) -> LLMAdapter:
     from mcp_llm.adapters.gemini import GeminiAdapter
 
-    return GeminiAdapter(settings.providers.gemini, timeout_s=settings.defaults.timeout_s)
+    return GeminiAdapter(settings.providers.gemini, timeouts=timeouts(settings))
 
 
 def _build_anthropic(settings: Settings) -> LLMAdapter:
     from mcp_llm.adapters.anthropic import AnthropicAdapter
 
-    return AnthropicAdapter(settings.providers.anthropic, timeout_s=settings.defaults.timeout_s)
+    return AnthropicAdapter(settings.providers.anthropic, timeouts=timeouts(settings))
 
 
 ADAPTER_FACTORIES: dict[str, AdapterFactory] = {

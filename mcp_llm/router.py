@@ -20,13 +20,16 @@ import anyio
 from pydantic import BaseModel, Field
 
 from mcp_llm.adapters.base import Completion, ImageInput, LLMAdapter, Message, Request
+from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.errors import (
     AllAttemptsFailed,
+    CircuitOpenError,
     InputError,
     LLMError,
     OutputError,
     ProviderError,
     ProviderTimeout,
+    RateLimitedError,
     TransientError,
 )
 from mcp_llm.registry import Registry, Route
@@ -36,10 +39,13 @@ RETRY_INITIAL_WAIT_S = 0.5
 RETRY_MAX_WAIT_S = 8.0
 
 
+AttemptOutcome = Literal["ok", "invalid_output", "error", "skipped"]
+
+
 class Attempt(BaseModel):
     model: str
     provider: str
-    outcome: Literal["ok", "invalid_output", "error"]
+    outcome: AttemptOutcome = Field(description="ok, invalid_output, error, or skipped (circuit open)")
     error: str | None = None  # the error's kind (e.g. `unavailable`, `invalid_output`), None when ok
     latency_ms: float
 
@@ -93,7 +99,7 @@ class _Call:
     def remaining(self) -> float:
         return self.deadline - anyio.current_time()
 
-    def record(self, route: Route, outcome: Literal["ok", "invalid_output", "error"], started: float,
+    def record(self, route: Route, outcome: AttemptOutcome, started: float,
                error: LLMError | None = None) -> None:
         self.attempts.append(
             Attempt(
@@ -110,6 +116,8 @@ class Router:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        defaults = registry.settings.defaults
+        self.breakers = CircuitBreakers(defaults.circuit_failures, defaults.circuit_cooldown_s)
 
     def limiter(self, provider: str) -> anyio.CapacityLimiter:
         """At most `providers.<name>.concurrency` requests in flight to one provider."""
@@ -193,18 +201,37 @@ class Router:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
             stop=stop_after_attempt(self.defaults.max_retries + 1),
-            wait=wait_exponential_jitter(initial=RETRY_INITIAL_WAIT_S, max=RETRY_MAX_WAIT_S),
+            wait=self._wait(wait_exponential_jitter(initial=RETRY_INITIAL_WAIT_S, max=RETRY_MAX_WAIT_S)),
             before_sleep=lambda state: self._check_time_for_sleep(state, call),
             reraise=True,
         )
+        provider = route.provider
         async for attempt in retrying:
             with attempt:
                 started = time.perf_counter()
+                if not self.breakers.allow(provider):
+                    error = CircuitOpenError(
+                        f"{provider} is skipped: it failed {self.breakers.threshold} times in a row.",
+                        provider=provider, model=route.model_id,
+                        hint=f"It is tried again in {self.breakers.retry_in(provider):.0f} s; "
+                        "provider_health shows its state.",
+                    )
+                    call.record(route, "skipped", started, error)
+                    raise error
                 try:
                     completion = await self._complete_before_deadline(adapter, route, request, call)
-                except ProviderError as exc:
+                except TransientError as exc:
+                    self.breakers.failure(provider)
                     call.record(route, "error", started, exc)
                     raise
+                except ProviderError as exc:  # the request's fault (auth, 404, 400), not the provider's health
+                    self.breakers.release(provider)
+                    call.record(route, "error", started, exc)
+                    raise
+                except BaseException:  # cancelled
+                    self.breakers.release(provider)
+                    raise
+                self.breakers.success(provider)
                 return completion, started
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
@@ -223,6 +250,17 @@ class Router:
             model=route.model_id,
             hint="Raise defaults.timeout_s, or pass a larger timeout for slow models.",
         )
+
+    def _wait(self, backoff: Any) -> Any:
+        """Exponential backoff with jitter, or the provider's Retry-After up to `retry_after_max_s`."""
+
+        def wait(state: Any) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, RateLimitedError) and error.retry_after is not None:
+                return min(error.retry_after, self.defaults.retry_after_max_s)
+            return float(backoff(state))
+
+        return wait
 
     @staticmethod
     def _check_time_for_sleep(state: Any, call: _Call) -> None:
@@ -253,7 +291,7 @@ def _all_failed(errors: list[tuple[str, LLMError]], call: _Call) -> LLMError:
         detail = _describe(error)
         hint = error.hint or (OUTPUT_HINT if isinstance(error, OutputError) else None)
         return AllAttemptsFailed(detail + suffix, attempts=call.attempts, last=error, hint=hint)
-    listing = "; ".join(f"{model_id}: {_describe(error)}" for model_id, error in errors)
+    listing = "; ".join(f"{model_id}: {_describe(error)} [{_kinds(call, model_id)}]" for model_id, error in errors)
     return AllAttemptsFailed(
         f"Every model in the fallback chain failed ({tries} attempts) — {listing}",
         attempts=call.attempts,
@@ -266,6 +304,12 @@ OUTPUT_HINT = (
     "Describe the fields in the prompt, simplify the schema, raise defaults.max_repairs, "
     "or use a stronger model (defaults.fallback tries others)."
 )
+
+
+def _kinds(call: _Call, model_id: str) -> str:
+    """What each attempt with one model got, e.g. `unavailable, unavailable, server_error`."""
+    kinds = [a.error or a.outcome for a in call.attempts if a.model == model_id]
+    return ", ".join(kinds) or "not tried"
 
 
 def _describe(error: LLMError) -> str:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from mcp_llm import __version__
 from mcp_llm.adapters.base import Health, ModelInfo
 from mcp_llm.config import Settings
-from mcp_llm.errors import LLMError
+from mcp_llm.errors import InputError, LLMError
 from mcp_llm.images import load_image
 from mcp_llm.presets import PRESETS
 from mcp_llm.registry import CONFIGURABLE_PROVIDERS, Registry
@@ -176,7 +176,7 @@ class App:
         else:
             health = await self.registry.adapter(provider).health()
         self._health[provider] = (time.monotonic(), health)
-        return health
+        return health.model_copy(update={"circuit": self.router.breakers.state(provider)})
 
     def _check_provider(self, provider: str | None) -> list[str]:
         known = list(CONFIGURABLE_PROVIDERS)
@@ -188,6 +188,13 @@ class App:
 
     async def aclose(self) -> None:
         await self.registry.aclose()
+
+
+def _timeout(timeout_s: float | None) -> float | None:
+    if timeout_s is not None and timeout_s <= 0:
+        raise InputError(f"timeout_s must be positive, not {timeout_s}.",
+                         hint="Pass seconds, e.g. 60, or leave it out.")
+    return timeout_s
 
 
 def _canonical(model_id: str) -> str:
@@ -247,6 +254,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         system: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        timeout_s: float | None = None,
     ) -> StructuredResult:
         """Ask an LLM and get back JSON that validates against `schema`.
 
@@ -254,11 +262,12 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         visual_prompt_score). `model` is an id such as 'ollama/llama3.2' (list_models shows them);
         empty means the configured default. Invalid answers are re-asked with the errors, and
         other models are tried when configured as fallbacks; the trace fields say what happened.
+        `timeout_s` bounds the whole call (default: the configured defaults.timeout_s).
         """
         with tool_errors("generate_structured"):
             checked, _ = parse_schema_argument(schema)
             spec = CallSpec(prompt=prompt, schema=checked, model=model, system=system,
-                            temperature=temperature, max_tokens=max_tokens)
+                            temperature=temperature, max_tokens=max_tokens, timeout_s=_timeout(timeout_s))
             outcome = await app.router.run(spec)
             return StructuredResult(data=outcome.data, **outcome.trace.model_dump())
 
@@ -270,18 +279,19 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         model: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        timeout_s: float | None = None,
     ) -> ImageResult:
         """Ask a vision model about an image; get text, or JSON valid against `schema` when one is given.
 
         `image` is an absolute file path (inside the configured image roots), a data: URI, or raw
         base64 (http(s) URLs only when enabled in config). `schema` is a JSON Schema object or a
-        preset name. `model` empty means the configured vision default.
+        preset name. `model` empty means the configured vision default. `timeout_s` bounds the call.
         """
         with tool_errors("analyze_image"):
             checked = parse_schema_argument(schema)[0] if schema not in (None, "") else None
             loaded = await load_image(image, settings.images)
             spec = CallSpec(prompt=prompt, schema=checked, model=model, temperature=temperature,
-                            max_tokens=max_tokens, images=(loaded,))
+                            max_tokens=max_tokens, images=(loaded,), timeout_s=_timeout(timeout_s))
             outcome = await app.router.run(spec)
             trace = outcome.trace.model_dump()
             if checked is None:

@@ -60,6 +60,13 @@ def check_schema(schema: Any) -> None:
             f"The schema must be a JSON object, not {type(schema).__name__}.",
             hint='For example {"type": "object", "properties": {"name": {"type": "string"}}}.',
         )
+    _check_canonical_schema(_canonical(schema))
+
+
+@lru_cache(maxsize=256)
+def _check_canonical_schema(canonical_schema: str) -> None:
+    """The meta-schema check, once per distinct schema (it is most of a call's own overhead)."""
+    schema = json.loads(canonical_schema)
     from jsonschema.exceptions import SchemaError as MetaSchemaError
     from jsonschema.validators import validator_for
 

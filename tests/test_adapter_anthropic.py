@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mcp_llm.adapters.anthropic import AnthropicAdapter
-from mcp_llm.adapters.base import ImageInput, Message, Request
+from mcp_llm.adapters.base import ImageInput, Message, Request, Timeouts
 from mcp_llm.config import Settings
 from mcp_llm.errors import (
     AuthError,
@@ -49,7 +49,7 @@ def make_adapter(fake: FakeAnthropic, make_settings: Callable[..., Settings]) ->
     def make(endpoint: str | None = None, key: str | None = KEY, timeout_s: float = 10) -> AnthropicAdapter:
         settings = make_settings(f'[providers.anthropic]\nendpoint = "{endpoint or fake.url}"\n',
                                  env={"ANTHROPIC_API_KEY": key} if key else {})
-        return AnthropicAdapter(settings.providers.anthropic, timeout_s=timeout_s)
+        return AnthropicAdapter(settings.providers.anthropic, timeouts=Timeouts(total_s=timeout_s))
 
     return make
 

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from mcp_llm.adapters.base import ImageInput, Message, Request
+from mcp_llm.adapters.base import ImageInput, Message, Request, Timeouts
 from mcp_llm.adapters.gemini import GeminiAdapter
 from mcp_llm.config import Settings
 from mcp_llm.errors import (
@@ -61,7 +61,7 @@ def make_adapter(fake: FakeGemini, make_settings: Callable[..., Settings]) -> Ca
              timeout_s: float = 10) -> GeminiAdapter:
         settings = make_settings(f'[providers.gemini]\nendpoint = "{endpoint or fake.url}"\n{toml}',
                                  env={"GEMINI_API_KEY": KEY} if env is None else env)
-        return GeminiAdapter(settings.providers.gemini, timeout_s=timeout_s)
+        return GeminiAdapter(settings.providers.gemini, timeouts=Timeouts(total_s=timeout_s))
 
     return make
 

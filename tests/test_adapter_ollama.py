@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from mcp_llm.adapters.base import ImageInput, Message, Request
+from mcp_llm.adapters.base import ImageInput, Message, Request, Timeouts
 from mcp_llm.adapters.ollama import OllamaAdapter
 from mcp_llm.config import Settings
 from mcp_llm.errors import (
@@ -86,7 +86,7 @@ async def make_adapter(make_settings: Callable[..., Settings]) -> AsyncIterator[
 
     def make(provider_toml: str, env: dict[str, str] | None = None, timeout_s: float = 10.0) -> OllamaAdapter:
         settings = make_settings(f"[providers.ollama]\n{provider_toml}\n", env)
-        adapter = OllamaAdapter(settings.providers.ollama, timeout_s=timeout_s)
+        adapter = OllamaAdapter(settings.providers.ollama, timeouts=Timeouts(total_s=timeout_s))
         built.append(adapter)
         return adapter
 
@@ -117,7 +117,7 @@ async def test_request_shape_schema_system_images_and_options(adapter: OllamaAda
 
     body = fake_ollama.chat_requests[-1].json
     assert body["model"] == "llava:7b"
-    assert body["stream"] is False
+    assert body["stream"] is True
     assert body["format"] == SCHEMA
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
     assert body["messages"][0]["content"] == "You answer in JSON."
@@ -132,7 +132,7 @@ async def test_no_schema_no_system_no_options_when_not_given(adapter: OllamaAdap
     await adapter.complete(ask())
 
     body = fake_ollama.chat_requests[-1].json
-    assert body["stream"] is False
+    assert body["stream"] is True
     assert body.get("format") in (None, "")
     assert [m["role"] for m in body["messages"]] == ["user"]
     assert "images" not in body["messages"][0] or not body["messages"][0]["images"]

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mcp_llm.adapters._errors import error_for_status, parse_retry_after, timeout_error, unavailable_error
-from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request
+from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request, Timeouts
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 
 if TYPE_CHECKING:
@@ -43,9 +43,9 @@ class AnthropicAdapter(LLMAdapter):
     provider = PROVIDER
     capabilities = Capabilities(native_schema=True, images=True, streaming=True, max_image_bytes=5 * 1024 * 1024)
 
-    def __init__(self, settings: AnthropicSettings, timeout_s: float = 120.0) -> None:
+    def __init__(self, settings: AnthropicSettings, timeouts: Timeouts | None = None) -> None:
         self._settings = settings
-        self._timeout_s = timeout_s
+        self._timeouts = timeouts or Timeouts()
         self._client: AsyncAnthropic | None = None
         self._no_native: set[str] = set()  # models that refused output_config: use the forced tool
 
@@ -64,7 +64,7 @@ class AnthropicAdapter(LLMAdapter):
             # The SDK warns (DeprecationWarning) on retired model ids; we log that once instead.
             warnings.filterwarnings("ignore", message=r"The model '.*' is deprecated", category=DeprecationWarning)
             self._client = AsyncAnthropic(api_key=key.get_secret_value(), base_url=self._settings.endpoint or None,
-                                          max_retries=0, timeout=self._timeout_s)
+                                          max_retries=0, timeout=self._timeouts.total_s)
         return self._client
 
     def uses_native_schema(self, model: str) -> bool:
@@ -78,7 +78,7 @@ class AnthropicAdapter(LLMAdapter):
             "model": request.model,
             "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
             "messages": messages,
-            "timeout": max(min(request.timeout_s, self._timeout_s), 0.001),
+            "timeout": self._request_timeout(request.timeout_s),
         }
         if request.system:
             params["system"] = request.system
@@ -100,9 +100,25 @@ class AnthropicAdapter(LLMAdapter):
         forced = {"tools": [tool], "tool_choice": {"type": "tool", "name": ANSWER_TOOL}}
         return await self._create(client, params | forced, request.model)
 
+    def _request_timeout(self, remaining_s: float) -> Any:
+        import httpx2  # the anthropic SDK's transport
+
+        total = max(min(remaining_s, self._timeouts.total_s), 0.001)
+        return httpx2.Timeout(total, connect=min(self._timeouts.connect_s, total), read=self._timeouts.read_s(total))
+
     async def _create(self, client: AsyncAnthropic, params: dict[str, Any], model: str) -> Completion:
+        # Streamed: the read timeout then bounds the wait for the first event, not the whole
+        # answer, and the SDK refuses long non-streamed requests anyway.
         with self._translate_errors(model):
-            message = await client.messages.create(**params)
+            async with client.messages.stream(**params) as stream:
+                try:
+                    message = await stream.get_final_message()
+                except AssertionError:  # the SDK asserts a message arrived: a body with no events
+                    raise ProviderServerError(f"Anthropic at {self.endpoint} sent a malformed stream (no message).",
+                                              provider=PROVIDER, model=model) from None
+        if message.stop_reason is None:
+            raise ProviderServerError(f"Anthropic at {self.endpoint} ended the stream before the message was done.",
+                                      provider=PROVIDER, model=model)
         texts, tool_input = [], None
         for block in message.content:
             if block.type == "text":

@@ -24,6 +24,21 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """How long to wait: to connect (short, so a dead server is found fast), for the first byte of
+    the answer (long enough for a cold model load; None means up to the deadline), and in all."""
+
+    total_s: float = 120.0
+    connect_s: float = 10.0
+    first_response_s: float | None = None
+
+    def read_s(self, remaining_s: float) -> float:
+        """The read budget of one request with `remaining_s` left before the call's deadline."""
+        budget = remaining_s if self.first_response_s is None else min(self.first_response_s, remaining_s)
+        return max(budget, 0.001)
+
+
+@dataclass(frozen=True)
 class ImageInput:
     data: bytes
     mime_type: str
@@ -65,7 +80,7 @@ class ModelInfo(BaseModel):
     vision: bool = False
     structured: bool = True
     enabled: bool = True
-    available: bool | None = None  # None: not known (the provider was not asked or did not answer)
+    available: bool | None = None  # False: the provider lacks it or cannot be reached; None: not asked
     source: Literal["config", "discovered"] = "config"
 
 

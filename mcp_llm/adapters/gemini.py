@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from mcp_llm.adapters._errors import error_for_status, parse_retry_after, transport_error
-from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request
+from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request, Timeouts
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 
 if TYPE_CHECKING:
@@ -39,9 +39,9 @@ class GeminiAdapter(LLMAdapter):
     provider = PROVIDER
     capabilities = Capabilities(native_schema=True, images=True, streaming=True, max_image_bytes=20 * 1024 * 1024)
 
-    def __init__(self, settings: GeminiSettings, timeout_s: float = 120.0) -> None:
+    def __init__(self, settings: GeminiSettings, timeouts: Timeouts | None = None) -> None:
         self._settings = settings
-        self._timeout_s = timeout_s
+        self._timeouts = timeouts or Timeouts()
         self._clients: dict[str, Client] = {}  # "api", or the Vertex AI location
 
     # --- clients ---------------------------------------------------------------------------
@@ -75,7 +75,8 @@ class GeminiAdapter(LLMAdapter):
         self._check_configured(vertex)
         from google.genai import Client, types
 
-        http_options = types.HttpOptions(timeout=int(self._timeout_s * 1000))
+        # google-genai takes one timeout for the whole request: no separate connect budget.
+        http_options = types.HttpOptions(timeout=int(self._timeouts.total_s * 1000))
         if self._settings.endpoint:
             http_options.base_url = self._settings.endpoint
         settings = self._settings
@@ -118,14 +119,20 @@ class GeminiAdapter(LLMAdapter):
             system_instruction=request.system,
             temperature=request.temperature,
             max_output_tokens=request.max_tokens,
-            http_options=types.HttpOptions(timeout=max(1, int(min(request.timeout_s, self._timeout_s) * 1000))),
+            http_options=types.HttpOptions(timeout=max(1, int(min(request.timeout_s, self._timeouts.total_s) * 1000))),
         )
         if request.schema is not None:
             config.response_mime_type = "application/json"
             config.response_json_schema = request.schema
+        chunks = []
         with self._translate_errors(request.model, endpoint):
-            response = await client.aio.models.generate_content(model=request.model, contents=contents, config=config)
-        return _completion(response, request.model, endpoint)
+            # Streamed (SSE), as the other adapters: an error mid-answer surfaces as an APIError.
+            stream = await client.aio.models.generate_content_stream(
+                model=request.model, contents=contents, config=config
+            )
+            async for chunk in stream:
+                chunks.append(chunk)
+        return _completion(chunks, request.model)
 
     # --- listing and health ----------------------------------------------------------------
 
@@ -194,29 +201,34 @@ class GeminiAdapter(LLMAdapter):
             raise translated from exc
 
 
-def _completion(response: Any, model: str, endpoint: str) -> Completion:
-    candidates = response.candidates or []
-    if not candidates:
-        feedback = response.prompt_feedback
-        reason = getattr(feedback, "block_reason", None) if feedback else None
-        raise BadRequestError(
-            f"Gemini returned no answer{f' (the prompt was blocked: {_name(reason)})' if reason else ''}.",
-            provider=PROVIDER, model=model,
-            hint="Rephrase the prompt, or use another model." if reason else None,
-        )
-    candidate = candidates[0]
-    parts = candidate.content.parts if candidate.content and candidate.content.parts else []
-    text = "".join(part.text for part in parts if part.text and not part.thought)
-    finish = _name(candidate.finish_reason)
+def _completion(chunks: list[Any], model: str) -> Completion:
+    """Join a streamed answer: the text of every chunk's first candidate, the last usage and finish."""
+    texts: list[str] = []
+    finish = ""
+    usage = None
+    block_reason = None
+    for chunk in chunks:
+        if chunk.prompt_feedback and chunk.prompt_feedback.block_reason:
+            block_reason = chunk.prompt_feedback.block_reason
+        usage = chunk.usage_metadata or usage
+        for candidate in (chunk.candidates or [])[:1]:
+            parts = candidate.content.parts if candidate.content and candidate.content.parts else []
+            texts.extend(part.text for part in parts if part.text and not part.thought)
+            finish = _name(candidate.finish_reason) or finish
+    text = "".join(texts)
+    if block_reason is not None and not text:
+        raise BadRequestError(f"Gemini returned no answer (the prompt was blocked: {_name(block_reason)}).",
+                              provider=PROVIDER, model=model, hint="Rephrase the prompt, or use another model.")
     if not text and finish in ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"):
         raise BadRequestError(f"Gemini stopped without an answer ({finish}).", provider=PROVIDER, model=model,
                               hint="Rephrase the prompt, or use another model.")
-    usage = response.usage_metadata
+    if not chunks:
+        raise ProviderServerError("Gemini ended the stream without an answer.", provider=PROVIDER, model=model)
     return Completion(
         text=text,
         input_tokens=usage.prompt_token_count if usage else None,
         output_tokens=usage.candidates_token_count if usage else None,
-        finish_reason=finish.lower() if finish else None,
+        finish_reason=finish.lower() or None,
     )
 
 

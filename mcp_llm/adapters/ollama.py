@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mcp_llm.adapters._errors import error_for_status, parse_retry_after, transport_error
-from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request
-from mcp_llm.errors import ProviderError, ProviderNotReady, ProviderServerError
+from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request, Timeouts
+from mcp_llm.errors import BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 
 if TYPE_CHECKING:
     from ollama import AsyncClient
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from mcp_llm.config import OllamaSettings
 
 PROVIDER = "ollama"
-CONNECT_TIMEOUT_S = 10.0
 SHOW_CONCURRENCY = 4
 
 
@@ -34,9 +33,9 @@ class OllamaAdapter(LLMAdapter):
     provider = PROVIDER
     capabilities = Capabilities(native_schema=True, images=True, streaming=True)
 
-    def __init__(self, settings: OllamaSettings, timeout_s: float = 120.0) -> None:
+    def __init__(self, settings: OllamaSettings, timeouts: Timeouts | None = None) -> None:
         self._settings = settings
-        self._timeout_s = timeout_s
+        self._timeouts = timeouts or Timeouts()
         self._client: AsyncClient | None = None
         self._vision_cache: dict[str, bool] = {}
 
@@ -64,7 +63,13 @@ class OllamaAdapter(LLMAdapter):
             client = AsyncClient(
                 host=self.endpoint,
                 headers=headers,
-                timeout=httpx.Timeout(self._timeout_s, connect=min(CONNECT_TIMEOUT_S, self._timeout_s)),
+                # The read budget is the wait for the first streamed chunk (a cold model load)
+                # and then between chunks; the router's deadline bounds the whole call.
+                timeout=httpx.Timeout(
+                    self._timeouts.total_s,
+                    connect=min(self._timeouts.connect_s, self._timeouts.total_s),
+                    read=self._timeouts.read_s(self._timeouts.total_s),
+                ),
                 event_hooks={"response": [_remember_retry_after]},
             )
             if not self._settings.sends_api_key:
@@ -89,19 +94,29 @@ class OllamaAdapter(LLMAdapter):
             options["temperature"] = request.temperature
         if request.max_tokens is not None:
             options["num_predict"] = request.max_tokens
+        pieces: list[str] = []
+        last = None
         with self._translate_errors(request.model):
-            response = await client.chat(
+            # Streamed, so the read timeout bounds the wait for the first chunk (model load
+            # included) rather than the whole generation, and a cancelled call closes the stream.
+            stream = await client.chat(
                 model=request.model,
                 messages=messages,
                 format=request.schema,
                 options=options or None,
-                stream=False,
+                stream=True,
             )
+            async for chunk in stream:
+                pieces.append(chunk.message.content or "")
+                last = chunk
+        if last is None or not last.done:
+            raise ProviderServerError(f"Ollama at {self.endpoint} ended the stream before it was done.",
+                                      provider=PROVIDER, model=request.model)
         return Completion(
-            text=response.message.content or "",
-            input_tokens=response.prompt_eval_count,
-            output_tokens=response.eval_count,
-            finish_reason=response.done_reason,
+            text="".join(pieces),
+            input_tokens=last.prompt_eval_count,
+            output_tokens=last.eval_count,
+            finish_reason=last.done_reason,
         )
 
     async def list_models(self) -> list[ModelInfo]:
@@ -227,6 +242,10 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None) -> Pro
     where = f"Ollama at {endpoint}"
     if isinstance(exc, ResponseError):
         status, text = exc.status_code, str(exc.error)
+        if "missing data required for image input" in text:  # Ollama's 500 for an image sent to a text model
+            return BadRequestError(f"Ollama model {model!r} cannot read images ({text}).", provider=PROVIDER,
+                                   model=model, status=status,
+                                   hint="Use a vision model (list_models shows vision: true), e.g. ollama/llava.")
         if status == -1:
             return ProviderServerError(f"Ollama reported an error mid-stream: {text}.", provider=PROVIDER,
                                        model=model, status=status)
@@ -242,8 +261,9 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None) -> Pro
         return error_for_status(status, message, provider=PROVIDER, model=model, hint=hint,
                                 retry_after=_retry_after.get())
     # JSONDecodeError is a ValueError; a JSON body that is not an object fails `cls(**r.json())`
-    # with a TypeError (ollama/_client.py, AsyncClient._request)
-    if isinstance(exc, ValueError | ValidationError | TypeError):
+    # with a TypeError, or `part.get('error')` on a streamed line with an AttributeError
+    # (ollama/_client.py, AsyncClient._request)
+    if isinstance(exc, ValueError | ValidationError | TypeError | AttributeError):
         return ProviderServerError(f"{where} sent a malformed response: {exc}.", provider=PROVIDER, model=model)
     return transport_error(exc, provider=PROVIDER, model=model, where=where, down_hint=DOWN_HINT)
 

@@ -278,6 +278,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    # Headers and body go out in separate writes; with Nagle on, each reply waits ~40 ms for a delayed ACK.
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects from Ollama's Go server
     server: _Server
 
