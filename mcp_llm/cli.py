@@ -1,4 +1,4 @@
-"""`mcp-llm [serve|config|models|health]`: argument parsing and stderr logging.
+"""`mcp-llm [serve|config|models|health|call]`: argument parsing and stderr logging.
 
 Nothing here writes to stdout while serving over stdio: stdout is JSON-RPC's. The other
 commands print their answer (human-readable, or `--json`) to stdout and exit.
@@ -31,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="HTTP host (default: server.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default: server.port, 8765)")
     serve.add_argument("--stateless", action="store_true", help="HTTP: no session state between requests")
+    call = commands.add_parser("call", help="one generate_structured (or analyze_image) call, printed as JSON")
+    call.add_argument("prompt")
+    call.add_argument("--schema", default='{"type": "object"}', help="a JSON Schema, or a preset name")
+    call.add_argument("--model", help="a model id (default: defaults.model)")
+    call.add_argument("--image", help="an image path, data: URI or base64: calls analyze_image")
+    call.add_argument("--system")
+    call.add_argument("--timeout", type=float, help="seconds for the whole call")
     for name, text in (
         ("config", "print the effective config, each value's source, secrets redacted"),
         ("models", "list configured and discovered models"),
@@ -54,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(settings, args)
     if command == "config":
         return _print_config(settings, as_json=args.json)
+    if command == "call":
+        return _call(settings, args)
     return _run_query(settings, command, as_json=args.json)
 
 
@@ -124,6 +133,37 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             rows.append((dotted, value))
     return rows
+
+
+def _call(settings: Settings, args: argparse.Namespace) -> int:
+    """What the tools do, from a shell: the result (data and trace) as JSON, or the error on stderr."""
+    import anyio
+
+    from mcp_llm.errors import LLMError
+    from mcp_llm.images import load_image
+    from mcp_llm.router import CallSpec
+    from mcp_llm.server import App
+    from mcp_llm.structured import parse_schema_argument
+
+    async def run() -> dict[str, Any]:
+        app = App(settings)
+        try:
+            schema = None if args.image and args.schema in ("", "none") else parse_schema_argument(args.schema)[0]
+            images = (await load_image(args.image, settings.images),) if args.image else ()
+            outcome = await app.router.run(CallSpec(prompt=args.prompt, schema=schema, model=args.model,
+                                                    system=args.system, images=images, timeout_s=args.timeout))
+            answer = {"data": outcome.data} if schema is not None else {"text": outcome.text}
+            return answer | outcome.trace.model_dump()
+        finally:
+            await app.aclose()
+
+    try:
+        result = anyio.run(run)
+    except LLMError as exc:
+        print(f"mcp-llm: {exc.user_message()}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
 
 
 def _run_query(settings: Settings, command: str, *, as_json: bool) -> int:

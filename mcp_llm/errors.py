@@ -18,7 +18,8 @@ LLMError                      every failure we anticipate; .hint says what to do
 │       ├── ProviderTimeout       no answer within the timeout
 │       ├── RateLimitedError      429 (.retry_after seconds, when the provider said)
 │       └── ProviderServerError   5xx, 529, or a malformed reply
-├── OutputError               the model's answer is not valid JSON / does not match the schema
+├── OutputError               the model's answer does not match the schema
+│   └── NotJSONError          no JSON at all: prose (a model that ignored the schema), or cut off
 └── AllAttemptsFailed         every model of the chain failed (.attempts lists what each got)
 ```
 
@@ -142,6 +143,12 @@ class OutputError(LLMError):
         super().__init__(message)
         self.errors = list(errors)
         self.reply = reply
+
+
+class NotJSONError(OutputError):
+    """The answer holds no JSON: typically prose from a model (or Ollama build) that ignored the schema."""
+
+    kind = "not_json"
 
 
 class AllAttemptsFailed(LLMError):

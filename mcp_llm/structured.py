@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from mcp_llm.errors import OutputError, SchemaError
+from mcp_llm.errors import NotJSONError, OutputError, SchemaError
 from mcp_llm.schema_dialects import CompiledSchema, compile_anthropic, compile_gemini
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def extract_json(text: str) -> Any:
     """The JSON value in a reply: the whole text, a fenced block, or the first object/array in prose."""
     stripped = text.strip()
     if not stripped:
-        raise OutputError("The model returned an empty answer.", reply=text)
+        raise NotJSONError("The model returned an empty answer.", errors=["the answer is empty"], reply=text)
     candidates = [stripped, *(m.group(1).strip() for m in _FENCE.finditer(stripped))]
     for candidate in candidates:
         try:
@@ -137,9 +137,9 @@ def extract_json(text: str) -> Any:
         except json.JSONDecodeError:
             continue
         return _ensure_encodable(value, text)
-    raise OutputError(
-        "The model's answer is not JSON.",
-        errors=["the answer holds no JSON value (it may be prose, or JSON cut off by max_tokens)"],
+    raise NotJSONError(
+        "The model's answer is not JSON (prose, or JSON cut off by max_tokens).",
+        errors=["the answer holds no JSON value: answer with JSON only, no prose"],
         reply=text,
     )
 

@@ -102,7 +102,7 @@ async def test_invalid_json_is_reasked_with_the_error(client: Client, fake_ollam
 
     jsonschema.validate(result["data"], PERSON)
     assert [a["outcome"] for a in result["attempts"]] == ["invalid_output", "ok"]
-    assert result["attempts"][0]["error"] == "invalid_output"
+    assert result["attempts"][0]["error"] == "not_json"  # prose: the model ignored the schema
     second = fake_ollama.chat_requests[-1].json["messages"]
     assert second[-2] == {"role": "assistant", "content": "Sure! Here is the person you asked for: name Ada, age 36."}
     assert "not JSON" in second[-1]["content"] or "no JSON value" in second[-1]["content"]
