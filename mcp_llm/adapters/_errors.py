@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from mcp_llm.errors import (
@@ -24,6 +26,20 @@ from mcp_llm.errors import (
 )
 
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+@contextmanager
+def translated(translate: Callable[[Exception], ProviderError | None]) -> Iterator[None]:
+    """Around an SDK call: its exceptions leave as ours; anything `translate` does not know, as is."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except Exception as exc:
+        mapped = translate(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
 
 
 def error_for_status(

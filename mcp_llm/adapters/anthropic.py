@@ -15,11 +15,16 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from mcp_llm.adapters._errors import error_for_status, parse_retry_after, timeout_error, unavailable_error
+from mcp_llm.adapters._errors import (
+    error_for_status,
+    parse_retry_after,
+    timeout_error,
+    translated,
+    unavailable_error,
+)
 from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request, Timeouts
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 
@@ -165,17 +170,8 @@ class AnthropicAdapter(LLMAdapter):
             client, self._client = self._client, None
             await client.close()
 
-    @contextmanager
-    def _translate_errors(self, model: str | None) -> Iterator[None]:
-        try:
-            yield
-        except ProviderError:
-            raise
-        except Exception as exc:
-            translated = translate_exception(exc, self.endpoint, model)
-            if translated is None:
-                raise
-            raise translated from exc
+    def _translate_errors(self, model: str | None) -> AbstractContextManager[None]:
+        return translated(lambda exc: translate_exception(exc, self.endpoint, model))
 
 
 def _content(message: Any) -> str | list[dict[str, Any]]:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from mcp_llm.adapters._errors import error_for_status, parse_retry_after, transport_error
+from mcp_llm.adapters._errors import error_for_status, parse_retry_after, translated, transport_error
 from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request, Timeouts
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 
@@ -188,17 +187,8 @@ class GeminiAdapter(LLMAdapter):
 
     # --- errors ----------------------------------------------------------------------------
 
-    @contextmanager
-    def _translate_errors(self, model: str | None, endpoint: str) -> Iterator[None]:
-        try:
-            yield
-        except ProviderError:
-            raise
-        except Exception as exc:
-            translated = translate_exception(exc, endpoint, model, vertex=self.uses_vertex())
-            if translated is None:
-                raise
-            raise translated from exc
+    def _translate_errors(self, model: str | None, endpoint: str) -> AbstractContextManager[None]:
+        return translated(lambda exc: translate_exception(exc, endpoint, model, vertex=self.uses_vertex()))
 
 
 def _completion(chunks: list[Any], model: str) -> Completion:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from mcp_llm.adapters._errors import error_for_status, parse_retry_after, transport_error
+from mcp_llm.adapters._errors import error_for_status, parse_retry_after, translated, transport_error
 from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request, Timeouts
 from mcp_llm.errors import BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 
@@ -208,15 +208,8 @@ class OllamaAdapter(LLMAdapter):
     @contextmanager
     def _translate_errors(self, model: str | None) -> Iterator[None]:
         _retry_after.set(None)
-        try:
+        with translated(lambda exc: translate_exception(exc, self.endpoint, model)):
             yield
-        except ProviderError:
-            raise
-        except Exception as exc:
-            translated = translate_exception(exc, self.endpoint, model)
-            if translated is None:
-                raise
-            raise translated from exc
 
 
 OLLAMA_HINTS = {
