@@ -10,8 +10,11 @@ use (so start-up imports no SDK) and kept, one per provider, until `aclose()`.
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+import anyio
 
 from mcp_llm.adapters.base import LLMAdapter, Timeouts
 from mcp_llm.config import ModelEntry, Settings
@@ -49,6 +52,11 @@ PROVIDER_LABELS = {
     "openai": "OpenAI",
     "client": "the MCP client's own model (sampling)",
 }
+
+def _import_all(modules: Iterable[str]) -> None:
+    for module in modules:
+        importlib.import_module(module)
+
 
 def full_id(provider: str, model_id: str) -> str:
     """A config entry under `[providers.X]` may omit X's prefix: `llama3.2` there is `ollama/llama3.2`."""
@@ -99,6 +107,7 @@ class Registry:
         self._factories = dict(ADAPTER_FACTORIES if factories is None else factories)
         self._adapters: dict[str, LLMAdapter] = {}
         self._discovered: set[str] = set()
+        self._imported: set[str] = set()
 
     # --- ids -------------------------------------------------------------------------------
 
@@ -205,6 +214,15 @@ class Registry:
                 hint="Use an Ollama model ('ollama/<name>') for now; list_models shows those available.",
             )
         adapter = self._adapters[provider] = factory(self.settings)
+        return adapter
+
+    async def ready_adapter(self, provider: str) -> LLMAdapter:
+        """The adapter, its SDK imported in a worker thread on first use: importing anthropic takes
+        ~2 s, which must not stall the event loop and every other call with it."""
+        adapter = self.adapter(provider)
+        if provider not in self._imported:
+            await anyio.to_thread.run_sync(_import_all, adapter.sdk_modules)
+            self._imported.add(provider)
         return adapter
 
     def providers_with_adapters(self) -> list[str]:

@@ -157,7 +157,7 @@ class Router:
         raise _all_failed(errors, call)
 
     async def _run_model(self, route: Route, spec: CallSpec, call: _Call) -> Outcome:
-        adapter = self.registry.adapter(route.provider)
+        adapter = await self.registry.ready_adapter(route.provider)
         compiled = compile_for(route.provider, spec.schema) if spec.schema is not None else None
         system = spec.system
         if spec.schema is not None:
@@ -198,22 +198,24 @@ class Router:
         """The completion and when its successful try started; failed tries are recorded here."""
         from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+        provider = route.provider
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
             stop=stop_after_attempt(self.defaults.max_retries + 1),
-            wait=self._wait(wait_exponential_jitter(initial=RETRY_INITIAL_WAIT_S, max=RETRY_MAX_WAIT_S)),
-            before_sleep=lambda state: self._check_time_for_sleep(state, call),
+            wait=self._wait(wait_exponential_jitter(initial=RETRY_INITIAL_WAIT_S, max=RETRY_MAX_WAIT_S,
+                                                    jitter=RETRY_INITIAL_WAIT_S)),
+            before_sleep=lambda state: self._check_before_sleep(state, call, provider),
             reraise=True,
         )
-        provider = route.provider
         async for attempt in retrying:
             with attempt:
                 started = time.perf_counter()
                 if not self.breakers.allow(provider):
+                    failures = self.breakers.threshold
                     error = CircuitOpenError(
-                        f"{provider} is skipped: it failed {self.breakers.threshold} times in a row.",
+                        f"{provider} is skipped: it failed {failures} time{'s' if failures != 1 else ''} in a row.",
                         provider=provider, model=route.model_id,
-                        hint=f"It is tried again in {self.breakers.retry_in(provider):.0f} s; "
+                        hint=f"It is tried again in {self.breakers.retry_in(provider):.1f} s; "
                         "provider_health shows its state.",
                     )
                     call.record(route, "skipped", started, error)
@@ -262,11 +264,11 @@ class Router:
 
         return wait
 
-    @staticmethod
-    def _check_time_for_sleep(state: Any, call: _Call) -> None:
-        """Do not sleep past the deadline: give up with the last error instead."""
+    def _check_before_sleep(self, state: Any, call: _Call, provider: str) -> None:
+        """Give up now, with the last error, rather than sleep past the deadline or retry a
+        provider whose circuit that failure just opened (the next model is tried at once)."""
         wait = state.next_action.sleep if state.next_action else 0
-        if wait >= call.remaining():
+        if wait >= call.remaining() or self.breakers.state(provider) == "open":
             outcome = state.outcome
             if outcome is not None and outcome.failed:
                 raise outcome.exception()

@@ -132,7 +132,7 @@ class App:
         cached = self._discovered.get(provider)
         if cached and not refresh and time.monotonic() - cached[0] < DISCOVERY_CACHE_S:
             return cached[1]
-        adapter = self.registry.adapter(provider)
+        adapter = await self.registry.ready_adapter(provider)
         if refresh:
             adapter.forget_models()
         found: list[ModelInfo] | None = None
@@ -161,22 +161,23 @@ class App:
         return [results[name] for name in providers]
 
     async def _probe(self, provider: str) -> Health:
+        """The provider's own probe (cached briefly), with the circuit's state as it is now."""
         cached = self._health.get(provider)
-        if cached and time.monotonic() - cached[0] < HEALTH_CACHE_S:
-            return cached[1]
-        if provider not in self.registry.providers_with_adapters():
-            settings = self.settings.provider_settings(provider)
-            health = Health(
-                provider=provider,
-                status="unconfigured",
-                endpoint=settings.endpoint if settings else None,
-                has_api_key=bool(settings and settings.has_api_key),
-                detail="This version of mcp_llm has no adapter for this provider yet.",
-            )
-        else:
-            health = await self.registry.adapter(provider).health()
-        self._health[provider] = (time.monotonic(), health)
-        return health.model_copy(update={"circuit": self.router.breakers.state(provider)})
+        if cached is None or time.monotonic() - cached[0] >= HEALTH_CACHE_S:
+            cached = self._health[provider] = (time.monotonic(), await self._fresh_probe(provider))
+        return cached[1].model_copy(update={"circuit": self.router.breakers.state(provider)})
+
+    async def _fresh_probe(self, provider: str) -> Health:
+        if provider in self.registry.providers_with_adapters():
+            return await (await self.registry.ready_adapter(provider)).health()
+        settings = self.settings.provider_settings(provider)
+        return Health(
+            provider=provider,
+            status="unconfigured",
+            endpoint=settings.endpoint if settings else None,
+            has_api_key=bool(settings and settings.has_api_key),
+            detail="This version of mcp_llm has no adapter for this provider yet.",
+        )
 
     def _check_provider(self, provider: str | None) -> list[str]:
         known = list(CONFIGURABLE_PROVIDERS)

@@ -29,6 +29,11 @@ from tests.images import png_bytes
 
 pytestmark = pytest.mark.anyio
 
+
+def budget(timeout_s: float) -> Timeouts:
+    """Adapter budgets for a test: a hung request times out after `timeout_s`."""
+    return Timeouts(total_s=timeout_s, first_response_s=timeout_s)
+
 KEY = "sk-ant-canary-0042"
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -49,7 +54,7 @@ def make_adapter(fake: FakeAnthropic, make_settings: Callable[..., Settings]) ->
     def make(endpoint: str | None = None, key: str | None = KEY, timeout_s: float = 10) -> AnthropicAdapter:
         settings = make_settings(f'[providers.anthropic]\nendpoint = "{endpoint or fake.url}"\n',
                                  env={"ANTHROPIC_API_KEY": key} if key else {})
-        return AnthropicAdapter(settings.providers.anthropic, timeouts=Timeouts(total_s=timeout_s))
+        return AnthropicAdapter(settings.providers.anthropic, timeouts=budget(timeout_s))
 
     return make
 

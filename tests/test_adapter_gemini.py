@@ -33,6 +33,11 @@ from tests.images import png_bytes
 
 pytestmark = pytest.mark.anyio
 
+
+def budget(timeout_s: float) -> Timeouts:
+    """Adapter budgets for a test: a hung request times out after `timeout_s`."""
+    return Timeouts(total_s=timeout_s, first_response_s=timeout_s)
+
 KEY = "AIza-canary-gemini-77"
 TOKEN = "ya29.canary-token-88"
 SCHEMA: dict[str, Any] = {
@@ -61,7 +66,7 @@ def make_adapter(fake: FakeGemini, make_settings: Callable[..., Settings]) -> Ca
              timeout_s: float = 10) -> GeminiAdapter:
         settings = make_settings(f'[providers.gemini]\nendpoint = "{endpoint or fake.url}"\n{toml}',
                                  env={"GEMINI_API_KEY": KEY} if env is None else env)
-        return GeminiAdapter(settings.providers.gemini, timeouts=Timeouts(total_s=timeout_s))
+        return GeminiAdapter(settings.providers.gemini, timeouts=budget(timeout_s))
 
     return make
 

@@ -39,6 +39,11 @@ from tests.fakes.ollama_server import FakeModel, FakeOllama
 
 pytestmark = pytest.mark.anyio
 
+
+def budget(timeout_s: float) -> Timeouts:
+    """Adapter budgets for a test: a hung request times out after `timeout_s`."""
+    return Timeouts(total_s=timeout_s, first_response_s=timeout_s)
+
 CANARY = "sk-canary-ollama-123"
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -86,7 +91,7 @@ async def make_adapter(make_settings: Callable[..., Settings]) -> AsyncIterator[
 
     def make(provider_toml: str, env: dict[str, str] | None = None, timeout_s: float = 10.0) -> OllamaAdapter:
         settings = make_settings(f"[providers.ollama]\n{provider_toml}\n", env)
-        adapter = OllamaAdapter(settings.providers.ollama, timeouts=Timeouts(total_s=timeout_s))
+        adapter = OllamaAdapter(settings.providers.ollama, timeouts=budget(timeout_s))
         built.append(adapter)
         return adapter
 

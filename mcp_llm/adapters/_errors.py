@@ -58,7 +58,10 @@ def error_for_status(
     if status == 404:
         return ModelNotFoundError(message, **common)
     if status == 429:
-        return RateLimitedError(message, retry_after=retry_after, **common)
+        if retry_after is not None:
+            common["message"] = f"{message} (it asked to wait {retry_after:.0f} s)"
+        common["hint"] = hint or "Try again later, or configure a fallback model (defaults.fallback)."
+        return RateLimitedError(common.pop("message", message), retry_after=retry_after, **common)
     if status in TRANSIENT_STATUSES or status >= 500:
         return ProviderServerError(message, **common)
     return BadRequestError(message, **common)

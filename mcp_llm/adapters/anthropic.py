@@ -46,6 +46,7 @@ NO_NATIVE_PREFIXES = ("claude-3-", "claude-2", "claude-instant")
 
 class AnthropicAdapter(LLMAdapter):
     provider = PROVIDER
+    sdk_modules = ("anthropic", "httpx2")
     capabilities = Capabilities(native_schema=True, images=True, streaming=True, max_image_bytes=5 * 1024 * 1024)
 
     def __init__(self, settings: AnthropicSettings, timeouts: Timeouts | None = None) -> None:
@@ -108,7 +109,7 @@ class AnthropicAdapter(LLMAdapter):
     def _request_timeout(self, remaining_s: float) -> Any:
         import httpx2  # the anthropic SDK's transport
 
-        total = max(min(remaining_s, self._timeouts.total_s), 0.001)
+        total = max(remaining_s, 0.001)
         return httpx2.Timeout(total, connect=min(self._timeouts.connect_s, total), read=self._timeouts.read_s(total))
 
     async def _create(self, client: AsyncAnthropic, params: dict[str, Any], model: str) -> Completion:

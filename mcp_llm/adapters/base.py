@@ -100,6 +100,7 @@ class LLMAdapter(ABC):
 
     provider: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    sdk_modules: ClassVar[tuple[str, ...]] = ()  # imported on first use, in a worker thread
 
     @abstractmethod
     async def complete(self, request: Request) -> Completion:

@@ -12,11 +12,20 @@ location (`[providers.gemini.locations]`) — e.g. preview models served only fr
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from mcp_llm.adapters._errors import error_for_status, parse_retry_after, translated, transport_error
+import anyio
+
+from mcp_llm.adapters._errors import (
+    error_for_status,
+    parse_retry_after,
+    timeout_error,
+    translated,
+    transport_error,
+)
 from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request, Timeouts
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 
@@ -36,6 +45,7 @@ VERTEX_HINT = (
 
 class GeminiAdapter(LLMAdapter):
     provider = PROVIDER
+    sdk_modules = ("google.genai", "google.oauth2.credentials")
     capabilities = Capabilities(native_schema=True, images=True, streaming=True, max_image_bytes=20 * 1024 * 1024)
 
     def __init__(self, settings: GeminiSettings, timeouts: Timeouts | None = None) -> None:
@@ -118,19 +128,26 @@ class GeminiAdapter(LLMAdapter):
             system_instruction=request.system,
             temperature=request.temperature,
             max_output_tokens=request.max_tokens,
-            http_options=types.HttpOptions(timeout=max(1, int(min(request.timeout_s, self._timeouts.total_s) * 1000))),
+            http_options=types.HttpOptions(timeout=max(1, int(request.timeout_s * 1000))),
         )
         if request.schema is not None:
             config.response_mime_type = "application/json"
             config.response_json_schema = request.schema
-        chunks = []
+        chunks: list[Any] = []
         with self._translate_errors(request.model, endpoint):
             # Streamed (SSE), as the other adapters: an error mid-answer surfaces as an APIError.
-            stream = await client.aio.models.generate_content_stream(
-                model=request.model, contents=contents, config=config
-            )
-            async for chunk in stream:
-                chunks.append(chunk)
+            # google-genai has one timeout for the whole request, so the first-response budget is
+            # kept here: no first chunk within it is a timeout, and the request is cancelled.
+            with anyio.move_on_after(self._timeouts.read_s(request.timeout_s)) as first_wait:
+                stream = await client.aio.models.generate_content_stream(
+                    model=request.model, contents=contents, config=config
+                )
+                async for chunk in stream:
+                    chunks.append(chunk)
+                    first_wait.deadline = math.inf
+        if first_wait.cancelled_caught:
+            raise timeout_error(f"Gemini at {endpoint}", provider=PROVIDER, model=request.model,
+                                cause="no first response within first_response_timeout_s")
         return _completion(chunks, request.model)
 
     # --- listing and health ----------------------------------------------------------------

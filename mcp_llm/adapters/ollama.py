@@ -31,6 +31,7 @@ SHOW_CONCURRENCY = 4
 
 class OllamaAdapter(LLMAdapter):
     provider = PROVIDER
+    sdk_modules = ("ollama", "httpx")
     capabilities = Capabilities(native_schema=True, images=True, streaming=True)
 
     def __init__(self, settings: OllamaSettings, timeouts: Timeouts | None = None) -> None:
@@ -63,12 +64,13 @@ class OllamaAdapter(LLMAdapter):
             client = AsyncClient(
                 host=self.endpoint,
                 headers=headers,
-                # The read budget is the wait for the first streamed chunk (a cold model load)
-                # and then between chunks; the router's deadline bounds the whole call.
+                # The ollama SDK takes no per-request timeout, so the client's only bounds the
+                # connection and, when set, the wait for the first (then each) streamed chunk; the
+                # router's deadline, by cancellation, bounds everything else.
                 timeout=httpx.Timeout(
-                    self._timeouts.total_s,
-                    connect=min(self._timeouts.connect_s, self._timeouts.total_s),
-                    read=self._timeouts.read_s(self._timeouts.total_s),
+                    None,
+                    connect=self._timeouts.connect_s,
+                    read=self._timeouts.first_response_s,
                 ),
                 event_hooks={"response": [_remember_retry_after]},
             )
