@@ -139,10 +139,10 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
     """What the tools do, from a shell: the result (data and trace) as JSON, or the error on stderr."""
     import anyio
 
+    from mcp_llm.app import App
     from mcp_llm.errors import LLMError
     from mcp_llm.images import load_image
     from mcp_llm.router import CallSpec
-    from mcp_llm.server import App
     from mcp_llm.structured import parse_schema_argument
 
     async def run() -> dict[str, Any]:
@@ -169,7 +169,7 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
 def _run_query(settings: Settings, command: str, *, as_json: bool) -> int:
     import anyio
 
-    from mcp_llm.server import App
+    from mcp_llm.app import App
 
     async def run() -> list[Any]:
         app = App(settings)

@@ -510,7 +510,7 @@ async def test_circuit_opens_skips_the_provider_and_closes_after_a_good_trial(
 ) -> None:
     # provider_health caches its probes for 5 s; with the cache on, a stale entry would hide the
     # circuit's changes (see test_provider_health_shows_the_circuit_as_it_is_now).
-    monkeypatch.setattr("mcp_llm.server.HEALTH_CACHE_S", 0.0)
+    monkeypatch.setattr("mcp_llm.app.HEALTH_CACHE_S", 0.0)
     fake = fakes.of(provider)
     fake.enqueue(**fault_kwargs(provider, "503"))
     fake.enqueue(**fault_kwargs(provider, "503"))
@@ -546,7 +546,7 @@ async def test_circuit_opens_skips_the_provider_and_closes_after_a_good_trial(
 @pytest.mark.parametrize("provider", per_provider())
 async def test_a_failed_trial_opens_the_circuit_again(serve: Serve, fakes: Fakes, provider: Provider,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("mcp_llm.server.HEALTH_CACHE_S", 0.0)
+    monkeypatch.setattr("mcp_llm.app.HEALTH_CACHE_S", 0.0)
     fake = fakes.of(provider)
     for _ in range(2):
         fake.enqueue(**fault_kwargs(provider, "500"))

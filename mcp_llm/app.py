@@ -1,0 +1,152 @@
+"""What the tools share: the registry (adapters), the router, the merged model list and health.
+
+`list_models` merges the models configured with those each provider reports (cached briefly);
+`provider_health` runs each provider's free probe (cached briefly) and adds the circuit
+breaker's state as it is now. The MCP server and the command line both use one `App`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+
+from mcp_llm.adapters.base import Health, ModelInfo
+from mcp_llm.config import Settings
+from mcp_llm.errors import InputError, LLMError
+from mcp_llm.registry import CONFIGURABLE_PROVIDERS, Registry
+from mcp_llm.router import Router
+
+log = logging.getLogger("mcp_llm")
+
+HEALTH_CACHE_S = 5.0
+DISCOVERY_CACHE_S = 30.0
+DISCOVERY_TIMEOUT_S = 10.0
+
+
+class App:
+    """What the tools share: the registry (adapters), the router, and short-lived caches."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = Registry(settings)
+        self.router = Router(self.registry)
+        self._health: dict[str, tuple[float, Health]] = {}
+        self._discovered: dict[str, tuple[float, list[ModelInfo] | None]] = {}
+
+    # --- list_models -----------------------------------------------------------------------
+
+    async def models(self, provider: str | None, refresh: bool) -> list[ModelInfo]:
+        providers = self._check_provider(provider)
+        discovered: dict[str, list[ModelInfo] | None] = {}
+
+        async def discover(name: str) -> None:
+            discovered[name] = await self._discover(name, refresh)
+
+        async with anyio.create_task_group() as tg:
+            for name in providers:
+                if name in self.registry.providers_with_adapters():
+                    tg.start_soon(discover, name)
+
+        models: list[ModelInfo] = []
+        for entry in self.registry.configured_models():
+            route = self.registry.route_for(entry.id)
+            owner = route.provider if route else entry.id.split("/", 1)[0]
+            if owner not in providers:
+                continue
+            available: bool | None = None  # not asked: this version cannot list that provider
+            match = None
+            if owner in discovered:
+                found = discovered[owner]
+                match = _find(found, entry.id) if found is not None else None
+                available = match is not None
+            models.append(
+                ModelInfo(
+                    id=entry.id,
+                    provider=owner,
+                    label=entry.label or entry.id.split("/", 1)[-1],
+                    vision=entry.vision or bool(match and match.vision),
+                    structured=True,
+                    enabled=entry.enabled,
+                    available=available,
+                    source="config",
+                )
+            )
+        listed = {m.id for m in models}
+        for found in discovered.values():
+            models.extend(m for m in found or [] if m.id not in listed and _canonical(m.id) not in listed)
+        return models
+
+    async def _discover(self, provider: str, refresh: bool) -> list[ModelInfo] | None:
+        """The provider's own listing, cached briefly; None when it cannot be reached."""
+        cached = self._discovered.get(provider)
+        if cached and not refresh and time.monotonic() - cached[0] < DISCOVERY_CACHE_S:
+            return cached[1]
+        adapter = await self.registry.ready_adapter(provider)
+        if refresh:
+            adapter.forget_models()
+        found: list[ModelInfo] | None = None
+        with anyio.move_on_after(DISCOVERY_TIMEOUT_S):
+            try:
+                found = await adapter.list_models()
+            except LLMError as exc:
+                log.info("listing %s models failed: %s", provider, exc.message)
+        if found is not None:
+            self.registry.remember_discovered(m.id for m in found)
+        self._discovered[provider] = (time.monotonic(), found)
+        return found
+
+    # --- provider_health -------------------------------------------------------------------
+
+    async def health(self, provider: str | None) -> list[Health]:
+        providers = self._check_provider(provider)
+        results: dict[str, Health] = {}
+
+        async def probe(name: str) -> None:
+            results[name] = await self._probe(name)
+
+        async with anyio.create_task_group() as tg:
+            for name in providers:
+                tg.start_soon(probe, name)
+        return [results[name] for name in providers]
+
+    async def _probe(self, provider: str) -> Health:
+        """The provider's own probe (cached briefly), with the circuit's state as it is now."""
+        cached = self._health.get(provider)
+        if cached is None or time.monotonic() - cached[0] >= HEALTH_CACHE_S:
+            cached = self._health[provider] = (time.monotonic(), await self._fresh_probe(provider))
+        return cached[1].model_copy(update={"circuit": self.router.breakers.state(provider)})
+
+    async def _fresh_probe(self, provider: str) -> Health:
+        if provider in self.registry.providers_with_adapters():
+            return await (await self.registry.ready_adapter(provider)).health()
+        settings = self.settings.provider_settings(provider)
+        return Health(
+            provider=provider,
+            status="unconfigured",
+            endpoint=settings.endpoint if settings else None,
+            has_api_key=bool(settings and settings.has_api_key),
+            detail="This version of mcp_llm has no adapter for this provider yet.",
+        )
+
+    def _check_provider(self, provider: str | None) -> list[str]:
+        known = list(CONFIGURABLE_PROVIDERS)
+        if provider is None or provider == "":
+            return known
+        if provider not in known:
+            raise InputError(f"Unknown provider {provider!r}.",
+                             hint=f"Use one of: {', '.join(known)}, or leave it empty.")
+        return [provider]
+
+    async def aclose(self) -> None:
+        await self.registry.aclose()
+
+
+def _canonical(model_id: str) -> str:
+    """Ollama's implicit tag: `ollama/llama3.2` is `ollama/llama3.2:latest`."""
+    return model_id.removesuffix(":latest")
+
+
+def _find(models: list[ModelInfo], model_id: str) -> ModelInfo | None:
+    return next((m for m in models if _canonical(m.id) == _canonical(model_id)), None)
