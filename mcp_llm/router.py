@@ -250,7 +250,7 @@ class Router:
             f"{route.model_id} did not answer within the call's deadline.",
             provider=route.provider,
             model=route.model_id,
-            hint="Raise defaults.timeout_s, or pass a larger timeout for slow models.",
+            hint="Pass a larger timeout_s for slow models, or raise defaults.timeout_s.",
         )
 
     def _wait(self, backoff: Any) -> Any:
