@@ -289,7 +289,7 @@ def _all_failed(errors: list[tuple[str, LLMError]], call: _Call) -> LLMError:
     tries = len(call.attempts)
     if len(errors) == 1:
         model_id, error = errors[0]
-        suffix = f" ({tries} attempt{'s' if tries != 1 else ''} with {model_id})"
+        suffix = f" ({tries} attempt{'s' if tries != 1 else ''} with {model_id}: {_kinds(call, model_id)})"
         detail = _describe(error)
         hint = error.hint or (OUTPUT_HINT if isinstance(error, OutputError) else None)
         return AllAttemptsFailed(detail + suffix, attempts=call.attempts, last=error, hint=hint)

@@ -353,7 +353,7 @@ async def test_retry_after_beyond_the_deadline_fails_fast(serve: Serve, fakes: F
         assert elapsed < 1.0, f"slept {elapsed:.2f} s on a Retry-After it could never wait out"
         assert "simulated 429, slow down" in text
         assert "429" in text or "rate limit" in text.lower(), text
-        assert f"(1 attempt with {provider.model})" in text
+        assert f"(1 attempt with {provider.model}: rate_limited)" in text
         assert fakes.completions(provider) == 1 and fake.queued == 1
         result, _ = await generate(client, provider.model)  # the next call gets the queued good reply
         assert result["data"] == GOOD and tries(result) == [(provider.model, "ok", None)]
@@ -410,7 +410,7 @@ async def test_connection_refused_is_retried_then_a_clear_error(serve: Serve, fa
         text, elapsed = await generate_error(client, provider.model)
         assert f"Cannot reach {provider.label} at {endpoint}" in text
         assert f"providers.{provider.name}.endpoint" in text, f"the error does not say what to do: {text}"
-        assert f"(2 attempts with {provider.model})" in text, "connection refused was not retried once"
+        assert f"(2 attempts with {provider.model}: unavailable, unavailable)" in text, "not retried once"
         assert elapsed < 3.0
         assert (await health(client, provider))["status"] == "down"
         other = BY_NAME[provider.fallback_provider]
@@ -467,7 +467,7 @@ async def test_output_that_stays_invalid_is_a_clear_error(serve: Serve, fakes: F
     fake.enqueue(bad)
     async with serve(max_repairs=1) as client:
         text, _ = await generate_error(client, provider.model)
-        assert f"(2 attempts with {provider.model})" in text
+        assert f"(2 attempts with {provider.model}: " in text
         assert "Last problems:" in text
         if fault == "schema_violation":
             assert "does not match the schema" in text
