@@ -47,7 +47,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python bench/load.py` puts bench/, not the root, first
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.fakes.ollama_server import FakeOllama, RecordedRequest, default_responder  # noqa: E402
+from tests.fakes.ollama_server import FakeOllama, default_responder  # noqa: E402
 
 TEXT_MODEL = "ollama/llama3.2:3b"
 FALLBACK_MODEL = "ollama/llava:7b"  # on the same fake; any installed model answers text
@@ -170,34 +170,19 @@ class FaultPlan:
 class FaultyOllama(FakeOllama):
     """The fake Ollama, answering each accepted chat request as `plan` says: a fault, or the echo.
 
-    It hooks the fake's two per-request steps: `_record` (which sees the request's JSON) draws
-    from the plan, in the connection's own thread; `_next_reply` enqueues that fault and takes it
-    off the queue at once, under one lock, so concurrent requests never take each other's.
-    With `keep_requests` False it keeps no request log: a long run would otherwise hold every
-    request body, and the memory figures would show the fake's log instead of the server.
+    The plan is the fake's `picker`: it sees each accepted request's JSON, in the connection's own
+    thread, and its fault goes to that request alone (never through the queue, so concurrent
+    requests cannot take each other's). With `keep_requests` False the fake keeps no request log:
+    a long run would otherwise hold every request body, and the memory figures would show the
+    fake's log instead of the server.
     """
 
     def __init__(self, plan: FaultPlan, *, keep_requests: bool = False) -> None:
         super().__init__()
         self.plan = plan
+        self.picker = plan.draw
         self.responder = echo_responder
-        self._keep_requests = keep_requests
-        self._drawn = threading.local()
-        self._one_at_a_time = threading.Lock()
-
-    def _record(self, request: RecordedRequest) -> None:
-        chat = request.path == "/api/chat" and isinstance(request.json, dict)
-        self._drawn.fault = self.plan.draw(request.json) if chat else None
-        if self._keep_requests:
-            super()._record(request)
-
-    def _next_reply(self) -> Any:
-        fault = getattr(self._drawn, "fault", None)
-        self._drawn.fault = None
-        with self._one_at_a_time:
-            if fault is not None:
-                self.enqueue(**fault)
-            return super()._next_reply()
+        self.keep_requests = keep_requests
 
 
 def config_text(fake: FakeOllama, *, concurrency: int, fallback: bool = True, timeout_s: float = 30) -> str:

@@ -26,8 +26,8 @@ import mcp_types
 import pytest
 from mcp import Client, StdioServerParameters
 
+from mcp_llm.app import HEALTH_CACHE_S
 from mcp_llm.presets import PRESETS
-from mcp_llm.server import HEALTH_CACHE_S
 from tests.conftest import TEXT_MODEL, VISION_MODEL, call, call_error
 from tests.fakes.ollama_server import FakeModel, FakeOllama, default_models
 from tests.stdio_harness import REPO_ROOT, server_args, subprocess_env, write_config

@@ -12,39 +12,28 @@ Requests the real API refuses (no or wrong key, no `anthropic-version`, unknown 
 body fields, bad images, `output_config` on a model without structured outputs, a forced tool
 that is not in `tools`) are answered as the API does and do not consume the queue.
 
-Only the stdlib: `ThreadingHTTPServer` in a daemon thread, one thread per connection.
+Only the stdlib; the server machinery, which the other fakes share, is in `_http`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import http
 import json
 import re
 import secrets
-import select
-import socket
 import string
-import sys
-import threading
-import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote
 
+from tests.fakes._http import Content, FakeHandler, FakeProvider, Reply
 from tests.fakes.ollama_server import schema_instance
 
-Content = str | dict[str, Any] | list[Any]
 Responder = Callable[[dict[str, Any]], Content]
 
-_POLL_S = 0.02
-_JSON = "application/json"
 _SSE = "text/event-stream; charset=utf-8"
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
@@ -209,25 +198,30 @@ class RecordedRequest:
 
 
 @dataclass(frozen=True)
-class _Reply:
-    content: Content | None = None
+class _Reply(Reply):
+    """A Messages reply; as `enqueue()` says, an error type alone picks its status and a status alone its
+    type, and an error without a message gets the stock one."""
+
     blocks: list[dict[str, Any]] | None = None
-    status: int = 200
     error_type: str | None = None
     message: str | None = None
     error_code: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    delay_s: float = 0
-    chunk_delay_s: float = 0
     input_tokens: int | None = None
     output_tokens: int | None = None
     stop_reason: str | None = None
-    raw_body: bytes | None = None
-    drop_connection: bool = False
-    hang: bool = False
-    stream_error: str | None = None
     stall_after: int | None = None
     as_tool: bool | str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.error_type is not None and self.status == 200:
+            self._set("status", _STATUS_FOR_TYPE.get(self.error_type, 500))
+        if self.status != 200 and self.raw_body is None:
+            fallback = "api_error" if self.status >= 500 else "invalid_request_error"
+            error_type = self.error_type or ERROR_TYPES.get(self.status, fallback)
+            self._set("error_type", error_type)
+            if self.message is None:
+                self._set("message", DEFAULT_MESSAGES.get(error_type) or http.HTTPStatus(self.status).phrase)
 
 
 class RequestError(Exception):
@@ -446,49 +440,12 @@ def validate_messages_request(
 # --- the server ------------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    """Tracks its connections and worker threads so `stop()` can end hung and idle ones."""
-
-    daemon_threads = True
-
-    def __init__(self, fake: FakeAnthropic) -> None:
-        self.fake = fake
-        self.open_sockets: set[socket.socket] = set()
-        self.workers: set[threading.Thread] = set()
-        self.guard = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        worker = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
-        with self.guard:
-            self.open_sockets.add(request)
-            self.workers = {t for t in self.workers if t.is_alive()} | {worker}
-        worker.start()
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.guard:
-            self.open_sockets.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Keep serving and keep stderr quiet; a test can still look at `fake.errors`."""
-        exc = sys.exc_info()[1]
-        if exc is not None and not isinstance(exc, ConnectionError | TimeoutError):
-            self.fake.errors.append(exc)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # Headers and body go out in separate writes; with Nagle on, each reply waits ~40 ms for a delayed ACK.
-    disable_nagle_algorithm = True
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the per-request stderr log."""
-
-    # --- plumbing ---
+class _Handler(FakeHandler["FakeAnthropic"]):
+    label = "fake anthropic"
+    request_id = ""  # each request's own, set in `_dispatch`; on every reply, as the API sends it
 
     def _start(self, status: int, content_type: str, headers: Mapping[str, str] | None = None) -> None:
+        """The API's headers; a `Content-Type` in `headers` (say, on a `raw_body` reply) replaces the default."""
         headers = dict(headers or {})
         self.send_response_only(status)
         self.send_header("Date", self.date_time_string())
@@ -498,17 +455,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("anthropic-organization-id", "00000000-0000-4000-8000-000000000000")
         for key, value in headers.items():
             self.send_header(key, value)
-
-    def _send(
-        self, status: int, body: bytes, content_type: str = _JSON, headers: Mapping[str, str] | None = None
-    ) -> None:
-        self._start(status, content_type, headers)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
-        self._send(status, json.dumps(payload).encode(), headers=headers)
 
     def _error(
         self,
@@ -523,48 +469,12 @@ class _Handler(BaseHTTPRequestHandler):
             error["details"] = {"error_code": error_code}
         self._json(status, {"type": "error", "error": error, "request_id": self.request_id}, headers)
 
-    def _client_gone(self) -> None:
-        self.close_connection = True
-        self.server.fake._note_disconnect()
-
-    def _wait(self, seconds: float | None) -> bool:
-        """Sleep (forever if None), watching the socket: False if the client left or the server stops."""
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while True:
-            if self.server.fake._stopping.is_set():
-                self.close_connection = True
-                return False
-            step = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
-            if step <= 0:
-                return True
-            readable, _, _ = select.select([self.connection], [], [], step)
-            if readable:
-                try:
-                    gone = self.connection.recv(1, socket.MSG_PEEK) == b""
-                except OSError:
-                    gone = True
-                if gone:
-                    self._client_gone()
-                    return False
-                time.sleep(step)  # a pipelined request, not a hang-up
-
     # --- dispatch ---
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
 
     def _dispatch(self) -> None:
         fake = self.server.fake
         self.request_id = _new_id("req_")
-        split = urlsplit(self.path)
-        path, query = split.path, dict(parse_qsl(split.query, keep_blank_values=True))
-        headers = {k.lower(): v for k, v in self.headers.items()}
+        path, query, headers = self._target()
         length = int(self.headers.get("Content-Length") or 0)
         if length > fake.max_request_bytes:  # refused at the edge, as Cloudflare does, without parsing
             fake._record(RecordedRequest(self.command, path, query, headers, None))
@@ -572,23 +482,15 @@ class _Handler(BaseHTTPRequestHandler):
                 length -= len(self.rfile.read(min(length, 1 << 16)) or b"\0" * length)
             self._error(413, DEFAULT_MESSAGES["request_too_large"])
             return
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
+        raw, body = self._read_json(length)
         fake._record(RecordedRequest(self.command, path, query, headers, body, raw))
-        try:
-            self._route(path, query, headers, raw, body)
-        except RequestError as exc:
-            self._error(exc.status, exc.message, exc.error_type)
-        except (BrokenPipeError, ConnectionResetError):
-            self._client_gone()
-        except Exception as exc:  # a bug in a responder or in the fake: answer 500 and keep serving
-            fake.errors.append(exc)
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self._error(500, f"fake anthropic: {exc!r}")
+        self._serve(lambda: self._route(path, query, headers, raw, body))
+
+    def _refused(self, exc: Exception) -> bool:
+        if not isinstance(exc, RequestError):
+            return False
+        self._error(exc.status, exc.message, exc.error_type)
+        return True
 
     def _route(self, path: str, query: dict[str, str], headers: dict[str, str], raw: bytes, body: Any) -> None:
         fake = self.server.fake
@@ -631,15 +533,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _messages(self, body: dict[str, Any], model: FakeClaude, input_estimate: int) -> None:
         fake = self.server.fake
-        reply = fake._next_reply()
-        if reply.delay_s and not self._wait(reply.delay_s):
-            return
-        if reply.hang:
-            self._wait(None)
-            return
-        if reply.drop_connection:
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+        reply = fake._reply_for(body)
+        if not self._begin(reply):
             return
         if reply.raw_body is not None:
             self._send(reply.status, reply.raw_body, headers=reply.headers)
@@ -703,9 +598,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, message: dict[str, Any], reply: _Reply) -> None:
         """SSE as the API sends it: message_start, per block start/ping/deltas/stop, message_delta, message_stop."""
-        self._start(200, _SSE, {"Cache-Control": "no-cache", **reply.headers})
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+        self._start_stream(_SSE, {"Cache-Control": "no-cache", **reply.headers})
         usage = message["usage"]
         start = {
             **message,
@@ -761,14 +654,10 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 deltas_sent += 1
             self._chunk(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
-        self.wfile.write(b"0\r\n\r\n")
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
+        self._end_stream()
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeProvider[_Reply, RecordedRequest]):
     """The fake server; `with FakeAnthropic() as fake:` serves on `fake.url` until the block ends.
 
     `api_key` None turns the key check off. `strict_images` (on) checks that image bytes are the
@@ -785,68 +674,13 @@ class FakeAnthropic:
         strict_schemas: bool = False,
         max_request_bytes: int = MAX_REQUEST_BYTES,
     ) -> None:
+        super().__init__(_Handler, _Reply)
         self.api_key = api_key
         self.models: list[FakeClaude] = default_models() if models is None else list(models)
         self.strict_images = strict_images
         self.strict_schemas = strict_schemas
         self.max_request_bytes = max_request_bytes
         self.responder: Responder = default_responder
-        self.errors: list[BaseException] = []
-        self.disconnected = threading.Event()
-        self._disconnects = 0
-        self._requests: list[RecordedRequest] = []
-        self._queue: deque[_Reply] = deque()
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---
-
-    def start(self) -> FakeAnthropic:
-        if self._server is not None:
-            raise RuntimeError("FakeAnthropic is already running")
-        self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop accepting, end hung and idle connections, and wait for the worker threads."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        with server.guard:
-            sockets, workers = list(server.open_sockets), list(server.workers)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for worker in workers:
-            worker.join(timeout=2)
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-
-    def __enter__(self) -> FakeAnthropic:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The base URL to give the SDK (`base_url=`); paths are `/v1/...` under it."""
-        if self._server is None:
-            raise RuntimeError("FakeAnthropic is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    # --- steering ---
 
     def enqueue(
         self,
@@ -890,42 +724,28 @@ class FakeAnthropic:
         halfway and sends an `error` event; `stall_after=N` hangs after N content deltas;
         `chunk_delay_s` sleeps between deltas.
         """
-        if error_type is not None and status == 200:
-            status = _STATUS_FOR_TYPE.get(error_type, 500)
-        if status != 200 and raw_body is None:
-            error_type = error_type or ERROR_TYPES.get(
-                status, "api_error" if status >= 500 else "invalid_request_error"
+        self._push(
+            _Reply(
+                content=content,
+                blocks=blocks,
+                status=status,
+                error_type=error_type,
+                message=message,
+                error_code=error_code,
+                headers=headers or {},
+                delay_s=delay_s,
+                chunk_delay_s=chunk_delay_s,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                stop_reason=stop_reason,
+                raw_body=raw_body,
+                drop_connection=drop_connection,
+                hang=hang,
+                stream_error=stream_error,
+                stall_after=stall_after,
+                as_tool=as_tool,
             )
-            if message is None:
-                message = DEFAULT_MESSAGES.get(error_type) or http.HTTPStatus(status).phrase
-        reply = _Reply(
-            content=content,
-            blocks=blocks,
-            status=status,
-            error_type=error_type,
-            message=message,
-            error_code=error_code,
-            headers=dict(headers or {}),
-            delay_s=delay_s,
-            chunk_delay_s=chunk_delay_s,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            stop_reason=stop_reason,
-            raw_body=raw_body,
-            drop_connection=drop_connection,
-            hang=hang,
-            stream_error=stream_error,
-            stall_after=stall_after,
-            as_tool=as_tool,
         )
-        with self._lock:
-            self._queue.append(reply)
-
-    @property
-    def queued(self) -> int:
-        """Replies not yet consumed, to check a test used all it queued."""
-        with self._lock:
-            return len(self._queue)
 
     def find(self, model_id: str) -> FakeClaude | None:
         """The model with this id or alias."""
@@ -933,33 +753,12 @@ class FakeAnthropic:
 
     def reset(self) -> None:
         """Forget requests, queue, disconnects and errors; restore the default responder."""
-        with self._lock:
-            self._requests.clear()
-            self._queue.clear()
-            self._disconnects = 0
-        self.disconnected.clear()
-        self.errors.clear()
+        super().reset()
         self.responder = default_responder
-
-    # --- what happened ---
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
 
     @property
     def message_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path == "/v1/messages" and r.method == "POST"]
-
-    @property
-    def disconnects(self) -> int:
-        """How many times a client hung up while the fake was still working on its request."""
-        with self._lock:
-            return self._disconnects
-
-    def wait_for_disconnect(self, timeout: float = 2) -> bool:
-        return self.disconnected.wait(timeout)
 
     # --- internals ---
 
@@ -1007,16 +806,3 @@ class FakeAnthropic:
             "first_id": page[0].id if page else None,
             "last_id": page[-1].id if page else None,
         }
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
-
-    def _next_reply(self) -> _Reply:
-        with self._lock:
-            return self._queue.popleft() if self._queue else _Reply()
-
-    def _note_disconnect(self) -> None:
-        with self._lock:
-            self._disconnects += 1
-        self.disconnected.set()

@@ -20,37 +20,28 @@ A test steers it per request with `enqueue()`, like the fake Ollama; with nothin
 `responder` answers (by default a minimal instance of the requested response schema). Errors use
 Google's shape: `{"error": {"code", "message", "status", "details"?}}`.
 
-Only the stdlib: `ThreadingHTTPServer` in a daemon thread, one thread per connection.
+Only the stdlib; the server machinery, which the other fakes share, is in `_http`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import http
 import json
 import re
-import select
-import socket
-import sys
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import unquote
 
+from tests.fakes._http import FakeHandler, FakeProvider, Reply
 from tests.fakes.ollama_server import schema_instance
 
 Responder = Callable[[dict[str, Any]], str]
 
-_POLL_S = 0.02
-_JSON = "application/json; charset=UTF-8"
 _SSE = "text/event-stream"
 
 GEMINI_VERSIONS = ("v1", "v1beta", "v1alpha")
@@ -296,24 +287,25 @@ def _b64decode(data: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class _Reply:
-    content: str | dict[str, Any] | list[Any] | None = None
-    status: int = 200
+class _Reply(Reply):
+    """A generate reply; as `enqueue()` says, `error` or `error_status` alone picks the HTTP status."""
+
     error: str | None = None
     error_status: str | None = None
     details: list[Any] | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    delay_s: float = 0
-    chunk_delay_s: float = 0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str = "STOP"
-    raw_body: bytes | None = None
-    drop_connection: bool = False
     drop_mid_stream: bool = False
-    hang: bool = False
-    stream_error: str | None = None
     blocked: bool | str = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.error_status is not None and self.error_status not in CODE_BY_STATUS:
+            raise ValueError(f"unknown google.rpc.Code name {self.error_status!r}")
+        names_an_error = self.error is not None or self.error_status is not None
+        if self.stream_error is None and self.status == 200 and names_an_error:
+            self._set("status", CODE_BY_STATUS.get(self.error_status or "", 500))
 
 
 # --- schemas and the default responder -------------------------------------------------------------
@@ -387,37 +379,6 @@ _VERTEX_RE = re.compile(
 _MODEL_RE = re.compile(r"^(?P<model>[^/:]+)(?::(?P<action>[A-Za-z]+))?$")
 
 
-class _Server(ThreadingHTTPServer):
-    """Tracks its connections and worker threads so `stop()` can end hung and idle ones."""
-
-    daemon_threads = True
-
-    def __init__(self, fake: FakeGemini) -> None:
-        self.fake = fake
-        self.open_sockets: set[socket.socket] = set()
-        self.workers: set[threading.Thread] = set()
-        self.guard = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        worker = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
-        with self.guard:
-            self.open_sockets.add(request)
-            self.workers = {t for t in self.workers if t.is_alive()} | {worker}
-        worker.start()
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.guard:
-            self.open_sockets.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Keep serving and keep stderr quiet; a test can still look at `fake.errors`."""
-        exc = sys.exc_info()[1]
-        if exc is not None and not isinstance(exc, ConnectionError | TimeoutError):
-            self.fake.errors.append(exc)
-
-
 @dataclass
 class _Route:
     api: str  # "gemini" | "vertex"
@@ -467,38 +428,24 @@ def _route(method: str, path: str) -> _Route | None:
     return None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    # Headers and body go out in separate writes; with Nagle on, each reply waits ~40 ms for a delayed ACK.
-    disable_nagle_algorithm = True
-    protocol_version = "HTTP/1.1"
-    server: _Server
+class _Handler(FakeHandler["FakeGemini"]):
     server_version = "scaffolding on HTTPServer2"
     sys_version = ""
+    label = "fake gemini"
+    json_type = "application/json; charset=UTF-8"
+    stock_headers: ClassVar[Mapping[str, str]] = {"Vary": "Origin, X-Origin, Referer", "Server": server_version}
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the per-request stderr log."""
-
-    # --- plumbing ---
-
-    def _start(self, status: int, content_type: str, headers: Mapping[str, str] | None = None) -> None:
-        self.send_response_only(status)
-        self.send_header("Date", self.date_time_string())
-        self.send_header("Content-Type", content_type)
-        self.send_header("Vary", "Origin, X-Origin, Referer")
-        self.send_header("Server", "scaffolding on HTTPServer2")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
+    def do_PATCH(self) -> None:
+        self._dispatch()
 
     def _send(
-        self, status: int, body: bytes, content_type: str = _JSON, headers: Mapping[str, str] | None = None
+        self, status: int, body: bytes, content_type: str | None = None, headers: Mapping[str, str] | None = None
     ) -> None:
+        """A `Content-Type` in `headers` (say, on a `raw_body` reply) takes the place of the default one."""
         headers = dict(headers or {})
         content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), content_type)
-        headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-        self._start(status, content_type, headers)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        rest = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+        super()._send(status, body, content_type, rest)
 
     def _json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
         # Google pretty-prints its JSON replies with two-space indents.
@@ -514,61 +461,16 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         self._json(code, error_body(code, message, status, details), headers)
 
-    def _client_gone(self) -> None:
-        self.close_connection = True
-        self.server.fake._note_disconnect()
-
-    def _wait(self, seconds: float | None) -> bool:
-        """Sleep (forever if None), watching the socket: False if the client left or the server stops."""
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while True:
-            if self.server.fake._stopping.is_set():
-                self.close_connection = True
-                return False
-            step = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
-            if step <= 0:
-                return True
-            readable, _, _ = select.select([self.connection], [], [], step)
-            if readable:
-                try:
-                    gone = self.connection.recv(1, socket.MSG_PEEK) == b""
-                except OSError:
-                    gone = True
-                if gone:
-                    self._client_gone()
-                    return False
-                time.sleep(step)  # a pipelined request, not a hang-up
-
     # --- dispatch ---
 
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
     def _dispatch(self) -> None:
-        fake = self.server.fake
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        parts = urlsplit(self.path)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        route = _route(self.command, parts.path)
-        fake._record(
+        raw, body = self._read_json()
+        path, query, headers = self._target()
+        route = _route(self.command, path)
+        self.server.fake._record(
             RecordedRequest(
                 self.command,
-                parts.path,
+                path,
                 query,
                 headers,
                 body,
@@ -581,26 +483,23 @@ class _Handler(BaseHTTPRequestHandler):
                 location=route.location if route else None,
             )
         )
-        try:
-            if route is None:
-                self._send(404, _HTML_404, "text/html; charset=UTF-8")
-            elif not self._authorized(route, headers, query):
-                return
-            elif route.kind == "generate":
-                self._generate(route, raw, body)
-            elif route.kind == "list":
-                self._list(route, query)
-            elif route.kind == "get":
-                self._get(route)
-            else:  # tuned models: none; proto3 JSON leaves the empty list out
-                self._json(200, {})
-        except (BrokenPipeError, ConnectionResetError):
-            self._client_gone()
-        except Exception as exc:  # a bug in a responder: answer 500 and keep serving
-            fake.errors.append(exc)
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self._error(500, f"fake gemini: {exc!r}")
+        self._serve(lambda: self._handle(route, headers, query, raw, body))
+
+    def _handle(
+        self, route: _Route | None, headers: Mapping[str, str], query: Mapping[str, str], raw: bytes, body: Any
+    ) -> None:
+        if route is None:
+            self._send(404, _HTML_404, "text/html; charset=UTF-8")
+        elif not self._authorized(route, headers, query):
+            return
+        elif route.kind == "generate":
+            self._generate(route, raw, body)
+        elif route.kind == "list":
+            self._list(route, query)
+        elif route.kind == "get":
+            self._get(route)
+        else:  # tuned models: none; proto3 JSON leaves the empty list out
+            self._json(200, {})
 
     def _authorized(self, route: _Route, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
         fake = self.server.fake
@@ -727,15 +626,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not _contents(body):
             self._error(400, "* GenerateContentRequest.contents: contents is not specified\n")
             return
-        reply = fake._next_reply()
-        if reply.delay_s and not self._wait(reply.delay_s):
-            return
-        if reply.hang:
-            self._wait(None)
-            return
-        if reply.drop_connection:
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+        reply = fake._reply_for(body)
+        if not self._begin(reply):
             return
         if reply.raw_body is not None:
             self._send(reply.status, reply.raw_body, headers=reply.headers)
@@ -780,11 +672,9 @@ class _Handler(BaseHTTPRequestHandler):
             reason = reply.blocked if isinstance(reply.blocked, str) else "SAFETY"
             payload = envelope(promptFeedback={"blockReason": reason}, usageMetadata=usage(None))
             if route.action == "streamGenerateContent":
-                self._start(200, _SSE, reply.headers)
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
+                self._start_stream(_SSE, reply.headers)
                 self._event(payload)
-                self.wfile.write(b"0\r\n\r\n")
+                self._end_stream()
             else:
                 self._json(200, payload, reply.headers)
             return
@@ -818,9 +708,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, envelope(candidates=[cand], usageMetadata=usage(completion)), reply.headers)
             return
 
-        self._start(200, _SSE, reply.headers)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+        self._start_stream(_SSE, reply.headers)
         if no_content:
             pieces = []
         if reply.stream_error is not None or reply.drop_mid_stream:
@@ -833,9 +721,7 @@ class _Handler(BaseHTTPRequestHandler):
                 envelope(candidates=[candidate(piece, last)], usageMetadata=usage(completion if last else None))
             )
         if reply.drop_mid_stream:
-            self.wfile.flush()
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+            self._drop()
             return
         if reply.stream_error is not None:
             status = reply.error_status or "INTERNAL"
@@ -843,12 +729,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif not pieces:
             final = candidate(None if no_content else "", True)
             self._event(envelope(candidates=[final], usageMetadata=usage(completion)))
-        self.wfile.write(b"0\r\n\r\n")
+        self._end_stream()
 
     def _event(self, payload: dict[str, Any]) -> None:
-        data = b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\r\n\r\n"
-        self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
+        self._chunk(b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\r\n\r\n")
 
 
 def _localized(message: str) -> dict[str, Any]:
@@ -862,14 +746,15 @@ def _vertex_method(route: _Route) -> str:
     return f"google.cloud.aiplatform.{route.version}.{service}.{action}"
 
 
-class FakeGemini:
+class FakeGemini(FakeProvider[_Reply, RecordedRequest]):
     """The fake server; `with FakeGemini() as fake:` serves on `fake.url` until the block ends.
 
     `api_key` is what `x-goog-api-key` must carry, `access_token` what `Authorization: Bearer` must
     carry (None accepts any). `project`, if set, is the only Vertex project allowed (others get 403).
     Requests a real server would refuse (bad auth, unknown model, a model not served in the
     location, no contents) are answered as Google does and do not consume the queue; every other
-    generate call takes the next enqueued reply, or asks `responder` when the queue is empty.
+    generate call takes the next enqueued reply, or asks `responder` when the queue is empty (`picker`,
+    if set, comes first).
     """
 
     def __init__(
@@ -879,6 +764,7 @@ class FakeGemini:
         models: list[GeminiModel | str] | None = None,
         project: str | None = None,
     ) -> None:
+        super().__init__(_Handler, _Reply)
         self.api_key = api_key
         self.access_token = access_token
         self.project = project
@@ -886,61 +772,6 @@ class FakeGemini:
             default_models() if models is None else [GeminiModel(m) if isinstance(m, str) else m for m in models]
         )
         self.responder: Responder = default_responder
-        self.errors: list[BaseException] = []
-        self.disconnected = threading.Event()
-        self._disconnects = 0
-        self._requests: list[RecordedRequest] = []
-        self._queue: deque[_Reply] = deque()
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---
-
-    def start(self) -> FakeGemini:
-        if self._server is not None:
-            raise RuntimeError("FakeGemini is already running")
-        self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop accepting, end hung and idle connections, and wait for the worker threads."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        with server.guard:
-            sockets, workers = list(server.open_sockets), list(server.workers)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for worker in workers:
-            worker.join(timeout=2)
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-
-    def __enter__(self) -> FakeGemini:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeGemini is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    # --- steering ---
 
     def enqueue(
         self,
@@ -976,37 +807,27 @@ class FakeGemini:
         "PROHIBITED_CONTENT") answers 200 with `promptFeedback.blockReason` and no candidates.
         `finish_reason` "SAFETY"/"RECITATION"/... with no `content` sends a candidate without content.
         """
-        if error_status is not None and error_status not in CODE_BY_STATUS:
-            raise ValueError(f"unknown google.rpc.Code name {error_status!r}")
-        if stream_error is None and status == 200 and (error is not None or error_status is not None):
-            status = CODE_BY_STATUS.get(error_status or "", 500)
-        reply = _Reply(
-            content,
-            status,
-            error,
-            error_status,
-            details,
-            dict(headers or {}),
-            delay_s,
-            chunk_delay_s,
-            prompt_tokens,
-            completion_tokens,
-            finish_reason,
-            raw_body,
-            drop_connection,
-            drop_mid_stream,
-            hang,
-            stream_error,
-            blocked,
+        self._push(
+            _Reply(
+                content=content,
+                status=status,
+                error=error,
+                error_status=error_status,
+                details=details,
+                headers=headers or {},
+                delay_s=delay_s,
+                chunk_delay_s=chunk_delay_s,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                finish_reason=finish_reason,
+                raw_body=raw_body,
+                drop_connection=drop_connection,
+                drop_mid_stream=drop_mid_stream,
+                hang=hang,
+                stream_error=stream_error,
+                blocked=blocked,
+            )
         )
-        with self._lock:
-            self._queue.append(reply)
-
-    @property
-    def queued(self) -> int:
-        """Replies not yet consumed, to check a test used all it queued."""
-        with self._lock:
-            return len(self._queue)
 
     def find(self, name: str) -> GeminiModel | None:
         """A model by id, `models/<id>` or `publishers/google/models/<id>`."""
@@ -1015,44 +836,10 @@ class FakeGemini:
 
     def reset(self) -> None:
         """Forget requests, queue, disconnects and errors; restore the default responder."""
-        with self._lock:
-            self._requests.clear()
-            self._queue.clear()
-            self._disconnects = 0
-        self.disconnected.clear()
-        self.errors.clear()
+        super().reset()
         self.responder = default_responder
-
-    # --- what happened ---
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
 
     @property
     def generate_requests(self) -> list[RecordedRequest]:
         """generateContent and streamGenerateContent calls, in both modes, refused ones included."""
         return [r for r in self.requests if r.action in GENERATE_METHODS]
-
-    @property
-    def disconnects(self) -> int:
-        """How many times a client hung up while the fake was still working on its request."""
-        with self._lock:
-            return self._disconnects
-
-    def wait_for_disconnect(self, timeout: float = 2) -> bool:
-        return self.disconnected.wait(timeout)
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
-
-    def _next_reply(self) -> _Reply:
-        with self._lock:
-            return self._queue.popleft() if self._queue else _Reply()
-
-    def _note_disconnect(self) -> None:
-        with self._lock:
-            self._disconnects += 1
-        self.disconnected.set()

@@ -6,34 +6,24 @@ per request with `enqueue()` (a reply, an HTTP error, malformed bytes, a dropped
 connection, an error line mid-stream), like simonw/llm's `MockModel.enqueue`; with nothing
 queued, `responder` answers (by default a minimal instance of the requested JSON schema).
 
-Only the stdlib: `ThreadingHTTPServer` in a daemon thread, one thread per connection.
+Only the stdlib; the server machinery, which the other fakes share, is in `_http`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http
 import json
 import math
 import re
-import select
-import socket
-import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+
+from tests.fakes._http import FakeHandler, FakeProvider, Reply
 
 Responder = Callable[[dict[str, Any]], str]
-
-_POLL_S = 0.02
-_JSON = "application/json; charset=utf-8"
 
 
 def _timestamp(offset_s: float = 0) -> str:
@@ -112,20 +102,20 @@ class RecordedRequest:
 
 
 @dataclass(frozen=True)
-class _Reply:
-    content: str | dict[str, Any] | list[Any] | None = None
-    status: int = 200
+class _Reply(Reply):
+    """A chat reply; as `enqueue()` says, an error alone is a 500 and a status alone sends its reason phrase."""
+
     error: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    delay_s: float = 0
-    chunk_delay_s: float = 0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     done_reason: str = "stop"
-    raw_body: bytes | None = None
-    drop_connection: bool = False
-    hang: bool = False
-    stream_error: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.error is not None and self.status == 200:
+            self._set("status", 500)
+        if self.status != 200 and self.error is None:
+            self._set("error", http.HTTPStatus(self.status).phrase)
 
 
 # --- a minimal instance of a JSON schema ---------------------------------------------------------
@@ -246,135 +236,30 @@ def default_responder(body: dict[str, Any]) -> str:
 # --- the server ------------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    """Tracks its connections and worker threads so `stop()` can end hung and idle ones."""
-
-    daemon_threads = True
-
-    def __init__(self, fake: FakeOllama) -> None:
-        self.fake = fake
-        self.open_sockets: set[socket.socket] = set()
-        self.workers: set[threading.Thread] = set()
-        self.guard = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        worker = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
-        with self.guard:
-            self.open_sockets.add(request)
-            self.workers = {t for t in self.workers if t.is_alive()} | {worker}
-        worker.start()
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.guard:
-            self.open_sockets.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Keep serving and keep stderr quiet; a test can still look at `fake.errors`."""
-        exc = sys.exc_info()[1]
-        if exc is not None and not isinstance(exc, ConnectionError | TimeoutError):
-            self.fake.errors.append(exc)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # Headers and body go out in separate writes; with Nagle on, each reply waits ~40 ms for a delayed ACK.
-    disable_nagle_algorithm = True
-    protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects from Ollama's Go server
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the per-request stderr log."""
-
-    # --- plumbing ---
-
-    def _start(self, status: int, content_type: str, headers: Mapping[str, str] | None = None) -> None:
-        self.send_response_only(status)
-        self.send_header("Date", self.date_time_string())
-        self.send_header("Content-Type", content_type)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-
-    def _send(
-        self, status: int, body: bytes, content_type: str = _JSON, headers: Mapping[str, str] | None = None
-    ) -> None:
-        self._start(status, content_type, headers)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
-        self._send(status, json.dumps(payload).encode(), headers=headers)
-
-    def _error(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
-        self._json(status, {"error": message}, headers)
-
-    def _client_gone(self) -> None:
-        self.close_connection = True
-        self.server.fake._note_disconnect()
-
-    def _wait(self, seconds: float | None) -> bool:
-        """Sleep (forever if None), watching the socket: False if the client left or the server stops."""
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while True:
-            if self.server.fake._stopping.is_set():
-                self.close_connection = True
-                return False
-            step = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
-            if step <= 0:
-                return True
-            readable, _, _ = select.select([self.connection], [], [], step)
-            if readable:
-                try:
-                    gone = self.connection.recv(1, socket.MSG_PEEK) == b""
-                except OSError:
-                    gone = True
-                if gone:
-                    self._client_gone()
-                    return False
-                time.sleep(step)  # a pipelined request, not a hang-up
-
-    # --- dispatch ---
-
-    def do_GET(self) -> None:
-        self._dispatch()
+class _Handler(FakeHandler["FakeOllama"]):
+    label = "fake ollama"
+    json_type = "application/json; charset=utf-8"
 
     def do_HEAD(self) -> None:
         self._dispatch()
 
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
     def _dispatch(self) -> None:
-        fake = self.server.fake
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        path = urlsplit(self.path).path
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        fake._record(RecordedRequest(self.command, path, headers, body, raw))
+        raw, body = self._read_json()
+        path, _query, headers = self._target()
+        self.server.fake._record(RecordedRequest(self.command, path, headers, body, raw))
+        self._serve(lambda: self._route(path, raw, body))
+
+    def _route(self, path: str, raw: bytes, body: Any) -> None:
         route = _ROUTES.get((self.command, path))
-        try:
-            if route is None:
-                self._error(404, "404 page not found")
-            elif self.command == "POST" and not isinstance(body, dict):
-                self._error(400, "missing request body" if not raw else "invalid JSON request body")
-            else:
-                route(self, body or {})
-        except (BrokenPipeError, ConnectionResetError):
-            self._client_gone()
-        except Exception as exc:  # a bug in a responder: answer 500 and keep serving
-            fake.errors.append(exc)
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self._error(500, f"fake ollama: {exc!r}")
+        if route is None:
+            self._error(404, "404 page not found")
+        elif self.command == "POST" and not isinstance(body, dict):
+            self._error(400, "missing request body" if not raw else "invalid JSON request body")
+        else:
+            route(self, body or {})
+
+    def _error(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        self._json(status, {"error": message}, headers)
 
     # --- routes ---
 
@@ -452,15 +337,8 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
-        reply = fake._next_reply()
-        if reply.delay_s and not self._wait(reply.delay_s):
-            return
-        if reply.hang:
-            self._wait(None)
-            return
-        if reply.drop_connection:
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+        reply = fake._reply_for(body)
+        if not self._begin(reply):
             return
         if reply.raw_body is not None:
             self._send(200, reply.raw_body, headers=reply.headers)
@@ -497,9 +375,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("stream", True) is False:  # Ollama streams unless told not to
             self._json(200, final(text), reply.headers)
             return
-        self._start(200, "application/x-ndjson", reply.headers)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+        self._start_stream("application/x-ndjson", reply.headers)
         if reply.stream_error is not None:
             chunks = chunks[: max(1, len(chunks) // 2)]
         for i, chunk in enumerate(chunks):
@@ -507,11 +383,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._line({**head(), "message": {"role": "assistant", "content": chunk}, "done": False})
         self._line({"error": reply.stream_error} if reply.stream_error is not None else final(""))
-        self.wfile.write(b"0\r\n\r\n")
+        self._end_stream()
 
     def _line(self, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode() + b"\n"
-        self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
+        self._chunk(json.dumps(payload).encode() + b"\n")
 
 
 _ROUTES: dict[tuple[str, str], Callable[[_Handler, dict[str, Any]], None]] = {
@@ -525,74 +400,20 @@ _ROUTES: dict[tuple[str, str], Callable[[_Handler, dict[str, Any]], None]] = {
 }
 
 
-class FakeOllama:
+class FakeOllama(FakeProvider[_Reply, RecordedRequest]):
     """The fake server; `with FakeOllama() as fake:` serves on `fake.url` until the block ends.
 
     Requests a real server would refuse (no model, unknown model, images for a text model) are
     answered as Ollama does and do not consume the queue; every other `/api/chat` call takes the
-    next enqueued reply, or asks `responder` when the queue is empty.
+    next enqueued reply, or asks `responder` when the queue is empty (`picker`, if set, comes first).
     """
 
     def __init__(self, models: list[FakeModel] | None = None, version: str = "0.12.3") -> None:
+        super().__init__(_Handler, _Reply)
         self.models: list[FakeModel] = default_models() if models is None else list(models)
         self.version = version
         self.responder: Responder = default_responder
         self.loaded: set[str] = set()
-        self.errors: list[BaseException] = []
-        self.disconnected = threading.Event()
-        self._disconnects = 0
-        self._requests: list[RecordedRequest] = []
-        self._queue: deque[_Reply] = deque()
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---
-
-    def start(self) -> FakeOllama:
-        if self._server is not None:
-            raise RuntimeError("FakeOllama is already running")
-        self._stopping.clear()
-        self._server = _Server(self)
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop accepting, end hung and idle connections, and wait for the worker threads."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        with server.guard:
-            sockets, workers = list(server.open_sockets), list(server.workers)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for worker in workers:
-            worker.join(timeout=2)
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-
-    def __enter__(self) -> FakeOllama:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeOllama is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    # --- steering ---
 
     def enqueue(
         self,
@@ -619,33 +440,23 @@ class FakeOllama:
         `hang` never answers; the client hanging up is counted in `disconnects`. `stream_error`
         cuts a streamed reply in half and ends it with an `{"error": ...}` line.
         """
-        if error is not None and status == 200:
-            status = 500
-        if status != 200 and error is None:
-            error = http.HTTPStatus(status).phrase
-        reply = _Reply(
-            content,
-            status,
-            error,
-            dict(headers or {}),
-            delay_s,
-            chunk_delay_s,
-            prompt_tokens,
-            completion_tokens,
-            done_reason,
-            raw_body,
-            drop_connection,
-            hang,
-            stream_error,
+        self._push(
+            _Reply(
+                content=content,
+                status=status,
+                error=error,
+                headers=headers or {},
+                delay_s=delay_s,
+                chunk_delay_s=chunk_delay_s,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                done_reason=done_reason,
+                raw_body=raw_body,
+                drop_connection=drop_connection,
+                hang=hang,
+                stream_error=stream_error,
+            )
         )
-        with self._lock:
-            self._queue.append(reply)
-
-    @property
-    def queued(self) -> int:
-        """Replies not yet consumed, to check a test used all it queued."""
-        with self._lock:
-            return len(self._queue)
 
     def find(self, name: str) -> FakeModel | None:
         wanted = _normalize(name)
@@ -653,44 +464,10 @@ class FakeOllama:
 
     def reset(self) -> None:
         """Forget requests, queue, disconnects, loaded models and errors; restore the default responder."""
-        with self._lock:
-            self._requests.clear()
-            self._queue.clear()
-            self._disconnects = 0
-        self.disconnected.clear()
+        super().reset()
         self.loaded.clear()
-        self.errors.clear()
         self.responder = default_responder
-
-    # --- what happened ---
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path == "/api/chat"]
-
-    @property
-    def disconnects(self) -> int:
-        """How many times a client hung up while the fake was still working on its request."""
-        with self._lock:
-            return self._disconnects
-
-    def wait_for_disconnect(self, timeout: float = 2) -> bool:
-        return self.disconnected.wait(timeout)
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
-
-    def _next_reply(self) -> _Reply:
-        with self._lock:
-            return self._queue.popleft() if self._queue else _Reply()
-
-    def _note_disconnect(self) -> None:
-        with self._lock:
-            self._disconnects += 1
-        self.disconnected.set()
