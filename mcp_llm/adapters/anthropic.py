@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import time
 import warnings
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,16 @@ from mcp_llm.adapters._errors import (
     translated,
     unavailable_error,
 )
-from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request, Timeouts
+from mcp_llm.adapters.base import (
+    Capabilities,
+    Completion,
+    Health,
+    LLMAdapter,
+    ModelInfo,
+    Request,
+    Timeouts,
+    probe,
+)
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 
 if TYPE_CHECKING:
@@ -147,24 +155,14 @@ class AnthropicAdapter(LLMAdapter):
         return models
 
     async def health(self) -> Health:
-        base = Health(provider=PROVIDER, status="down", endpoint=self.endpoint,
-                      has_api_key=self._settings.has_api_key)
-        try:
-            client = self._get_client()
-        except ProviderNotReady as exc:
-            return base.model_copy(update={"status": "unconfigured", "detail": exc.user_message()})
-        started = time.perf_counter()
-        try:
+        async def check(client: AsyncAnthropic) -> dict[str, Any]:
             with self._translate_errors(None):
                 page = await client.models.list(limit=1)
-        except ProviderError as exc:
-            status = "degraded" if isinstance(exc, AuthError) else "down"
-            return base.model_copy(update={"status": status, "latency_ms": _ms_since(started),
-                                           "detail": exc.user_message()})
-        newest = page.data[0].id if page.data else "none"
-        return base.model_copy(update={"status": "ok", "latency_ms": _ms_since(started),
-                                       "version": _api_version(client),
-                                       "detail": f"listing models works (newest: {newest})"})
+            newest = page.data[0].id if page.data else "none"
+            return {"version": _api_version(client), "detail": f"listing models works (newest: {newest})"}
+
+        base = Health(provider=PROVIDER, status="down", endpoint=self.endpoint, has_api_key=self._settings.has_api_key)
+        return await probe(base, self._get_client, check)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -235,5 +233,3 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None) -> Pro
     return None
 
 
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)

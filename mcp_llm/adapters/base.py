@@ -8,11 +8,17 @@ so the router reads flags instead of asking `isinstance`.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel
+
+from mcp_llm.errors import AuthError, ProviderError, ProviderNotReady
+
+ClientT = TypeVar("ClientT")
 
 
 @dataclass(frozen=True)
@@ -119,3 +125,26 @@ class LLMAdapter(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - an optional hook, not an abstract one
         """Close the SDK client, if one was built."""
+
+
+def ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+async def probe(base: Health, connect: Callable[[], ClientT],
+                check: Callable[[ClientT], Awaitable[dict[str, Any]]]) -> Health:
+    """The health probe every adapter runs: `unconfigured` when the client cannot be built,
+    `down` (or `degraded` when the key is refused) when `check` fails, else `ok` with what
+    `check` found (it may set its own status, e.g. `degraded` for a partial answer)."""
+    try:
+        client = connect()
+    except ProviderNotReady as exc:
+        return base.model_copy(update={"status": "unconfigured", "detail": exc.user_message()})
+    started = time.perf_counter()
+    try:
+        found = await check(client)
+    except ProviderError as exc:
+        status = "degraded" if isinstance(exc, AuthError) else "down"
+        return base.model_copy(update={"status": status, "latency_ms": ms_since(started),
+                                       "detail": exc.user_message()})
+    return base.model_copy(update={"status": "ok", "latency_ms": ms_since(started), **found})

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,16 @@ from mcp_llm.adapters._errors import (
     translated,
     transport_error,
 )
-from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request, Timeouts
+from mcp_llm.adapters.base import (
+    Capabilities,
+    Completion,
+    Health,
+    LLMAdapter,
+    ModelInfo,
+    Request,
+    Timeouts,
+    probe,
+)
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 
 if TYPE_CHECKING:
@@ -176,26 +184,19 @@ class GeminiAdapter(LLMAdapter):
 
     async def health(self) -> Health:
         vertex = self.uses_vertex()
-        location = self._settings.location or "global" if vertex else None
-        has_key = self._settings.has_api_key or self._settings.access_token is not None
-        base = Health(provider=PROVIDER, status="down", endpoint=self.endpoint(vertex, location), has_api_key=has_key,
-                      version="v1beta1" if vertex else "v1")
-        try:
-            client = self._client(vertex, location)
-        except ProviderNotReady as exc:
-            return base.model_copy(update={"status": "unconfigured", "detail": exc.user_message()})
-        started = time.perf_counter()
-        try:
-            with self._translate_errors(None, base.endpoint or ""):
-                pager = await client.aio.models.list(config={"page_size": 1, "query_base": True})
-                count = len(pager.page)
-        except ProviderError as exc:
-            status = "degraded" if isinstance(exc, AuthError) else "down"
-            return base.model_copy(update={"status": status, "latency_ms": _ms_since(started),
-                                           "detail": exc.user_message()})
+        location = (self._settings.location or "global") if vertex else None
+        endpoint = self.endpoint(vertex, location)
         backend = f"Vertex AI ({self._settings.project or 'express mode'}, {location})" if vertex else "Gemini API"
-        return base.model_copy(update={"status": "ok", "latency_ms": _ms_since(started),
-                                       "detail": f"{backend}: listing models works" + ("" if count else " (none)")})
+
+        async def check(client: Client) -> dict[str, Any]:
+            with self._translate_errors(None, endpoint):
+                pager = await client.aio.models.list(config={"page_size": 1, "query_base": True})
+            return {"detail": f"{backend}: listing models works" + ("" if pager.page else " (none)")}
+
+        has_key = self._settings.has_api_key or self._settings.access_token is not None
+        base = Health(provider=PROVIDER, status="down", endpoint=endpoint, has_api_key=has_key,
+                      version="v1beta1" if vertex else "v1")
+        return await probe(base, lambda: self._client(vertex, location), check)
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
@@ -283,5 +284,3 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None, *, ver
                            down_hint="Check the network, or providers.gemini.endpoint if you set one.")
 
 
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)

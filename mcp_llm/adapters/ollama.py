@@ -8,7 +8,6 @@ There is no version call in the SDK, so `/api/version` is fetched through its tr
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -17,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mcp_llm.adapters._errors import error_for_status, parse_retry_after, translated, transport_error
-from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request, Timeouts
+from mcp_llm.adapters.base import (
+    Capabilities,
+    Completion,
+    Health,
+    LLMAdapter,
+    ModelInfo,
+    Request,
+    Timeouts,
+    probe,
+)
 from mcp_llm.errors import BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 
 if TYPE_CHECKING:
@@ -160,47 +168,25 @@ class OllamaAdapter(LLMAdapter):
         self._vision_cache.clear()
 
     async def health(self) -> Health:
-        base = Health(
-            provider=PROVIDER,
-            status="down",
-            endpoint=self.endpoint,
-            has_api_key=self._settings.has_api_key,
-        )
-        try:
-            client = self._get_client()
-        except ProviderNotReady as exc:
-            return base.model_copy(update={"status": "unconfigured", "detail": exc.user_message()})
-        started = time.perf_counter()
-        try:
+        async def check(client: AsyncClient) -> dict[str, Any]:
             # No SDK call for the version; `_request_raw` is the SDK's own transport with its
             # error mapping (ollama/_client.py, AsyncClient._request_raw).
             with self._translate_errors(None):
                 response = await client._request_raw("GET", "/api/version")
+            try:
                 version = response.json().get("version")
-        except ProviderError as exc:
-            return base.model_copy(
-                update={"latency_ms": _ms_since(started), "detail": exc.user_message()}
-            )
-        except ValueError:
-            version = None
-        latency_ms = _ms_since(started)
-        try:
-            with self._translate_errors(None):
-                listing = await client.list()
-        except ProviderError as exc:
-            return base.model_copy(
-                update={"status": "degraded", "latency_ms": latency_ms, "version": version,
+            except ValueError:
+                version = None
+            try:
+                with self._translate_errors(None):
+                    count = len((await client.list()).models)
+            except ProviderError as exc:
+                return {"status": "degraded", "version": version,
                         "detail": f"/api/version answered but listing models failed: {exc.user_message()}"}
-            )
-        count = len(listing.models)
-        return base.model_copy(
-            update={
-                "status": "ok",
-                "latency_ms": latency_ms,
-                "version": version,
-                "detail": f"{count} model{'s' if count != 1 else ''} installed",
-            }
-        )
+            return {"version": version, "detail": f"{count} model{'s' if count != 1 else ''} installed"}
+
+        base = Health(provider=PROVIDER, status="down", endpoint=self.endpoint, has_api_key=self._settings.has_api_key)
+        return await probe(base, self._get_client, check)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -274,5 +260,3 @@ async def _remember_retry_after(response: Any) -> None:
         _retry_after.set(parse_retry_after(response.headers.get("retry-after")))
 
 
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 1)
