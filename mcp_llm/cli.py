@@ -20,6 +20,18 @@ from mcp_llm.errors import ConfigError
 log = logging.getLogger("mcp_llm")
 
 
+def _emit(text: str) -> None:
+    """The answer of a one-shot command (`config`, `models`, `health`, `call`) on stdout.
+
+    Never used by `serve`: while serving, stdout belongs to JSON-RPC.
+    """
+    sys.stdout.write(text + "\n")
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"mcp-llm: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcp-llm", description="An MCP server for schema-valid LLM answers.")
     parser.add_argument("--version", action="version", version=f"mcp-llm {__version__}")
@@ -54,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"mcp-llm: {exc.user_message()}", file=sys.stderr)
+        _fail(exc.user_message())
         return 2
     command = args.command or "serve"
     if command == "serve":
@@ -86,12 +98,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.server.port
     token = settings.server.token
     if token is None and not _is_loopback(host):
-        print(
-            f"mcp-llm: refusing to serve HTTP on {host} without a token. Set server.token_env to the name of "
-            "an environment variable holding one (clients send it as `Authorization: Bearer …`), "
-            "or bind to 127.0.0.1.",
-            file=sys.stderr,
-        )
+        _fail(f"refusing to serve HTTP on {host} without a token. Set server.token_env to the name of "
+              "an environment variable holding one (clients send it as `Authorization: Bearer …`), "
+              "or bind to 127.0.0.1.")
         return 2
     server = build_server(settings, http_token=token.get_secret_value() if token else None,
                           http_url=f"http://{host}:{port}")
@@ -114,13 +123,13 @@ def _print_config(settings: Settings, *, as_json: bool) -> int:
     described = describe(settings)
     if as_json:
         sources = {key: settings.source_of(key) for key, _ in _flatten(described)}
-        print(json.dumps({"path": str(settings.path) if settings.path else None, "config": described,
+        _emit(json.dumps({"path": str(settings.path) if settings.path else None, "config": described,
                           "sources": {k: v for k, v in sources.items() if v != "default"}}, indent=2))
         return 0
-    print(f"# config file: {settings.path or '(none: defaults and environment only)'}")
+    _emit(f"# config file: {settings.path or '(none: defaults and environment only)'}")
     for key, value in _flatten(described):
         source = settings.source_of(key)
-        print(f"{key} = {json.dumps(value)}" + (f"    # {source}" if source != "default" else ""))
+        _emit(f"{key} = {json.dumps(value)}" + (f"    # {source}" if source != "default" else ""))
     return 0
 
 
@@ -160,9 +169,9 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
     try:
         result = anyio.run(run)
     except LLMError as exc:
-        print(f"mcp-llm: {exc.user_message()}", file=sys.stderr)
+        _fail(exc.user_message())
         return 1
-    print(json.dumps(result, indent=2, ensure_ascii=False))
+    _emit(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -180,14 +189,14 @@ def _run_query(settings: Settings, command: str, *, as_json: bool) -> int:
 
     rows = anyio.run(run)
     if as_json:
-        print(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+        _emit(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
     elif command == "models":
         for m in rows:
             flags = ",".join(f for f, on in (("vision", m.vision), ("disabled", not m.enabled)) if on)
             available = {True: "available", False: "missing", None: "unknown"}[m.available]
-            print(f"{m.id:40} {m.source:10} {available:9} {flags}")
+            _emit(f"{m.id:40} {m.source:10} {available:9} {flags}")
     else:
         for h in rows:
             latency = f"{h.latency_ms:.0f} ms" if h.latency_ms is not None else "-"
-            print(f"{h.provider:10} {h.status:12} {latency:>8}  {h.version or '-':10} {h.detail}")
+            _emit(f"{h.provider:10} {h.status:12} {latency:>8}  {h.version or '-':10} {h.detail}")
     return 0
