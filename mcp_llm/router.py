@@ -23,6 +23,7 @@ from mcp_llm.adapters.base import Completion, ImageInput, LLMAdapter, Message, R
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.errors import (
     AllAttemptsFailed,
+    BadRequestError,
     CircuitOpenError,
     InputError,
     LLMError,
@@ -158,6 +159,7 @@ class Router:
 
     async def _run_model(self, route: Route, spec: CallSpec, call: _Call) -> Outcome:
         adapter = await self.registry.ready_adapter(route.provider)
+        _check_images(adapter, route, spec.images)
         compiled = compile_for(route.provider, spec.schema) if spec.schema is not None else None
         system = spec.system
         if spec.schema is not None:
@@ -170,7 +172,7 @@ class Router:
                 model=route.native,
                 messages=list(messages),
                 system=system,
-                schema=compiled.schema if compiled else None,
+                schema=compiled.schema if compiled and adapter.capabilities.native_schema else None,
                 temperature=spec.temperature,
                 max_tokens=spec.max_tokens,
                 vertex=route.vertex,
@@ -282,6 +284,24 @@ class Router:
             usage=call.usage,
             latency_ms=round((time.perf_counter() - call.started) * 1000, 1),
             schema_rewrites=rewrites,
+        )
+
+
+def _check_images(adapter: LLMAdapter, route: Route, images: tuple[ImageInput, ...]) -> None:
+    """Refuse here, clearly, what the provider would refuse: a not-retryable error, so fallback goes on."""
+    if not images:
+        return
+    limit = adapter.capabilities.max_image_bytes
+    if not adapter.capabilities.images:
+        raise BadRequestError(f"{route.provider} does not take images.", provider=route.provider,
+                              model=route.model_id, hint="Use a vision model (list_models shows vision: true).")
+    too_big = [image for image in images if limit is not None and len(image.data) > limit]
+    if too_big:
+        raise BadRequestError(
+            f"The image is {len(too_big[0].data) / 1e6:.1f} MB, over {route.provider}'s "
+            f"{(limit or 0) / 1e6:.1f} MB limit.",
+            provider=route.provider, model=route.model_id,
+            hint="Send a smaller image (or lower images.max_pixels), or use another provider's model.",
         )
 
 

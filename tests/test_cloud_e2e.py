@@ -206,3 +206,26 @@ def test_no_key_in_printed_config(config_file: Path) -> None:
                               capture_output=True, text=True, env=env, timeout=60, check=True)
         assert_no_canary(done.stdout + done.stderr)
         assert "env:GEMINI_API_KEY" in done.stdout and "env:ANTHROPIC_API_KEY" in done.stdout
+
+
+async def test_an_image_over_the_providers_limit_is_refused_before_sending(
+    client: Client, fakes: tuple[FakeOllama, FakeGemini, FakeAnthropic], tmp_path: Path
+) -> None:
+    import io
+    import os
+
+    from PIL import Image
+
+    noise = Image.frombytes("RGB", (1400, 1400), os.urandom(1400 * 1400 * 3))  # ~5.9 MB as PNG
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    image = tmp_path / "noise.png"
+    image.write_bytes(buffer.getvalue())
+    sent_before = len(fakes[2].message_requests)
+
+    text = await call_error(client, "analyze_image", image=str(image), prompt="What is it?", model="claude-haiku-4-5")
+
+    assert "over anthropic's 5.2 MB limit" in text and "smaller image" in text
+    assert len(fakes[2].message_requests) == sent_before  # refused here, not by the API
+    gemini = await call(client, "analyze_image", image=str(image), prompt="What is it?", model="gemini-2.5-flash")
+    assert gemini["text"]

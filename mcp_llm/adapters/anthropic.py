@@ -55,7 +55,7 @@ NO_NATIVE_PREFIXES = ("claude-3-", "claude-2", "claude-instant")
 class AnthropicAdapter(LLMAdapter):
     provider = PROVIDER
     sdk_modules = ("anthropic", "httpx2")
-    capabilities = Capabilities(native_schema=True, images=True, streaming=True, max_image_bytes=5 * 1024 * 1024)
+    capabilities = Capabilities(native_schema=True, images=True, max_image_bytes=5 * 1024 * 1024)
 
     def __init__(self, settings: AnthropicSettings, timeouts: Timeouts | None = None) -> None:
         self._settings = settings

@@ -23,10 +23,11 @@ ClientT = TypeVar("ClientT")
 
 @dataclass(frozen=True)
 class Capabilities:
-    native_schema: bool  # the provider constrains its output to a JSON Schema
-    images: bool  # the provider accepts image input (per model: see ModelInfo.vision)
-    streaming: bool
-    max_image_bytes: int | None = None
+    """What the router asks of an adapter before sending it a request."""
+
+    native_schema: bool  # send the compiled schema; without it the model only gets the schema instruction
+    images: bool  # the provider accepts image input at all (per model: see ModelInfo.vision)
+    max_image_bytes: int | None = None  # larger images are refused here, with a clear error, not by the API
 
 
 @dataclass(frozen=True)

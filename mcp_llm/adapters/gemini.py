@@ -54,7 +54,7 @@ VERTEX_HINT = (
 class GeminiAdapter(LLMAdapter):
     provider = PROVIDER
     sdk_modules = ("google.genai", "google.oauth2.credentials")
-    capabilities = Capabilities(native_schema=True, images=True, streaming=True, max_image_bytes=20 * 1024 * 1024)
+    capabilities = Capabilities(native_schema=True, images=True, max_image_bytes=20 * 1024 * 1024)
 
     def __init__(self, settings: GeminiSettings, timeouts: Timeouts | None = None) -> None:
         self._settings = settings

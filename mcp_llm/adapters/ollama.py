@@ -40,7 +40,7 @@ SHOW_CONCURRENCY = 4
 class OllamaAdapter(LLMAdapter):
     provider = PROVIDER
     sdk_modules = ("ollama", "httpx")
-    capabilities = Capabilities(native_schema=True, images=True, streaming=True)
+    capabilities = Capabilities(native_schema=True, images=True)
 
     def __init__(self, settings: OllamaSettings, timeouts: Timeouts | None = None) -> None:
         self._settings = settings
