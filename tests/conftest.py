@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,25 @@ from typing import Any
 import pytest
 from mcp import Client
 
+from mcp_llm.adapters.base import Timeouts
 from mcp_llm.config import Settings, load_settings
 from mcp_llm.server import build_server
 from tests.fakes.ollama_server import FakeOllama
 
 TEXT_MODEL = "ollama/llama3.2:3b"
 VISION_MODEL = "ollama/llava:7b"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released): for servers to start, or to be refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def budget(timeout_s: float) -> Timeouts:
+    """Adapter budgets for a test: a hung request times out after `timeout_s`."""
+    return Timeouts(total_s=timeout_s, first_response_s=timeout_s)
 
 
 @pytest.fixture

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from mcp_llm.adapters.anthropic import AnthropicAdapter
-from mcp_llm.adapters.base import ImageInput, Message, Request, Timeouts
+from mcp_llm.adapters.base import ImageInput, Message, Request
 from mcp_llm.config import Settings
 from mcp_llm.errors import (
     AuthError,
@@ -24,15 +23,12 @@ from mcp_llm.errors import (
     RateLimitedError,
 )
 from mcp_llm.schema_dialects import compile_anthropic
+from tests.conftest import budget, free_port
 from tests.fakes.anthropic_server import FakeAnthropic, forced_tool, output_schema
 from tests.images import png_bytes
 
 pytestmark = pytest.mark.anyio
 
-
-def budget(timeout_s: float) -> Timeouts:
-    """Adapter budgets for a test: a hung request times out after `timeout_s`."""
-    return Timeouts(total_s=timeout_s, first_response_s=timeout_s)
 
 KEY = "sk-ant-canary-0042"
 SCHEMA: dict[str, Any] = {
@@ -157,14 +153,8 @@ async def test_wrong_key_is_an_auth_error_naming_the_variable(make_adapter) -> N
     await adapter.aclose()
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_transport_faults(make_adapter, fake: FakeAnthropic) -> None:
-    refused = make_adapter(endpoint=f"http://127.0.0.1:{_closed_port()}")
+    refused = make_adapter(endpoint=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ProviderUnavailable):
         await refused.complete(ask())
     await refused.aclose()
@@ -205,7 +195,7 @@ async def test_health_without_a_key_is_unconfigured(make_adapter) -> None:
 
 
 async def test_health_down_when_unreachable(make_adapter) -> None:
-    adapter = make_adapter(endpoint=f"http://127.0.0.1:{_closed_port()}")
+    adapter = make_adapter(endpoint=f"http://127.0.0.1:{free_port()}")
     health = await adapter.health()
     assert health.status == "down" and "Cannot reach Anthropic" in health.detail
     await adapter.aclose()

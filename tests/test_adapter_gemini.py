@@ -7,14 +7,13 @@ Both backends: the Gemini API by key, and Vertex AI with an access token (as CI 
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import jsonschema
 import pytest
 
-from mcp_llm.adapters.base import ImageInput, Message, Request, Timeouts
+from mcp_llm.adapters.base import ImageInput, Message, Request
 from mcp_llm.adapters.gemini import GeminiAdapter
 from mcp_llm.config import Settings
 from mcp_llm.errors import (
@@ -28,15 +27,12 @@ from mcp_llm.errors import (
     RateLimitedError,
 )
 from mcp_llm.schema_dialects import compile_gemini
+from tests.conftest import budget, free_port
 from tests.fakes.gemini_server import FakeGemini
 from tests.images import png_bytes
 
 pytestmark = pytest.mark.anyio
 
-
-def budget(timeout_s: float) -> Timeouts:
-    """Adapter budgets for a test: a hung request times out after `timeout_s`."""
-    return Timeouts(total_s=timeout_s, first_response_s=timeout_s)
 
 KEY = "AIza-canary-gemini-77"
 TOKEN = "ya29.canary-token-88"
@@ -176,14 +172,8 @@ async def test_invalid_key_and_unknown_model(make_adapter) -> None:
     await good.aclose()
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_transport_faults_and_blocked_prompts(make_adapter, fake: FakeGemini) -> None:
-    refused = make_adapter(endpoint=f"http://127.0.0.1:{_closed_port()}")
+    refused = make_adapter(endpoint=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ProviderUnavailable):
         await refused.complete(ask())
     await refused.aclose()
@@ -221,6 +211,6 @@ async def test_health_states(make_adapter) -> None:
     health = await ok.health()
     assert health.status == "ok" and health.has_api_key and health.latency_ms is not None
     await ok.aclose()
-    down = make_adapter(endpoint=f"http://127.0.0.1:{_closed_port()}")
+    down = make_adapter(endpoint=f"http://127.0.0.1:{free_port()}")
     assert (await down.health()).status == "down"
     await down.aclose()

@@ -8,17 +8,14 @@ adapter's caller gets back (a Completion, a ModelInfo list, a Health, one of our
 from __future__ import annotations
 
 import base64
-import io
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from PIL import Image
 
-from mcp_llm.adapters.base import ImageInput, Message, Request, Timeouts
+from mcp_llm.adapters.base import ImageInput, Message, Request
 from mcp_llm.adapters.ollama import OllamaAdapter
 from mcp_llm.config import Settings
 from mcp_llm.errors import (
@@ -35,14 +32,12 @@ from mcp_llm.errors import (
     TransientError,
 )
 from mcp_llm.registry import Registry
+from tests.conftest import budget, free_port
 from tests.fakes.ollama_server import FakeModel, FakeOllama
+from tests.images import png_bytes
 
 pytestmark = pytest.mark.anyio
 
-
-def budget(timeout_s: float) -> Timeouts:
-    """Adapter budgets for a test: a hung request times out after `timeout_s`."""
-    return Timeouts(total_s=timeout_s, first_response_s=timeout_s)
 
 CANARY = "sk-canary-ollama-123"
 SCHEMA: dict[str, Any] = {
@@ -55,21 +50,8 @@ SCHEMA: dict[str, Any] = {
 MakeAdapter = Callable[..., OllamaAdapter]
 
 
-def png_bytes() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (3, 2), (200, 30, 90)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def ask(model: str = "llama3.2:3b", prompt: str = "Say hi.", **fields: Any) -> Request:
     return Request(model=model, messages=[Message("user", prompt)], **fields)
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def error_chain(exc: BaseException) -> str:
@@ -109,7 +91,7 @@ def adapter(make_adapter: MakeAdapter, fake_ollama: FakeOllama) -> OllamaAdapter
 
 
 async def test_request_shape_schema_system_images_and_options(adapter: OllamaAdapter, fake_ollama: FakeOllama) -> None:
-    image = png_bytes()
+    image = png_bytes(3, 2)
     request = Request(
         model="llava:7b",
         messages=[Message("user", "Describe the picture.", [ImageInput(image, "image/png")])],
@@ -253,7 +235,7 @@ async def test_rate_limit_keeps_retry_after(adapter: OllamaAdapter, fake_ollama:
 
 
 async def test_connection_refused_is_provider_unavailable(make_adapter: MakeAdapter) -> None:
-    adapter = make_adapter(f'endpoint = "http://127.0.0.1:{closed_port()}"')
+    adapter = make_adapter(f'endpoint = "http://127.0.0.1:{free_port()}"')
     with pytest.raises(ProviderUnavailable) as caught:
         await adapter.complete(ask())
     exc = caught.value
@@ -356,7 +338,7 @@ async def test_one_failing_show_does_not_sink_the_listing(make_adapter: MakeAdap
 
 
 async def test_list_models_when_ollama_is_down(make_adapter: MakeAdapter) -> None:
-    adapter = make_adapter(f'endpoint = "http://127.0.0.1:{closed_port()}"')
+    adapter = make_adapter(f'endpoint = "http://127.0.0.1:{free_port()}"')
     with pytest.raises(ProviderUnavailable) as caught:
         await adapter.list_models()
     assert adapter.endpoint in str(caught.value)
@@ -383,7 +365,7 @@ async def test_health_counts_one_model_in_the_singular(make_adapter: MakeAdapter
 
 
 async def test_health_down_says_where_and_how_to_start_ollama(make_adapter: MakeAdapter) -> None:
-    adapter = make_adapter(f'endpoint = "http://127.0.0.1:{closed_port()}"')
+    adapter = make_adapter(f'endpoint = "http://127.0.0.1:{free_port()}"')
     health = await adapter.health()
     assert health.status == "down"
     assert health.endpoint == adapter.endpoint
@@ -485,7 +467,7 @@ async def test_cloud_key_never_appears_in_health_or_connection_errors(
     monkeypatch.setenv("OLLAMA_API_KEY", CANARY)
     env = {"OLLAMA_API_KEY": CANARY}
     up = make_adapter(f'use_cloud = true\nendpoint = "{fake_ollama.url}"', env=env)
-    down = make_adapter(f'use_cloud = true\nendpoint = "http://127.0.0.1:{closed_port()}"', env=env)
+    down = make_adapter(f'use_cloud = true\nendpoint = "http://127.0.0.1:{free_port()}"', env=env)
 
     healthy, unreachable = await up.health(), await down.health()
     assert (healthy.status, healthy.has_api_key) == ("ok", True)

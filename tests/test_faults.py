@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -31,7 +30,7 @@ from mcp import Client
 
 from mcp_llm.config import load_settings
 from mcp_llm.server import build_server
-from tests.conftest import call, call_error
+from tests.conftest import call, call_error, free_port
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.ollama_server import FakeOllama
@@ -158,12 +157,6 @@ def fakes(running_fakes: Fakes) -> Iterator[Fakes]:
     yield running_fakes
     for fake in running_fakes.all():
         assert not fake.errors, f"the fake server itself failed: {fake.errors!r}"
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def toml_list(ids: list[str]) -> str:
@@ -405,7 +398,7 @@ async def test_a_larger_timeout_s_gives_a_slow_model_more_time(serve: Serve, fak
 @pytest.mark.parametrize("provider", per_provider())
 async def test_connection_refused_is_retried_then_a_clear_error(serve: Serve, fakes: Fakes,
                                                                 provider: Provider) -> None:
-    endpoint = f"http://127.0.0.1:{closed_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     async with serve(max_retries=1, endpoints={provider.name: endpoint}) as client:
         text, elapsed = await generate_error(client, provider.model)
         assert f"Cannot reach {provider.label} at {endpoint}" in text
@@ -420,7 +413,7 @@ async def test_connection_refused_is_retried_then_a_clear_error(serve: Serve, fa
 @pytest.mark.parametrize("provider", per_provider())
 async def test_connection_refused_falls_back_to_the_models_own_fallback(serve: Serve, fakes: Fakes,
                                                                         provider: Provider) -> None:
-    endpoint = f"http://127.0.0.1:{closed_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     fakes.of(provider.fallback_provider).enqueue(GOOD)
     async with serve(max_retries=1, endpoints={provider.name: endpoint},
                      model_fallback={provider.name: [provider.fallback]}) as client:

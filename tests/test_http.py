@@ -18,7 +18,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import call
+from tests.conftest import call, free_port
 from tests.fakes.ollama_server import FakeOllama
 from tests.stdio_harness import subprocess_env, write_config
 
@@ -27,12 +27,6 @@ pytestmark = pytest.mark.anyio
 TOKEN = "http-canary-token-31337"
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:

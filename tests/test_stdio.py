@@ -30,6 +30,7 @@ from mcp_llm.app import HEALTH_CACHE_S
 from mcp_llm.presets import PRESETS
 from tests.conftest import TEXT_MODEL, VISION_MODEL, call, call_error
 from tests.fakes.ollama_server import FakeModel, FakeOllama, default_models
+from tests.images import png_bytes
 from tests.stdio_harness import REPO_ROOT, server_args, subprocess_env, write_config
 
 TOOLS = {"generate_structured", "analyze_image", "list_models", "provider_health"}
@@ -101,15 +102,6 @@ def assert_trace(result: dict[str, Any], model: str, *, attempts: int = 1) -> No
     assert SECRET not in json.dumps(result)
 
 
-def png_bytes() -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 12), (200, 30, 30)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
 
 @pytest.mark.anyio
 async def test_lists_the_four_tools_with_output_schemas(config: Path) -> None:
@@ -160,7 +152,7 @@ async def test_generate_structured(config: Path, fake: FakeOllama) -> None:
 @pytest.mark.anyio
 async def test_analyze_image(config: Path, fake: FakeOllama) -> None:
     image = config.parent / "images" / "red.png"
-    image.write_bytes(png_bytes())
+    image.write_bytes(png_bytes(16, 12))
     with anyio.fail_after(TEST_TIMEOUT_S):
         async with connect(config) as client:
             result = await call(client, "analyze_image", image=str(image), prompt="What colour is it?")
@@ -170,7 +162,7 @@ async def test_analyze_image(config: Path, fake: FakeOllama) -> None:
             (sent,) = fake.chat_requests[-1].json["messages"][-1]["images"]
             assert base64.b64decode(sent) == image.read_bytes()
 
-            data_uri = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+            data_uri = "data:image/png;base64," + base64.b64encode(png_bytes(16, 12)).decode()
             schema = PRESETS["reverse_prompt"]
             result = await call(client, "analyze_image", image=data_uri, prompt="Reverse it.", schema="reverse_prompt")
             validate(result["data"], schema)
