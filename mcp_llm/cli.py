@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from mcp_llm import __version__
-from mcp_llm.config import Settings, load_settings
+from mcp_llm.config import Settings, dotted_items, load_settings
 from mcp_llm.errors import ConfigError
 
 log = logging.getLogger("mcp_llm")
@@ -122,26 +122,19 @@ def _print_config(settings: Settings, *, as_json: bool) -> int:
 
     described = describe(settings)
     if as_json:
-        sources = {key: settings.source_of(key) for key, _ in _flatten(described)}
+        sources = {key: settings.source_of(key) for key, _ in _leaves(described)}
         _emit(json.dumps({"path": str(settings.path) if settings.path else None, "config": described,
                           "sources": {k: v for k, v in sources.items() if v != "default"}}, indent=2))
         return 0
     _emit(f"# config file: {settings.path or '(none: defaults and environment only)'}")
-    for key, value in _flatten(described):
+    for key, value in _leaves(described):
         source = settings.source_of(key)
         _emit(f"{key} = {json.dumps(value)}" + (f"    # {source}" if source != "default" else ""))
     return 0
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = []
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            rows.extend(_flatten(value, dotted + "."))
-        else:
-            rows.append((dotted, value))
-    return rows
+def _leaves(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(key, value) for key, value in dotted_items(data) if not (isinstance(value, dict) and value)]
 
 
 def _call(settings: Settings, args: argparse.Namespace) -> int:

@@ -242,14 +242,15 @@ def _read_file(explicit: str | os.PathLike[str] | None, env: dict[str, str]) -> 
         raise ConfigError(f"Config file {path} is not valid TOML: {exc}.", hint="Fix the line it names.") from exc
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> list[str]:
-    keys: list[str] = []
+def dotted_items(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Every table and value of nested data under its dotted key (`providers.ollama.endpoint`)."""
+    items: list[tuple[str, Any]] = []
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        keys.append(dotted)
+        items.append((dotted, value))
         if isinstance(value, dict):
-            keys.extend(_flatten(value, dotted + "."))
-    return keys
+            items.extend(dotted_items(value, dotted + "."))
+    return items
 
 
 def _explain(exc: ValidationError, path: Path | None) -> ConfigError:
@@ -278,7 +279,7 @@ def load_settings(
     env = dict(os.environ) if env is None else env
     loaded = _read_file(config_path, env)
     data = loaded.data
-    sources = {key: "file" for key in _flatten(data)}
+    sources = {key: "file" for key, _ in dotted_items(data)}
 
     gemini_raw = data.get("providers", {}).get("gemini", {})
     if "backend" not in gemini_raw and env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true", "yes"):
