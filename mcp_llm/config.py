@@ -144,6 +144,18 @@ class ImageSettings(_Section):
         return [Path(os.path.expanduser(str(r))).resolve() for r in roots]
 
 
+class LimitSettings(_Section):
+    """Bounds on what a caller's schema and a model's reply may cost, checked before the work is done."""
+
+    schema_max_bytes: int = Field(default=65_536, ge=256)
+    schema_max_depth: int = Field(default=64, ge=4, le=256)
+    schema_max_refs: int = Field(default=512, ge=0)
+    schema_max_expansion: int = Field(default=2_000, ge=10)
+    reply_max_bytes: int = Field(default=1_000_000, ge=1_024)
+    reply_max_depth: int = Field(default=64, ge=4, le=200)
+    validation_timeout_s: float = Field(default=5.0, gt=0)
+
+
 class ServerSettings(_Section):
     transport: Literal["stdio", "http"] = "stdio"
     host: str = "127.0.0.1"
@@ -162,6 +174,7 @@ class Settings(_Section):
     aliases: dict[str, str] = Field(default_factory=dict)
     providers: Providers = Field(default_factory=Providers)
     images: ImageSettings = Field(default_factory=ImageSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     _path: Path | None = PrivateAttr(default=None)

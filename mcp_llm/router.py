@@ -34,7 +34,13 @@ from mcp_llm.errors import (
     TransientError,
 )
 from mcp_llm.registry import Registry, Route
-from mcp_llm.structured import compile_for, parse_and_validate, repair_message, schema_instruction
+from mcp_llm.structured import (
+    compile_for,
+    limits_from,
+    parse_and_validate_off_loop,
+    repair_message,
+    schema_instruction,
+)
 
 RETRY_INITIAL_WAIT_S = 0.5
 RETRY_MAX_WAIT_S = 8.0
@@ -119,6 +125,7 @@ class Router:
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
         defaults = registry.settings.defaults
         self.breakers = CircuitBreakers(defaults.circuit_failures, defaults.circuit_cooldown_s)
+        self.schema_limits, self.reply_limits = limits_from(registry.settings.limits)
 
     def limiter(self, provider: str) -> anyio.CapacityLimiter:
         """At most `providers.<name>.concurrency` requests in flight to one provider."""
@@ -183,7 +190,8 @@ class Router:
             data: Any = None
             if spec.schema is not None:
                 try:
-                    data = parse_and_validate(completion.text, spec.schema, unwrap=unwrap)
+                    data = await parse_and_validate_off_loop(completion.text, spec.schema, unwrap=unwrap,
+                                                             limits=self.reply_limits)
                 except OutputError as exc:
                     call.record(route, "invalid_output", started, exc)
                     if round_ == repairs or call.remaining() <= 0:

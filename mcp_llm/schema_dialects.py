@@ -4,26 +4,35 @@ Each provider constrains decoding with its own subset of JSON Schema. Rather tha
 provider refuse a schema (or silently ignore part of it), the schema is rewritten into that
 subset here, and every change is reported (`CompiledSchema.rewrites`, shown to the caller as
 `schema_rewrites`). Nothing is lost for the caller: the answer is still validated against the
-original schema, and re-asked if it breaks a constraint the provider could not enforce.
+original schema, and re-asked if it breaks a constraint the provider could not enforce. So when
+a constraint cannot be expressed, the provider gets a LOOSER schema, never a tighter one: a
+tighter one could forbid every answer the caller's schema allows.
 
 - Ollama: sent as is (its `format` turns the schema into a grammar).
 - Gemini (`response_json_schema`): the documented keywords pass; `oneOf` → `anyOf`,
-  `const` → `enum`, `definitions` → `$defs`, one-item `allOf` merged, the rest dropped.
-- Anthropic (strict `output_config` json_schema): objects closed (`additionalProperties: false`),
+  `const` → `enum`, `definitions` → `$defs`, one-item `allOf` merged, the rest dropped
+  (with `additionalProperties` when `patternProperties` had to go).
+- Anthropic (strict `output_config` json_schema): objects closed (`additionalProperties: false`)
+  after `allOf` object branches are merged in and every required name is a property,
   `type` lists → `anyOf`, `oneOf` → `anyOf`, constraints it cannot enforce moved into the
   description (as the anthropic SDK's own `transform_schema` does), and a non-object root
-  wrapped in `{"value": …}` (unwrapped again before validation).
+  wrapped in `{"value": …}` (unwrapped again before validation; references to the root follow it).
+
+The walk is top-down and each node of the caller's schema is either compiled once or written
+once into a description (clipped), so compilation is linear in the schema's size. A final pass
+removes any `$ref` a rewrite left pointing nowhere.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 WRAP_KEY = "value"
+MAX_DESCRIBED_CHARS = 600  # per node: the description is a hint to the model, not a second schema
 
 # Keywords whose value is a map of name → schema, a schema, or a list of schemas.
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
@@ -52,6 +61,7 @@ _BY_TYPE = {
     "number": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"),
     "integer": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"),
 }
+_MERGEABLE_OBJECT_KEYS = frozenset({"type", "properties", "required", "title", "description"})
 
 
 @dataclass
@@ -66,22 +76,42 @@ class CompiledSchema:
 Rule = Callable[[dict[str, Any], str, list[str]], dict[str, Any]]
 
 
-def _walk(node: Any, path: str, rule: Rule, rewrites: list[str]) -> Any:
-    """Apply `rule` to every schema in the tree, children first."""
+def _compile(node: Any, path: str, rule: Rule, rewrites: list[str]) -> Any:
+    """Fix `node`'s own keywords with `rule` (it sees the caller's children, so what it moves into a
+    description is the original text), then compile the children it kept. Top-down, so linear."""
     if not isinstance(node, dict):
         return node
-    node = dict(node)
+    node = rule(dict(node), path, rewrites)
     for key in _SCHEMA_MAPS:
         if isinstance(node.get(key), dict):
-            node[key] = {name: _walk(sub, f"{path}.{key}.{name}" if key != "properties" else f"{path}.{name}",
-                                     rule, rewrites) for name, sub in node[key].items()}
+            node[key] = {name: _compile(sub, f"{path}.{key}.{name}" if key != "properties" else f"{path}.{name}",
+                                        rule, rewrites) for name, sub in node[key].items()}
     for key in _SCHEMA_VALUES:
         if isinstance(node.get(key), dict):
-            node[key] = _walk(node[key], f"{path}.{key}" if key != "items" else f"{path}[]", rule, rewrites)
+            node[key] = _compile(node[key], f"{path}.{key}" if key != "items" else f"{path}[]", rule, rewrites)
     for key in _SCHEMA_LISTS:
         if isinstance(node.get(key), list):
-            node[key] = [_walk(sub, f"{path}.{key}[{i}]", rule, rewrites) for i, sub in enumerate(node[key])]
-    return rule(node, path, rewrites)
+            node[key] = [_compile(sub, f"{path}.{key}[{i}]", rule, rewrites) for i, sub in enumerate(node[key])]
+    return node
+
+
+def _schema_nodes(node: Any) -> Iterator[dict[str, Any]]:
+    """Every schema object in a tree (not the data inside `enum`, `const`, `default`, `examples`)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, dict):
+            continue
+        yield current
+        for key in _SCHEMA_MAPS:
+            if isinstance(current.get(key), dict):
+                stack.extend(current[key].values())
+        for key in _SCHEMA_VALUES:
+            if isinstance(current.get(key), dict):
+                stack.append(current[key])
+        for key in _SCHEMA_LISTS:
+            if isinstance(current.get(key), list):
+                stack.extend(current[key])
 
 
 def _drop_dollar_schema(schema: dict[str, Any], rewrites: list[str]) -> dict[str, Any]:
@@ -89,6 +119,31 @@ def _drop_dollar_schema(schema: dict[str, Any], rewrites: list[str]) -> dict[str
         schema = {k: v for k, v in schema.items() if k != "$schema"}
         rewrites.append("dropped `$schema` at $")
     return schema
+
+
+def _repair_refs(schema: dict[str, Any], rewrites: list[str]) -> None:
+    """Drop any `$ref` that a rewrite left pointing nowhere (the answer is still checked against the original)."""
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    root = Registry().resolver_with_root(DRAFT202012.create_resource(schema))
+    for node in _schema_nodes(schema):
+        ref = node.get("$ref")
+        if not isinstance(ref, str):
+            continue
+        try:
+            target = root.lookup(ref).contents
+        except Unresolvable:
+            target = None
+        if not isinstance(target, dict | bool):
+            del node["$ref"]
+            rewrites.append(f"dropped the $ref {json.dumps(ref)}: it pointed at a part of the schema this provider "
+                            "does not take (the answer is still checked against it)")
+
+
+def _add_all_of(node: dict[str, Any], branch: dict[str, Any]) -> None:
+    node["allOf"] = [*node.get("allOf", []), branch]
 
 
 # --- Gemini -------------------------------------------------------------------------------------
@@ -104,22 +159,36 @@ def _gemini_rule(node: dict[str, Any], path: str, rewrites: list[str]) -> dict[s
     if "definitions" in node and "$defs" not in node:
         node["$defs"] = node.pop("definitions")
         rewrites.append(f"`definitions` became `$defs` at {path}")
-    if isinstance(node.get("$ref"), str) and node["$ref"].startswith("#/definitions/"):
-        node["$ref"] = "#/$defs/" + node["$ref"][len("#/definitions/") :]
     all_of = node.get("allOf")
     if isinstance(all_of, list) and len(all_of) == 1 and isinstance(all_of[0], dict):
         node.pop("allOf")
         node = {**all_of[0], **node}
         rewrites.append(f"a one-schema `allOf` was merged at {path}")
+    if "patternProperties" in node and "additionalProperties" in node:
+        node.pop("additionalProperties")
+        rewrites.append(f"dropped `additionalProperties` at {path}: without `patternProperties` (which Gemini does "
+                        "not take) it would refuse keys the schema allows")
     for key in [k for k in node if k not in GEMINI_KEYWORDS]:
         node.pop(key)
         rewrites.append(f"dropped `{key}` at {path} (Gemini does not take it; the answer is still checked for it)")
     return node
 
 
+def _rename_definition_refs(schema: dict[str, Any]) -> None:
+    """`#/definitions/…` references follow the root's `definitions`, now `$defs`."""
+    for node in _schema_nodes(schema):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/definitions/"):
+            node["$ref"] = "#/$defs/" + ref[len("#/definitions/") :]
+
+
 def compile_gemini(schema: dict[str, Any]) -> CompiledSchema:
     rewrites: list[str] = []
-    compiled = _walk(_drop_dollar_schema(schema, rewrites), "$", _gemini_rule, rewrites)
+    renames_definitions = "definitions" in schema and "$defs" not in schema
+    compiled = _compile(_drop_dollar_schema(schema, rewrites), "$", _gemini_rule, rewrites)
+    if renames_definitions:
+        _rename_definition_refs(compiled)
+    _repair_refs(compiled, rewrites)
     return CompiledSchema(compiled, rewrites)
 
 
@@ -131,13 +200,15 @@ def _describe_constraints(node: dict[str, Any], keys: list[str], path: str, rewr
     if not keys:
         return
     moved = {key: node.pop(key) for key in keys}
-    note = "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in moved.items()) + "}"
+    note = "{" + ", ".join(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in moved.items()) + "}"
+    if len(note) > MAX_DESCRIBED_CHARS:
+        note = note[: MAX_DESCRIBED_CHARS - 1] + "…"
     node["description"] = f"{node['description']}\n\n{note}" if node.get("description") else note
     rewrites.append(f"moved {', '.join(f'`{k}`' for k in moved)} into the description at {path} "
                     "(Anthropic does not enforce it; the answer is still checked for it)")
 
 
-def _split_type_list(node: dict[str, Any], path: str, rewrites: list[str]) -> dict[str, Any]:
+def _split_type_list(node: dict[str, Any], path: str, rewrites: list[str]) -> None:
     types = node.pop("type")
     branches = []
     for type_ in types:
@@ -145,28 +216,66 @@ def _split_type_list(node: dict[str, Any], path: str, rewrites: list[str]) -> di
         for key in _BY_TYPE.get(type_, ()):
             if key in node:
                 branch[key] = node[key]
-        branches.append(_anthropic_rule(branch, path, rewrites))
+        branches.append(branch)
     for keys in _BY_TYPE.values():
         for key in keys:
             node.pop(key, None)
-    node["anyOf"] = branches
+    if "anyOf" in node:  # keep the caller's own alternatives: both must hold
+        _add_all_of(node, {"anyOf": branches})
+    else:
+        node["anyOf"] = branches
     rewrites.append(f"the type list {json.dumps(types)} became `anyOf` at {path}")
-    return node
+
+
+def _merge_object_branches(node: dict[str, Any], path: str, rewrites: list[str]) -> None:
+    """`allOf` branches that only add properties are merged into the node, so closing it does not
+    forbid what they add (a closed node beside an `allOf` that requires more keys admits nothing)."""
+    kept = []
+    for i, branch in enumerate(node.get("allOf", [])):
+        if not (isinstance(branch, dict) and branch.get("type", "object") == "object"
+                and set(branch) <= _MERGEABLE_OBJECT_KEYS and ("properties" in branch or "required" in branch)):
+            kept.append(branch)
+            continue
+        properties = dict(node.get("properties", {}))
+        for name, sub in branch.get("properties", {}).items():
+            properties[name] = {"allOf": [properties[name], sub]} if name in properties else sub
+        node["properties"] = properties
+        required = list(dict.fromkeys([*node.get("required", []), *branch.get("required", [])]))
+        if required:
+            node["required"] = required
+        node.setdefault("type", "object")
+        rewrites.append(f"`allOf[{i}]` was merged into the object at {path}")
+    if kept:
+        node["allOf"] = kept
+    else:
+        node.pop("allOf", None)
 
 
 def _anthropic_rule(node: dict[str, Any], path: str, rewrites: list[str]) -> dict[str, Any]:
     if isinstance(node.get("type"), list):
-        return _split_type_list(node, path, rewrites)
-    if "oneOf" in node and "anyOf" not in node:
-        node["anyOf"] = node.pop("oneOf")
+        _split_type_list(node, path, rewrites)
+    if "oneOf" in node:
+        one_of = node.pop("oneOf")
+        if "anyOf" in node:
+            _add_all_of(node, {"anyOf": one_of})
+        else:
+            node["anyOf"] = one_of
         rewrites.append(f"`oneOf` became `anyOf` at {path}")
+    if isinstance(node.get("allOf"), list):
+        _merge_object_branches(node, path, rewrites)
     is_object = node.get("type") == "object" or "properties" in node
     if is_object and node.get("additionalProperties") is not False:
+        missing = [name for name in node.get("required", []) if name not in node.get("properties", {})]
+        if missing:  # closing would forbid a required name that only `additionalProperties` or patterns allowed
+            node["properties"] = {**node.get("properties", {}), **{name: {} for name in missing}}
+            rewrites.append(f"required {', '.join(f'`{n}`' for n in missing)} listed under `properties` at {path}")
         had = node.get("additionalProperties", "absent")
         node["additionalProperties"] = False
         rewrites.append(f"`additionalProperties` set to false at {path} (was {json.dumps(had)}): "
                         "Anthropic's strict mode needs closed objects")
     unsupported = [k for k in node if k not in ANTHROPIC_KEYWORDS]
+    if "prefixItems" in unsupported and "items" in node:
+        unsupported.append("items")  # `items` only applies after the prefix: alone it would bind every item
     if node.get("format") is not None and node.get("format") not in ANTHROPIC_FORMATS:
         unsupported.append("format")
     if isinstance(node.get("minItems"), int) and node["minItems"] > 1:
@@ -175,18 +284,53 @@ def _anthropic_rule(node: dict[str, Any], path: str, rewrites: list[str]) -> dic
     return node
 
 
+def _root_refs(schema: dict[str, Any]) -> bool:
+    """Whether some `$ref` points at the root or into it outside `$defs`/`definitions`."""
+    for node in _schema_nodes(schema):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and (ref in ("#", "") or (ref.startswith("#/") and not
+                                     ref.startswith(("#/$defs/", "#/definitions/")))):
+            return True
+    return False
+
+
+def _wrap_root(schema: dict[str, Any], rewrites: list[str]) -> dict[str, Any]:
+    """A non-object root becomes `{"value": root}`. References to the root (or into it) would then
+    point at the wrapper, so such a root moves into `$defs` and its references follow it."""
+    defs = {k: schema[k] for k in ("$defs", "definitions") if k in schema}
+    inner = {k: v for k, v in schema.items() if k not in defs}
+    rewrites.append(f"the root was wrapped as {{\"{WRAP_KEY}\": …}} (Anthropic needs an object root); "
+                    "the answer is unwrapped again")
+    if not _root_refs(schema):
+        return {"type": "object", "properties": {WRAP_KEY: inner}, "required": [WRAP_KEY], **defs}
+    taken = set(defs.get("$defs", {}))
+    name = next(n for n in (f"root{i or ''}" for i in range(len(taken) + 1)) if n not in taken)
+    inner = copy.deepcopy(inner)
+    new_defs = {k: copy.deepcopy(v) for k, v in defs.items()}
+    new_defs["$defs"] = {**new_defs.get("$defs", {}), name: inner}
+    wrapper = {"type": "object", "properties": {WRAP_KEY: {"$ref": f"#/$defs/{name}"}}, "required": [WRAP_KEY],
+               **new_defs}
+    for node in _schema_nodes(wrapper):
+        ref = node.get("$ref")
+        if not isinstance(ref, str) or node is wrapper["properties"][WRAP_KEY]:
+            continue
+        if ref in ("#", ""):
+            node["$ref"] = f"#/$defs/{name}"
+        elif ref.startswith("#/") and not ref.startswith(("#/$defs/", "#/definitions/")):
+            node["$ref"] = f"#/$defs/{name}/" + ref[2:]
+    rewrites.append(f"the root moved to `$defs.{name}`, and references to it with it")
+    return wrapper
+
+
 def compile_anthropic(schema: dict[str, Any]) -> CompiledSchema:
     rewrites: list[str] = []
     schema = _drop_dollar_schema(schema, rewrites)
     wrapped_in = None
     if schema.get("type") != "object":
-        defs = {k: schema[k] for k in ("$defs", "definitions") if k in schema}
-        inner = {k: v for k, v in schema.items() if k not in defs}
-        schema = {"type": "object", "properties": {WRAP_KEY: inner}, "required": [WRAP_KEY], **defs}
+        schema = _wrap_root(schema, rewrites)
         wrapped_in = WRAP_KEY
-        rewrites.append(f"the root was wrapped as {{\"{WRAP_KEY}\": …}} (Anthropic needs an object root); "
-                        "the answer is unwrapped again")
-    compiled = _walk(copy.deepcopy(schema), "$", _anthropic_rule, rewrites)
+    compiled = _compile(schema, "$", _anthropic_rule, rewrites)
     if wrapped_in:  # the wrapper's own closing is ours, not a change to the caller's schema
         rewrites[:] = [r for r in rewrites if not r.startswith("`additionalProperties` set to false at $ ")]
+    _repair_refs(compiled, rewrites)
     return CompiledSchema(compiled, rewrites, wrapped_in)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import anyio
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
@@ -30,7 +31,7 @@ from mcp_llm.errors import InputError, LLMError
 from mcp_llm.images import load_image
 from mcp_llm.presets import PRESETS
 from mcp_llm.router import CallSpec, Trace
-from mcp_llm.structured import parse_schema_argument
+from mcp_llm.structured import parse_schema_argument_off_loop
 
 log = logging.getLogger("mcp_llm")
 
@@ -60,12 +61,28 @@ class HealthReport(BaseModel):
 
 @contextmanager
 def tool_errors(tool: str) -> Iterator[None]:
-    """Our anticipated errors → a tool error the assistant can act on; the server stays up."""
+    """Our anticipated errors → a tool error the assistant can act on; the server stays up.
+
+    The last line of defence, here only: anything unexpected, `BaseException`s such as pyo3's
+    PanicException included, becomes a clear tool error with its traceback logged, so one call
+    can never take the server (and every other call in flight) down. Cancellation, Ctrl-C and
+    exit pass through.
+    """
     try:
         yield
     except LLMError as exc:
         log.info("%s failed: %s: %s", tool, type(exc).__name__, exc.message)
         raise ToolError(exc.user_message()) from exc
+    except ToolError:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt | SystemExit | GeneratorExit):
+            raise
+        log.error("%s failed unexpectedly", tool, exc_info=exc)
+        raise ToolError(
+            f"{tool} failed unexpectedly ({type(exc).__name__}); the server logged the details and keeps serving. "
+            "Try again; if it recurs with the same input, report it with the server's log."
+        ) from None
 
 
 def _timeout(timeout_s: float | None) -> float | None:
@@ -134,7 +151,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         `timeout_s` bounds the whole call (default: the configured defaults.timeout_s).
         """
         with tool_errors("generate_structured"):
-            checked, _ = parse_schema_argument(schema)
+            checked, _ = await parse_schema_argument_off_loop(schema, app.router.schema_limits)
             spec = CallSpec(prompt=prompt, schema=checked, model=model, system=system,
                             temperature=temperature, max_tokens=max_tokens, timeout_s=_timeout(timeout_s))
             outcome = await app.router.run(spec)
@@ -157,7 +174,9 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         preset name. `model` empty means the configured vision default. `timeout_s` bounds the call.
         """
         with tool_errors("analyze_image"):
-            checked = parse_schema_argument(schema)[0] if schema not in (None, "") else None
+            checked = None
+            if schema not in (None, ""):
+                checked = (await parse_schema_argument_off_loop(schema, app.router.schema_limits))[0]
             loaded = await load_image(image, settings.images)
             spec = CallSpec(prompt=prompt, schema=checked, model=model, temperature=temperature,
                             max_tokens=max_tokens, images=(loaded,), timeout_s=_timeout(timeout_s))

@@ -1,33 +1,69 @@
 """JSON Schema in, schema-valid JSON out: checking, per-provider compilation, extraction, validation.
 
-The caller's schema is checked against its meta-schema before any model is called. What
-each provider is sent may differ from it (`compile_for`), and every such change is reported
-as a rewrite; but the reply is always validated against the caller's original schema.
+The caller's schema passes the gate (`schema_gate.py`: limits, meta-schema, references, cycles)
+before any model is called. What each provider is sent may differ from it (`compile_for`), and
+every such change is reported as a rewrite; but the reply is always validated against the
+caller's original schema, within a time limit (`validation.py`).
+
+A reply is read strictly: the JSON standard has no NaN or Infinity, a number too large for a
+double is refused rather than turned into infinity, integers are bounded in length, and nesting
+is bounded in depth (so `data` always serializes). Every way a reply can fail is an
+`OutputError`, which the router re-asks. Work over a few kilobytes runs off the event loop.
 `jsonschema` is imported on first use: it costs ~0.1 s, which start-up does not pay.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Callable
-from functools import lru_cache
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 from mcp_llm.errors import NotJSONError, OutputError, SchemaError
 from mcp_llm.schema_dialects import CompiledSchema, compile_anthropic, compile_gemini
+from mcp_llm.schema_gate import SchemaLimits, check_limits, check_references, json_depth
+from mcp_llm.validation import ValidationTimeout, compiled_validator, dialect_class, errors_within, json_path
 
 if TYPE_CHECKING:
-    from jsonschema.protocols import Validator
+    from mcp_llm.config import LimitSettings
 
-MAX_REPORTED_ERRORS = 8
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+MAX_INTEGER_DIGITS = 64
+MAX_FENCED_BLOCKS = 8
+MAX_PROSE_STARTS = 16
+OFF_LOOP_CHARS = 1_024  # replies (and schemas) larger than this are parsed and checked in a worker thread
+_BRACKET = re.compile(r"[\[{]")
+
+
+@dataclass(frozen=True)
+class ReplyLimits:
+    max_bytes: int = 1_000_000
+    max_depth: int = 64
+    timeout_s: float = 5.0
+
+
+DEFAULT_SCHEMA_LIMITS = SchemaLimits()
+DEFAULT_REPLY_LIMITS = ReplyLimits()
+
+
+def limits_from(settings: LimitSettings) -> tuple[SchemaLimits, ReplyLimits]:
+    """The `[limits]` config section, split into what the schema gate and the reply reader need."""
+    return (
+        SchemaLimits(settings.schema_max_bytes, settings.schema_max_depth, settings.schema_max_refs,
+                     settings.schema_max_expansion),
+        ReplyLimits(settings.reply_max_bytes, settings.reply_max_depth, settings.validation_timeout_s),
+    )
 
 
 # --- the caller's schema ------------------------------------------------------------------------
 
 
-def parse_schema_argument(schema: dict[str, Any] | str) -> tuple[dict[str, Any], str | None]:
+def parse_schema_argument(
+    schema: dict[str, Any] | str, limits: SchemaLimits = DEFAULT_SCHEMA_LIMITS
+) -> tuple[dict[str, Any], str | None]:
     """A schema object, its JSON text, or a preset name → (checked schema, preset name or None)."""
     from mcp_llm.presets import PRESETS
 
@@ -37,11 +73,15 @@ def parse_schema_argument(schema: dict[str, Any] | str) -> tuple[dict[str, Any],
         if text in PRESETS:
             name, schema = text, PRESETS[text]
         elif text.startswith("{"):
+            if len(text) > limits.max_bytes:
+                raise SchemaError(f"The schema is {len(text):,} bytes, over the {limits.max_bytes:,}-byte limit.",
+                                  hint="Send a smaller schema, or raise limits.schema_max_bytes.")
             try:
-                schema = json.loads(text)
-            except json.JSONDecodeError as exc:
+                schema = json.loads(text, parse_constant=_no_constant)
+            except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+                where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
                 raise SchemaError(
-                    f"The schema is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
+                    f"The schema is not valid JSON: {getattr(exc, 'msg', None) or exc}{where}.",
                     hint="Pass a JSON Schema object, or a preset name: " + ", ".join(PRESETS) + ".",
                 ) from None
         else:
@@ -49,44 +89,83 @@ def parse_schema_argument(schema: dict[str, Any] | str) -> tuple[dict[str, Any],
                 f"Unknown schema preset {text!r}.",
                 hint="Pass a JSON Schema object, or one of the presets: " + ", ".join(PRESETS) + ".",
             )
-    check_schema(schema)
+    check_schema(schema, limits)
     return schema, name
 
 
-def check_schema(schema: Any) -> None:
-    """Refuse anything that is not a valid JSON Schema object, saying where it is wrong."""
+async def parse_schema_argument_off_loop(
+    schema: dict[str, Any] | str, limits: SchemaLimits = DEFAULT_SCHEMA_LIMITS
+) -> tuple[dict[str, Any], str | None]:
+    """`parse_schema_argument`, in a worker thread unless the schema is small or already checked."""
+    import anyio
+
+    if isinstance(schema, str) and len(schema) <= OFF_LOOP_CHARS:
+        return parse_schema_argument(schema, limits)
+    if isinstance(schema, dict):
+        try:
+            canonical = _canonical(schema)
+        except (TypeError, ValueError, RecursionError):
+            canonical = None
+        if canonical is not None and (len(canonical) <= OFF_LOOP_CHARS or (canonical, limits) in _CHECKED):
+            return parse_schema_argument(schema, limits)
+    return await anyio.to_thread.run_sync(partial(parse_schema_argument, schema, limits), abandon_on_cancel=True)
+
+
+def check_schema(schema: Any, limits: SchemaLimits = DEFAULT_SCHEMA_LIMITS) -> None:
+    """Refuse anything that is not a usable JSON Schema object, saying where it is wrong."""
     if not isinstance(schema, dict):
         raise SchemaError(
             f"The schema must be a JSON object, not {type(schema).__name__}.",
             hint='For example {"type": "object", "properties": {"name": {"type": "string"}}}.',
         )
-    _check_canonical_schema(_canonical(schema))
+    if json_depth(schema, limits.max_depth + 1) > limits.max_depth:
+        raise SchemaError(f"The schema is nested more than {limits.max_depth} levels deep.",
+                          hint="Flatten it with $defs and $ref, or raise limits.schema_max_depth.")
+    try:
+        canonical = _canonical(schema)
+    except ValueError as exc:  # NaN or Infinity inside the schema
+        raise SchemaError(f"The schema holds a value JSON cannot express: {exc}.",
+                          hint="Use finite numbers only.") from None
+    key = (canonical, limits)
+    if key in _CHECKED:
+        _CHECKED.move_to_end(key)
+        return
+    _check_canonical_schema(schema, canonical, limits)
+    _CHECKED[key] = None
+    while len(_CHECKED) > 256:
+        _CHECKED.popitem(last=False)
 
 
-@lru_cache(maxsize=256)
-def _check_canonical_schema(canonical_schema: str) -> None:
-    """The meta-schema check, once per distinct schema (it is most of a call's own overhead)."""
-    schema = json.loads(canonical_schema)
+_CHECKED: OrderedDict[tuple[str, SchemaLimits], None] = OrderedDict()  # schemas that passed, most recent last
+
+
+def _check_canonical_schema(schema: dict[str, Any], canonical: str, limits: SchemaLimits) -> None:
+    """The meta-schema check and the reference gate (most of a call's own overhead: done once per schema)."""
     from jsonschema.exceptions import SchemaError as MetaSchemaError
     from jsonschema.validators import validator_for
 
-    cls = validator_for(schema, default=_default_validator_class())
+    check_limits(schema, limits, canonical)
+    dialect = schema.get("$schema")
+    if dialect is not None and (not isinstance(dialect, str) or validator_for(schema, default=None) is None):
+        raise SchemaError(
+            f"The schema's $schema {dialect!r} is not a JSON Schema dialect this server knows.",
+            hint="Leave $schema out (draft 2020-12 is used), or name draft 2020-12, 2019-09, 7, 6, 4 or 3.",
+        )
+    cls = dialect_class(schema)
     try:
         cls.check_schema(schema)
     except MetaSchemaError as exc:
-        where = _json_path(exc.absolute_path)
+        where = json_path(exc.absolute_path)
         raise SchemaError(
-            f"The schema is not a valid JSON Schema: {exc.message} (at {where}).",
+            f"The schema is not a valid JSON Schema: {_clip(exc.message)} (at {where}).",
             hint="Fix that keyword; the schema is checked against the JSON Schema meta-schema "
             "(draft 2020-12 unless `$schema` names another).",
         ) from None
-    for ref in _refs(schema):
-        if not _resolves(schema, ref):
-            raise SchemaError(
-                f"The schema's $ref {ref!r} points nowhere.",
-                hint="Use local references such as '#/$defs/Name' that exist in the schema; "
-                "remote references are not fetched.",
-            )
+    except RecursionError:
+        raise SchemaError("The schema is too deeply nested to check.",
+                          hint="Flatten it with $defs and $ref.") from None
+    dialect_id = cls.META_SCHEMA.get("$id") or cls.META_SCHEMA.get("id")
+    check_references(schema, dialect_id, limits)
 
 
 # --- per-provider compilation ------------------------------------------------------------------
@@ -104,8 +183,17 @@ COMPILERS: dict[str, Compiler] = {"ollama": _as_is, "gemini": compile_gemini, "a
 
 
 def compile_for(provider: str, schema: dict[str, Any]) -> CompiledSchema:
-    """What `provider` is sent for `schema`, with every change listed."""
-    return COMPILERS.get(provider, _as_is)(schema)
+    """What `provider` is sent for `schema`, with every change listed (compiled once per schema;
+    callers must not change what they get)."""
+    compiler = COMPILERS.get(provider, _as_is)
+    if compiler is _as_is:
+        return _as_is(schema)
+    return _compiled(provider, _canonical(schema))
+
+
+@lru_cache(maxsize=256)
+def _compiled(provider: str, canonical_schema: str) -> CompiledSchema:
+    return COMPILERS[provider](json.loads(canonical_schema))
 
 
 def schema_instruction(schema: dict[str, Any]) -> str:
@@ -119,66 +207,220 @@ def schema_instruction(schema: dict[str, Any]) -> str:
 # --- the model's reply -------------------------------------------------------------------------
 
 
-def extract_json(text: str) -> Any:
-    """The JSON value in a reply: the whole text, a fenced block, or the first object/array in prose."""
+class _Refused(ValueError):
+    """A JSON value our reader will not accept (NaN, an overflowing number, a huge integer)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"the number {text[:24]} is too large for a double")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_INTEGER_DIGITS + 1:
+        raise _Refused(f"an integer of {len(text.lstrip('-')):,} digits (at most {MAX_INTEGER_DIGITS})")
+    return int(text)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float, parse_int=_bounded_int)
+
+
+@dataclass
+class _Candidate:
+    value: Any = None
+    problem: str | None = None  # why this piece of the reply could not be used
+
+
+def _candidates(text: str, limits: ReplyLimits) -> Iterator[_Candidate]:
+    """The JSON values in a reply, best first: the whole text, fenced blocks, then values in prose.
+
+    Linear in the reply's length: fences are found with `str.find` (a regex over "```" plus
+    40,000 spaces backtracked for 15 s), and at most MAX_PROSE_STARTS starting points are tried.
+    """
     stripped = text.strip()
-    if not stripped:
-        raise NotJSONError("The model returned an empty answer.", errors=["the answer is empty"], reply=text)
-    candidates = [stripped, *(m.group(1).strip() for m in _FENCE.finditer(stripped))]
-    for candidate in candidates:
+    whole = _decode(stripped, limits)
+    yield whole
+    if whole.problem is None:
+        return
+    for block in _fenced_blocks(stripped):
+        yield _decode(block.strip(), limits)
+    covered_until = -1
+    for tried, match in enumerate(_BRACKET.finditer(stripped)):
+        if tried >= MAX_PROSE_STARTS:
+            break
+        if match.start() < covered_until:
+            continue  # inside a value already found: only top-level values count
         try:
-            return _ensure_encodable(json.loads(candidate), text)
-        except json.JSONDecodeError:
+            value, end = _DECODER.raw_decode(stripped, match.start())
+        except (ValueError, RecursionError) as exc:
+            if isinstance(exc, _Refused | RecursionError):
+                yield _Candidate(problem=_problem(exc, limits))
             continue
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"[\[{]", stripped):
-        try:
-            value, _ = decoder.raw_decode(stripped, match.start())
-        except json.JSONDecodeError:
-            continue
-        return _ensure_encodable(value, text)
-    raise NotJSONError(
-        "The model's answer is not JSON (prose, or JSON cut off by max_tokens).",
-        errors=["the answer holds no JSON value: answer with JSON only, no prose"],
-        reply=text,
-    )
+        covered_until = end
+        yield _checked(value, limits)
 
 
-def _ensure_encodable(value: Any, reply: str) -> Any:
-    """Valid JSON may hold a lone surrogate (`\\ud800`), which cannot be sent on as UTF-8."""
+def _fenced_blocks(text: str) -> Iterator[str]:
+    start = text.find("```")
+    found = 0
+    while start >= 0 and found < MAX_FENCED_BLOCKS:
+        body = start + 3
+        line_end = text.find("\n", body)
+        label = text[body:line_end] if line_end >= 0 else ""
+        if line_end >= 0 and len(label) <= 20 and label.strip().isalnum():
+            body = line_end + 1  # ```json
+        end = text.find("```", body)
+        if end < 0:
+            return
+        yield text[body:end]
+        found += 1
+        start = text.find("```", end + 3)
+
+
+def _decode(candidate: str, limits: ReplyLimits) -> _Candidate:
+    try:
+        value, end = _DECODER.raw_decode(candidate)
+    except (ValueError, RecursionError) as exc:
+        return _Candidate(problem=_problem(exc, limits) if isinstance(exc, _Refused | RecursionError) else "")
+    if candidate[end:].strip():
+        return _Candidate(problem="")
+    return _checked(value, limits)
+
+
+def _checked(value: Any, limits: ReplyLimits) -> _Candidate:
+    if json_depth(value, limits.max_depth + 1) > limits.max_depth:
+        return _Candidate(problem=f"the JSON is nested more than {limits.max_depth} levels deep")
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
+        return _Candidate(problem="a string holds a lone UTF-16 surrogate escape such as \\ud800")
+    return _Candidate(value)
+
+
+def _problem(exc: BaseException, limits: ReplyLimits) -> str:
+    if isinstance(exc, RecursionError):
+        return f"the JSON is nested more than {limits.max_depth} levels deep"
+    return str(exc)
+
+
+def extract_json(text: str, limits: ReplyLimits = DEFAULT_REPLY_LIMITS) -> Any:
+    """The first JSON value in a reply: the whole text, a fenced block, or an object/array in prose."""
+    return _first_usable(text, limits).value
+
+
+def _first_usable(text: str, limits: ReplyLimits) -> _Candidate:
+    _check_size(text, limits)
+    problems = []
+    for candidate in _candidates(text, limits):
+        if candidate.problem is None:
+            return candidate
+        if candidate.problem:
+            problems.append(candidate.problem)
+    raise _not_json(text, problems)
+
+
+def _check_size(text: str, limits: ReplyLimits) -> None:
+    if not text.strip():
+        raise NotJSONError("The model returned an empty answer.", errors=["the answer is empty"], reply="")
+    if len(text) > limits.max_bytes:
         raise OutputError(
-            "The model's JSON holds an invalid Unicode escape (a lone surrogate).",
-            errors=["a string holds a lone UTF-16 surrogate escape such as \\ud800"],
-            reply=reply,
-        ) from None
-    return value
+            f"The model's answer is {len(text):,} characters, over the {limits.max_bytes:,} limit.",
+            errors=[f"the answer is too long: answer with at most {limits.max_bytes:,} characters of JSON"],
+            reply=text[:2_000],
+        )
 
 
-def validation_errors(instance: Any, schema: dict[str, Any]) -> list[str]:
-    """Every way `instance` breaks `schema`, as short lines naming the JSON path; [] if valid."""
-    validator = _validator(_canonical(schema))
-    errors = sorted(validator.iter_errors(instance), key=lambda e: (list(e.absolute_path), e.message))
-    return [f"at {_json_path(e.absolute_path)}: {e.message}" for e in errors[:MAX_REPORTED_ERRORS]]
+def _not_json(text: str, problems: list[str]) -> OutputError:
+    if problems:
+        return OutputError("The model's JSON cannot be used: " + problems[0] + ".",
+                           errors=[f"at $: {p}" for p in problems[:3]], reply=text[:2_000])
+    return NotJSONError(
+        "The model's answer is not JSON (prose, or JSON cut off by max_tokens).",
+        errors=["the answer holds no JSON value: answer with JSON only, no prose"],
+        reply=text[:2_000],
+    )
 
 
-def parse_and_validate(text: str, schema: dict[str, Any], *, unwrap: str | None = None) -> Any:
-    """The reply's JSON if it validates against `schema`; else OutputError listing what is wrong.
+def validation_errors(instance: Any, schema: dict[str, Any], timeout_s: float = ReplyLimits.timeout_s) -> list[str]:
+    """Every way `instance` breaks `schema` (at most a few), as lines naming the JSON path; [] if valid.
+
+    Never raises anything but OutputError: a value that cannot be checked in time, or that is
+    too deep to walk, or that trips the validator in any other way is not accepted.
+    """
+    validator = compiled_validator(_canonical(schema))
+    try:
+        return errors_within(validator, instance, timeout_s)
+    except ValidationTimeout:
+        raise OutputError(f"The model's JSON could not be checked within {timeout_s:g} s.",
+                          errors=["at $: the answer is too large or too complex to check: answer briefly"]) from None
+    except RecursionError:
+        raise OutputError("The model's JSON is too deeply nested to check.",
+                          errors=["at $: the answer is nested too deeply"]) from None
+    except Exception as exc:  # a validator bug or an arithmetic edge: never let the value through
+        raise OutputError(f"The model's JSON could not be checked ({type(exc).__name__}).",
+                          errors=[f"at $: the answer could not be checked: {_clip(str(exc))}"]) from None
+    except BaseException as exc:
+        if type(exc).__name__ == "PanicException":  # pyo3 (rpds, under `referencing`) at the recursion limit
+            raise OutputError("The model's JSON is too deeply nested to check.",
+                              errors=["at $: the answer is nested too deeply"]) from None
+        raise
+
+
+def parse_and_validate(
+    text: str, schema: dict[str, Any], *, unwrap: str | None = None, limits: ReplyLimits = DEFAULT_REPLY_LIMITS
+) -> Any:
+    """The first JSON value in the reply that validates against `schema`; else OutputError saying why.
 
     `unwrap` names the key a non-object root was wrapped in for the provider (schema_dialects).
+    Prose may hold several JSON values ("See [1]. Answer: {…}"): the first valid one wins, and when
+    none is valid the errors are those of the first.
     """
-    value = extract_json(text)
-    if unwrap is not None:
-        if not isinstance(value, dict) or unwrap not in value:
-            raise OutputError("The model's JSON lacks the wrapper key.", errors=[f"at $: '{unwrap}' is missing"],
-                              reply=text)
-        value = value[unwrap]
-    errors = validation_errors(value, schema)
-    if errors:
-        raise OutputError("The model's JSON does not match the schema.", errors=errors, reply=text)
-    return value
+    _check_size(text, limits)
+    first_error: OutputError | None = None
+    problems: list[str] = []
+    for candidate in _candidates(text, limits):
+        if candidate.problem is not None:
+            if candidate.problem:
+                problems.append(candidate.problem)
+            continue
+        value = candidate.value
+        if unwrap is not None:
+            if not isinstance(value, dict) or unwrap not in value:
+                first_error = first_error or OutputError("The model's JSON lacks the wrapper key.",
+                                                         errors=[f"at $: '{unwrap}' is missing"], reply=text[:2_000])
+                continue
+            value = value[unwrap]
+        try:
+            errors = validation_errors(value, schema, limits.timeout_s)
+        except OutputError as exc:
+            exc.reply = text[:2_000]
+            raise
+        if not errors:
+            return value
+        first_error = first_error or OutputError("The model's JSON does not match the schema.", errors=errors,
+                                                 reply=text[:2_000])
+    if first_error is not None:
+        raise first_error
+    raise _not_json(text, problems)
+
+
+async def parse_and_validate_off_loop(
+    text: str, schema: dict[str, Any], *, unwrap: str | None = None, limits: ReplyLimits = DEFAULT_REPLY_LIMITS
+) -> Any:
+    """`parse_and_validate`, in a worker thread for any reply over a kilobyte, so the server stays responsive."""
+    if len(text) <= OFF_LOOP_CHARS:
+        return parse_and_validate(text, schema, unwrap=unwrap, limits=limits)
+    import anyio
+
+    return await anyio.to_thread.run_sync(
+        partial(parse_and_validate, text, schema, unwrap=unwrap, limits=limits), abandon_on_cancel=True
+    )
 
 
 def repair_message(error: OutputError) -> str:
@@ -194,67 +436,9 @@ def repair_message(error: OutputError) -> str:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _default_validator_class() -> type[Validator]:
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator
-
-
 def _canonical(schema: dict[str, Any]) -> str:
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-@lru_cache(maxsize=256)
-def _validator(canonical_schema: str) -> Validator:
-    """One compiled validator per distinct schema: callers send the same few schemas again and again."""
-    from jsonschema.validators import validator_for
-
-    schema = json.loads(canonical_schema)
-    cls = validator_for(schema, default=_default_validator_class())
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
-
-
-def _refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
-        for key, value in node.items():
-            if key not in ("const", "enum", "default", "examples"):
-                found += _refs(value)
-        return found
-    if isinstance(node, list):
-        return [ref for item in node for ref in _refs(item)]
-    return []
-
-
-def _resolves(schema: dict[str, Any], ref: str) -> bool:
-    """A local `#/a/b` pointer (or an `$anchor`/`$id` match) lands on something in the schema."""
-    if ref in ("#", ""):
-        return True
-    if not ref.startswith("#/"):
-        return any(isinstance(node, dict) and ref in (f"#{node.get('$anchor')}", node.get("$id"))
-                   for node in _nodes(schema))
-    node: Any = schema
-    for raw in ref[2:].split("/"):
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return False
-    return True
-
-
-def _nodes(node: Any) -> list[Any]:
-    if isinstance(node, dict):
-        return [node, *(n for value in node.values() for n in _nodes(value))]
-    if isinstance(node, list):
-        return [n for item in node for n in _nodes(item)]
-    return []
-
-
-def _json_path(parts: Any) -> str:
-    path = "$"
-    for part in parts:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
+def _clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

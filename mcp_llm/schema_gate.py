@@ -1,0 +1,307 @@
+"""The gate a caller's schema passes before any model is called: nothing that passes can crash
+or stall validation of the reply later.
+
+Checked, in order, each failure a `SchemaError` that says what to change:
+1. size (`limits.schema_max_bytes`) and nesting depth (`limits.schema_max_depth`);
+2. the dialect (`$schema` must name one jsonschema knows) and the meta-schema;
+3. every `$ref` / `$dynamicRef` / `$recursiveRef` (at most `limits.schema_max_refs`), resolved
+   exactly as the validator will (with `referencing`, from the right base URI), and landing on a
+   schema, not on a list or a string;
+4. the graph of "in place" applications (`allOf`, `anyOf`, `oneOf`, `not`, `if`/`then`/`else`,
+   `dependentSchemas`, references): a cycle there means validating one value never ends
+   (`{"not": {"$ref": "#"}}`), so it is refused; and the number of schemas applied to one value,
+   references followed (`limits.schema_max_expansion`), is bounded, so a chain of references
+   cannot make validation exponential. Cycles through a keyword that descends into the value
+   (`properties`, `items`, …) are fine: they end with the value;
+5. `pattern`s (and `patternProperties` keys) that would backtrack catastrophically, i.e. a repeat
+   inside a repeat such as `(a+)+`: Python's `re` cannot be interrupted once it starts.
+
+`$dynamicRef` is taken to point at every `$dynamicAnchor` of its name (what the dynamic scope
+may pick), so the cycle check is sound for it too. All the walking is iterative.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from mcp_llm.errors import SchemaError
+
+try:  # the parser behind `re`, to find nested repeats (`sre_parse` is its deprecated alias)
+    from re import _parser as _sre_parser  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - Python < 3.11
+    import sre_parse as _sre_parser  # type: ignore[no-redef]
+
+
+@dataclass(frozen=True)
+class SchemaLimits:
+    max_bytes: int = 65_536
+    max_depth: int = 64
+    max_refs: int = 512
+    max_expansion: int = 2_000
+    max_in_place_chain: int = 24  # schemas applied in place one inside another; bounds the validator's stack
+
+
+# Keywords whose subschemas apply to the same value ("in place"), or to parts of it ("descending").
+_IN_PLACE_ONE = ("not", "if", "then", "else")
+_IN_PLACE_LISTS = ("allOf", "anyOf", "oneOf")
+_IN_PLACE_MAPS = ("dependentSchemas",)
+_DESCENDING_ONE = ("additionalProperties", "contains", "propertyNames", "unevaluatedItems",
+                   "unevaluatedProperties", "additionalItems")
+_DESCENDING_MAPS = ("properties", "patternProperties")
+_DESCENDING_LISTS = ("prefixItems",)
+_CONTAINERS = ("$defs", "definitions")  # schemas that apply only when referenced
+_REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+
+
+def check_limits(schema: Any, limits: SchemaLimits, canonical: str) -> None:
+    """Size and nesting depth, before anything else looks at the schema."""
+    if len(canonical) > limits.max_bytes:
+        raise SchemaError(
+            f"The schema is {len(canonical):,} bytes, over the {limits.max_bytes:,}-byte limit.",
+            hint="Send a smaller schema (describe long lists in the prompt), or raise limits.schema_max_bytes.",
+        )
+    depth = json_depth(schema, limits.max_depth + 1)
+    if depth > limits.max_depth:
+        raise SchemaError(
+            f"The schema is nested more than {limits.max_depth} levels deep.",
+            hint="Flatten it with $defs and $ref, or raise limits.schema_max_depth.",
+        )
+
+
+def json_depth(value: Any, stop_at: int) -> int:
+    """The nesting depth of plain JSON data (a scalar is 0), counting no further than `stop_at`."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if deepest >= stop_at:
+                return deepest
+        stack.extend((child, depth) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def check_references(schema: dict[str, Any], dialect_id: str, limits: SchemaLimits) -> None:
+    """Every reference resolves to a schema; no in-place cycle; bounded expansion; safe patterns."""
+    from jsonschema_specifications import REGISTRY as SPECIFICATIONS
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import specification_with
+
+    specification = specification_with(dialect_id)
+    resolver = SPECIFICATIONS.resolver_with_root(specification.create_resource(schema))
+
+    in_place: dict[int, list[int]] = {}
+    nodes: dict[int, Any] = {}
+    dynamic_anchors: dict[str, list[int]] = {}
+    recursive_anchors: list[int] = []
+    dynamic_refs: list[tuple[int, str]] = []
+    refs = 0
+    stack: list[tuple[Any, Any, str]] = [(schema, resolver, "$")]
+    while stack:
+        node, node_resolver, path = stack.pop()
+        if not isinstance(node, dict) or id(node) in nodes:
+            continue
+        nodes[id(node)] = node
+        if isinstance(node.get("$id"), str) or isinstance(node.get("id"), str):
+            node_resolver = node_resolver.in_subresource(specification.create_resource(node))
+        edges = in_place.setdefault(id(node), [])
+        if isinstance(node.get("$dynamicAnchor"), str):
+            dynamic_anchors.setdefault(node["$dynamicAnchor"], []).append(id(node))
+        if node.get("$recursiveAnchor") is True:
+            recursive_anchors.append(id(node))
+        for keyword in _REF_KEYWORDS:
+            ref = node.get(keyword)
+            if not isinstance(ref, str):
+                continue
+            refs += 1
+            if refs > limits.max_refs:
+                raise SchemaError(
+                    f"The schema has more than {limits.max_refs} references.",
+                    hint="Reuse fewer $defs, or raise limits.schema_max_refs.",
+                )
+            try:
+                resolved = node_resolver.lookup(ref)
+            except Unresolvable:
+                raise SchemaError(
+                    f"The schema's {keyword} {ref!r} points nowhere (at {path}).",
+                    hint="Use local references such as '#/$defs/Name' (percent-encoded where needed) or "
+                    "'#anchor' that exist in the schema; remote references are not fetched.",
+                ) from None
+            target = resolved.contents
+            if not isinstance(target, dict | bool):
+                raise SchemaError(
+                    f"The schema's {keyword} {ref!r} points at a {type(target).__name__}, not a schema (at {path}).",
+                    hint="Point it at a schema object, such as an entry of $defs.",
+                )
+            if isinstance(target, dict):
+                edges.append(id(target))
+                stack.append((target, resolved.resolver, f"{path}.{keyword}"))
+            if keyword == "$dynamicRef" and "#" in ref:
+                dynamic_refs.append((id(node), ref.rsplit("#", 1)[1]))
+            if keyword == "$recursiveRef":
+                dynamic_refs.append((id(node), "\0recursive"))
+        for child, child_path, place in _subschemas(node, path, dialect_id):
+            if place == "in_place" and isinstance(child, dict):
+                edges.append(id(child))
+            if isinstance(child, dict):
+                stack.append((child, node_resolver, child_path))
+                _check_patterns(child, child_path)
+    _check_patterns(schema, "$")
+    for source, name in dynamic_refs:
+        targets = recursive_anchors if name == "\0recursive" else dynamic_anchors.get(name, [])
+        in_place[source].extend(targets)
+    _check_in_place_graph(in_place, id(schema), limits)
+
+
+def _subschemas(node: dict[str, Any], path: str, dialect_id: str) -> Iterator[tuple[Any, str, str]]:
+    """(subschema, its path, "in_place" | "descending" | "container") for each schema-valued keyword."""
+    for key in _IN_PLACE_ONE:
+        if key in node:
+            yield node[key], f"{path}.{key}", "in_place"
+    for key in _IN_PLACE_LISTS:
+        if isinstance(node.get(key), list):
+            for i, sub in enumerate(node[key]):
+                yield sub, f"{path}.{key}[{i}]", "in_place"
+    for key in _IN_PLACE_MAPS:
+        if isinstance(node.get(key), dict):
+            for name, sub in node[key].items():
+                yield sub, f"{path}.{key}.{name}", "in_place"
+    if isinstance(node.get("dependencies"), dict):  # drafts 4-7: a schema (in place) or a list of names
+        for name, sub in node["dependencies"].items():
+            yield sub, f"{path}.dependencies.{name}", "in_place"
+    for key in _DESCENDING_ONE:
+        if key in node:
+            yield node[key], f"{path}.{key}", "descending"
+    for key in _DESCENDING_MAPS:
+        if isinstance(node.get(key), dict):
+            for name, sub in node[key].items():
+                yield sub, f"{path}.{key}.{name}", "descending"
+    for key in _DESCENDING_LISTS:
+        if isinstance(node.get(key), list):
+            for i, sub in enumerate(node[key]):
+                yield sub, f"{path}.{key}[{i}]", "descending"
+    items = node.get("items")
+    if isinstance(items, list):  # drafts before 2020-12: a list of schemas
+        for i, sub in enumerate(items):
+            yield sub, f"{path}.items[{i}]", "descending"
+    elif items is not None:
+        yield items, f"{path}.items", "descending"
+    for key in _CONTAINERS:
+        if isinstance(node.get(key), dict):
+            for name, sub in node[key].items():
+                yield sub, f"{path}.{key}.{name}", "container"
+
+
+def _check_in_place_graph(edges: dict[int, list[int]], root: int, limits: SchemaLimits) -> None:
+    """Refuse an in-place cycle; bound how many schemas (and how deep a chain) apply to one value."""
+    state: dict[int, int] = {}  # 1: on the current path, 2: done
+    expansion: dict[int, int] = {}
+    chain: dict[int, int] = {}
+    for start in edges:
+        if state.get(start):
+            continue
+        stack: list[tuple[int, int]] = [(start, 0)]
+        state[start] = 1
+        while stack:
+            node, index = stack[-1]
+            children = edges.get(node, [])
+            if index < len(children):
+                stack[-1] = (node, index + 1)
+                child = children[index]
+                mark = state.get(child)
+                if mark == 1:
+                    raise SchemaError(
+                        "The schema refers back to itself without descending into the value (for example "
+                        '{"not": {"$ref": "#"}}), so checking any answer against it would never end.',
+                        hint="Make every recursive $ref go through properties or items, as a tree's "
+                        "children do.",
+                    )
+                if not mark:
+                    state[child] = 1
+                    stack.append((child, 0))
+                continue
+            stack.pop()
+            state[node] = 2
+            expansion[node] = min(1 + sum(expansion.get(c, 1) for c in children), 1 << 40)
+            chain[node] = 1 + max((chain.get(c, 1) for c in children), default=0)
+    for node, count in expansion.items():
+        if count > limits.max_expansion:
+            raise SchemaError(
+                f"Checking one value against this schema would apply {count:,} subschemas "
+                f"(the limit is {limits.max_expansion:,}): its references multiply.",
+                hint="Reference each definition once per level instead of in several branches, "
+                "or raise limits.schema_max_expansion.",
+            )
+        if chain[node] > limits.max_in_place_chain:
+            raise SchemaError(
+                f"The schema chains {chain[node]} references or combinators inside one another "
+                f"(the limit is {limits.max_in_place_chain}).",
+                hint="Inline some of the chain, or point references straight at their final definition.",
+            )
+
+
+_REPEATS = {_sre_parser.MAX_REPEAT, _sre_parser.MIN_REPEAT, getattr(_sre_parser, "POSSESSIVE_REPEAT", None)}
+
+
+def _check_patterns(node: dict[str, Any], path: str) -> None:
+    patterns = []
+    if isinstance(node.get("pattern"), str):
+        patterns.append((node["pattern"], f"{path}.pattern"))
+    if isinstance(node.get("patternProperties"), dict):
+        patterns.extend((p, f"{path}.patternProperties") for p in node["patternProperties"])
+    for pattern, where in patterns:
+        try:
+            parsed = _sre_parser.parse(pattern)
+        except (re.error, RecursionError, OverflowError):
+            continue  # the meta-schema check reports an invalid pattern (format "regex") where it asserts it
+        if _backtracks(parsed):
+            raise SchemaError(
+                f"The pattern {json.dumps(pattern)} at {where} repeats a group that itself repeats "
+                "(like (a+)+), which can take exponential time to match.",
+                hint="Rewrite it without a repeat inside a repeat, e.g. (a+)+ as a+.",
+            )
+
+
+def _backtracks(parsed: Any) -> bool:
+    """Whether a many-times repeat holds a body that is itself just a repeat (plus optional parts):
+    `(a+)+`, `(a*)*`, `(\\w+\\s?)+`. Such a body can split one string in exponentially many ways.
+    `([a-z]+-)*` is fine: its `-` is mandatory, so each split is forced."""
+    for op, arg in parsed:
+        if op in _REPEATS:
+            _, high, sub = arg
+            if (high > 16 and _ambiguous_body(sub)) or _backtracks(sub):
+                return True
+        elif op is _sre_parser.SUBPATTERN:
+            if _backtracks(arg[-1]):
+                return True
+        elif op is _sre_parser.BRANCH:
+            if any(_backtracks(branch) for branch in arg[1]):
+                return True
+        elif op in (_sre_parser.ASSERT, _sre_parser.ASSERT_NOT) and _backtracks(arg[1]):
+            return True
+    return False
+
+
+def _ambiguous_body(sub: Any) -> bool:
+    items = list(sub)
+    if len(items) == 1 and items[0][0] is _sre_parser.SUBPATTERN:
+        return _ambiguous_body(items[0][1][-1])
+    if len(items) == 1 and items[0][0] is _sre_parser.BRANCH:
+        return any(_ambiguous_body(branch) for branch in items[0][1][1])
+    repeats = [i for i, (op, arg) in enumerate(items) if op in _REPEATS and arg[1] > max(arg[0], 1)]
+    if not repeats:
+        return False
+    return all(_sre_parser.SubPattern(sub.state, [item]).getwidth()[0] == 0
+               for i, item in enumerate(items) if i not in repeats)
