@@ -42,7 +42,7 @@ class SchemaLimits:
     max_depth: int = 64
     max_refs: int = 512
     max_expansion: int = 2_000
-    max_in_place_chain: int = 24  # schemas applied in place one inside another; bounds the validator's stack
+    max_in_place_chain: int = 128  # schemas applied in place one inside another; bounds the validator's stack
 
 
 # Keywords whose subschemas apply to the same value ("in place"), or to parts of it ("descending").

@@ -97,11 +97,15 @@ async def parse_schema_argument_off_loop(
     schema: dict[str, Any] | str, limits: SchemaLimits = DEFAULT_SCHEMA_LIMITS
 ) -> tuple[dict[str, Any], str | None]:
     """`parse_schema_argument`, in a worker thread unless the schema is small or already checked."""
+    import sys
+
     import anyio
 
-    if isinstance(schema, str) and len(schema) <= OFF_LOOP_CHARS:
+    if "jsonschema._format" not in sys.modules:  # the first check imports jsonschema (~0.3 s): not on the loop
+        pass
+    elif isinstance(schema, str) and len(schema) <= OFF_LOOP_CHARS:
         return parse_schema_argument(schema, limits)
-    if isinstance(schema, dict):
+    elif isinstance(schema, dict):
         try:
             canonical = _canonical(schema)
         except (TypeError, ValueError, RecursionError):
