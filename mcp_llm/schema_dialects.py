@@ -251,6 +251,33 @@ def _merge_object_branches(node: dict[str, Any], path: str, rewrites: list[str])
         node.pop("allOf", None)
 
 
+def _is_map(node: dict[str, Any]) -> bool:
+    """An object whose keys are not all named: `patternProperties`, or a schema for the other keys."""
+    return "patternProperties" in node or isinstance(node.get("additionalProperties"), dict)
+
+
+def _loosen_map(node: dict[str, Any], path: str, rewrites: list[str]) -> None:
+    """Closing a map would forbid the keys it exists for: it stays open, its patterns' schemas
+    applying to any other key (looser: the answer is still checked against the patterns). Such a
+    schema cannot go out as strict `output_config`; the adapter sends it as a forced tool instead."""
+    patterns = node.pop("patternProperties", None)
+    if patterns is None:
+        return
+    others = [node["additionalProperties"]] if isinstance(node.get("additionalProperties"), dict) else []
+    values = [*patterns.values(), *others]
+    node["additionalProperties"] = values[0] if len(values) == 1 else {"anyOf": values}
+    rewrites.append(f"`patternProperties` at {path} became `additionalProperties` for any other key "
+                    "(Anthropic does not take patterns; the answer is still checked for them)")
+
+
+def is_strict(schema: Any) -> bool:
+    """Whether every object in a compiled schema is closed, as Anthropic's strict `output_config` needs."""
+    for node in _schema_nodes(schema):
+        if (node.get("type") == "object" or "properties" in node) and node.get("additionalProperties") is not False:
+            return False
+    return True
+
+
 def _anthropic_rule(node: dict[str, Any], path: str, rewrites: list[str]) -> dict[str, Any]:
     if isinstance(node.get("type"), list):
         _split_type_list(node, path, rewrites)
@@ -264,7 +291,9 @@ def _anthropic_rule(node: dict[str, Any], path: str, rewrites: list[str]) -> dic
     if isinstance(node.get("allOf"), list):
         _merge_object_branches(node, path, rewrites)
     is_object = node.get("type") == "object" or "properties" in node
-    if is_object and node.get("additionalProperties") is not False:
+    if is_object and _is_map(node):
+        _loosen_map(node, path, rewrites)
+    elif is_object and node.get("additionalProperties") is not False:
         missing = [name for name in node.get("required", []) if name not in node.get("properties", {})]
         if missing:  # closing would forbid a required name that only `additionalProperties` or patterns allowed
             node["properties"] = {**node.get("properties", {}), **{name: {} for name in missing}}

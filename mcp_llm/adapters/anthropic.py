@@ -2,9 +2,11 @@
 
 Structured output goes the native way first (`output_config` json_schema, with the schema made
 strict in `schema_dialects`); a model that refuses it gets a forced tool call instead, and is
-remembered. Wire facts this relies on (anthropic 2.12): `messages.create` has no `temperature`
-parameter (sent through `extra_body`); the SDK retries by itself, with no cap on Retry-After,
-unless `max_retries=0`; errors are `APIStatusError` subclasses by status, `APITimeoutError`
+remembered. A schema that cannot be strict (a map: `patternProperties` or a schema for other keys,
+which closing would forbid) goes out as a forced tool, whose input schema may be open.
+Wire facts this relies on (anthropic 2.12): `messages.create` has no `temperature` parameter
+(sent through `extra_body`); the SDK retries by itself, with no cap on Retry-After, unless
+`max_retries=0`; errors are `APIStatusError` subclasses by status, `APITimeoutError`
 (a subclass of `APIConnectionError`) and `APIConnectionError`.
 """
 
@@ -35,6 +37,7 @@ from mcp_llm.adapters.base import (
     probe,
 )
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
+from mcp_llm.schema_dialects import is_strict
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -100,7 +103,7 @@ class AnthropicAdapter(LLMAdapter):
             params["extra_body"] = {"temperature": request.temperature}
         if request.schema is None:
             return await self._create(client, params, request.model)
-        if self.uses_native_schema(request.model):
+        if self.uses_native_schema(request.model) and is_strict(request.schema):
             try:
                 native = {"output_config": {"format": {"type": "json_schema", "schema": request.schema}}}
                 return await self._create(client, params | native, request.model)
