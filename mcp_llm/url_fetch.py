@@ -27,6 +27,7 @@ import contextlib
 import ipaddress
 import re
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -82,7 +83,7 @@ def address_problem(ip: IPAddress, *, allow_private: bool) -> str | None:
             embedded, how = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), "IPv4-compatible"
         if embedded is not None:
             inner = address_problem(embedded, allow_private=allow_private)
-            return f"an {how} IPv6 address wrapping {embedded}, {inner}" if inner else None
+            return f"an IPv6 address ({how}) wrapping {embedded}, {inner}" if inner else None
     if ip.is_unspecified:
         return "the unspecified address"
     if ip in METADATA:
@@ -146,11 +147,7 @@ async def _check(url: httpx.URL, text: str, *, allow_private: bool, resolver: Re
     if literal is None:
         bare = host.rstrip(".")
         if _numeric_problem(bare):
-            raise ImageError(
-                f"The image URL's host {host!r} is an address written as a number in an unusual form "
-                "(decimal, octal or hex); such hosts are refused.",
-                hint="Write the address as four decimal numbers, or use the host's name.",
-            )
+            raise _numeric_error(text)
         if not bare or not _HOST.match(bare):
             raise ImageError(f"The image URL's host {host!r} is not a valid host name.", hint="Check the URL.")
         try:
@@ -190,6 +187,8 @@ async def fetch(
     try:
         url = httpx.URL(text)
     except (httpx.InvalidURL, ValueError) as exc:
+        if "IPv4" in str(exc):  # e.g. 0177.0.0.1, which httpx will not read as octal
+            raise _numeric_error(text) from None
         raise ImageError(f"The image URL {_short(text)} is malformed: {exc}.", hint="Check the URL.") from None
     resolve = resolver or system_resolver
     with anyio.move_on_after(timeout_s) as scope:
@@ -265,7 +264,21 @@ async def _get(client: httpx.AsyncClient, target: _Target, text: str,
     raise _transport_error(text, last_error)
 
 
+def _numeric_error(text: str) -> ImageError:
+    return ImageError(
+        f"The image URL {_short(text)} gives its host as a number in an unusual form (decimal, octal, hex "
+        "or shortened); such hosts are refused.",
+        hint="Write the address as four decimal numbers, or use the host's name.",
+    )
+
+
 def _transport_error(text: str, exc: Exception | None) -> ImageError:
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return ImageError(f"Cannot fetch {_short(text)}: the server's TLS certificate does not check out "
+                          f"({cause.verify_message}).", hint="Check the URL; the host may not be who it claims.")
     name = type(exc).__name__ if exc else "no address"
     return ImageError(f"Cannot fetch {_short(text)}: {name}.", hint="Check the URL and the network.")
 
