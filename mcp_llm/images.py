@@ -92,6 +92,9 @@ async def load_image(spec: str, settings: ImageSettings, client_roots: RootsProv
         box.append(raw_b64)
         origin = "the base64 data"
         del raw_b64
+    elif _looks_like_base64(spec):
+        raise ImageError("The base64 data is not an image (no PNG, JPEG, GIF or WebP signature).",
+                         hint="Pass the base64 of an image file, or a file path.")
     else:
         path = await _checked_path(spec, settings, client_roots)
         box.append(await anyio.to_thread.run_sync(_read_file, path, settings.max_bytes))
@@ -131,6 +134,18 @@ def _try_base64(spec: str) -> bytes | None:
     except (ValueError, binascii.Error):
         return None
     return raw if _sniff(raw) else None
+
+
+def _looks_like_base64(spec: str) -> bool:
+    """Base64 of something (not a path): long, of the base64 alphabet, decodable, not path-shaped."""
+    compact = "".join(spec.split())
+    if len(compact) < MIN_BASE64_CHARS or compact.startswith(("/", "~")) or not _BASE64.match(compact):
+        return False
+    try:
+        _b64decode(compact)
+    except (ValueError, binascii.Error):
+        return False
+    return True
 
 
 async def _checked_path(spec: str, settings: ImageSettings, client_roots: RootsProvider | None) -> Path:
