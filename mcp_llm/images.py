@@ -335,6 +335,8 @@ def _reencode(box: list[bytes], stream: io.BytesIO, image: Any, max_pixels: int,
     steps: list[str] = []
     upright = (original.height, original.width) if orientation in (5, 6, 7, 8) else (original.width, original.height)
     target = scaled_within(*upright, max_pixels)
+    if image.format == "JPEG" and target != upright:
+        target = _dct_scaled(upright, max_pixels) or target
     decode_target = (target[1], target[0]) if orientation in (5, 6, 7, 8) else target
     reduce_on_decode(image, decode_target)
     image.load()
@@ -362,6 +364,17 @@ def _reencode(box: list[bytes], stream: io.BytesIO, image: Any, max_pixels: int,
     steps.append("metadata stripped (EXIF, XMP, text)")
     steps.append(f"re-encoded as {out_format}" + (f" quality {JPEG_QUALITY}" if out_format == "JPEG" else ""))
     return LoadedImage(buffer.getvalue(), PASSTHROUGH[out_format], image.width, image.height, original, tuple(steps))
+
+
+def _dct_scaled(size: tuple[int, int], max_pixels: int) -> tuple[int, int] | None:
+    """The largest size a JPEG decoder gives directly (1/2, 1/4, 1/8 scale) within `max_pixels`: no
+    resampling pass (which would hold source, intermediate and result at once), a little below the
+    limit instead of at it. None when even 1/8 is over."""
+    for denominator in (2, 4, 8):
+        scaled = (-(-size[0] // denominator), -(-size[1] // denominator))
+        if scaled[0] * scaled[1] <= max_pixels:
+            return scaled
+    return None
 
 
 def _strip_metadata(raw: bytes, image_format: str) -> bytes | None:
