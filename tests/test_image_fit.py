@@ -267,3 +267,25 @@ async def test_bad_input_is_a_clear_tool_error_and_the_next_call_works(client: C
     good = tmp_path / "good.png"
     good.write_bytes(png_bytes())
     assert await call(client, "analyze_image", image=str(good), prompt="?")
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_roots_the_client_declares_are_allowed_too(fakes: Any, tmp_path: Path, mode: str) -> None:
+    from mcp_types import ListRootsResult, Root
+
+    config_root, client_root = tmp_path / "configured", tmp_path / "declared"
+    config_root.mkdir()
+    client_root.mkdir()
+    (client_root / "pic.png").write_bytes(png_bytes())
+    config = tmp_path / "config.toml"
+    config.write_text(_config(fakes, [config_root]))
+
+    async def roots(_context: Any) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri=client_root.as_uri(), name="project")])
+
+    async with Client(build_server(load_settings(config, env={})), mode=mode, list_roots_callback=roots) as session:
+        result = await session.call_tool("analyze_image", {"image": str(client_root / "pic.png"), "prompt": "?"})
+    if mode == "legacy":
+        assert not result.is_error, result.content
+    else:  # roots are deprecated in the 2026-07-28 protocol: only images.roots count there
+        assert result.is_error and "outside the allowed roots" in result.content[0].text
