@@ -137,6 +137,7 @@ class ImageSettings(_Section):
     max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_pixels: int = Field(default=4096 * 4096, gt=0)
     allow_urls: bool = False
+    allow_private_urls: bool = False  # URLs may reach private, loopback and link-local hosts (never metadata)
 
     @field_validator("roots")
     @classmethod

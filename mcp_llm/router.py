@@ -23,7 +23,6 @@ from mcp_llm.adapters.base import Completion, ImageInput, LLMAdapter, Message, R
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.errors import (
     AllAttemptsFailed,
-    BadRequestError,
     CircuitOpenError,
     InputError,
     LLMError,
@@ -33,6 +32,7 @@ from mcp_llm.errors import (
     RateLimitedError,
     TransientError,
 )
+from mcp_llm.image_fit import ImageReport, images_for_route
 from mcp_llm.registry import Registry, Route
 from mcp_llm.structured import (
     compile_for,
@@ -73,6 +73,10 @@ class Trace(BaseModel):
     schema_rewrites: list[str] = Field(
         default_factory=list, description="What was changed in the schema for the provider; empty if nothing."
     )
+    images: list[ImageReport] = Field(
+        default_factory=list, description="Each image as passed and as sent to the model that answered, "
+        "with what was done (rotated, scaled, re-encoded); empty without images."
+    )
 
 
 @dataclass
@@ -102,6 +106,7 @@ class _Call:
         self.deadline = anyio.current_time() + timeout_s
         self.attempts: list[Attempt] = []
         self.usage = Usage()
+        self.images: list[ImageReport] = []  # as fitted for the model tried last
 
     def remaining(self) -> float:
         return self.deadline - anyio.current_time()
@@ -166,13 +171,13 @@ class Router:
 
     async def _run_model(self, route: Route, spec: CallSpec, call: _Call) -> Outcome:
         adapter = await self.registry.ready_adapter(route.provider)
-        _check_images(adapter, route, spec.images)
+        images, call.images = await images_for_route(self.registry, adapter, route, spec.images)
         compiled = compile_for(route.provider, spec.schema) if spec.schema is not None else None
         system = spec.system
         if spec.schema is not None:
             system = "\n\n".join(part for part in (spec.system, schema_instruction(spec.schema)) if part)
         unwrap = compiled.wrapped_in if compiled else None
-        messages = [Message("user", spec.prompt, list(spec.images))]
+        messages = [Message("user", spec.prompt, list(images))]
         repairs = self.defaults.max_repairs if spec.schema is not None else 0
         for round_ in range(repairs + 1):
             request = Request(
@@ -292,24 +297,7 @@ class Router:
             usage=call.usage,
             latency_ms=round((time.perf_counter() - call.started) * 1000, 1),
             schema_rewrites=rewrites,
-        )
-
-
-def _check_images(adapter: LLMAdapter, route: Route, images: tuple[ImageInput, ...]) -> None:
-    """Refuse here, clearly, what the provider would refuse: a not-retryable error, so fallback goes on."""
-    if not images:
-        return
-    limit = adapter.capabilities.max_image_bytes
-    if not adapter.capabilities.images:
-        raise BadRequestError(f"{route.provider} does not take images.", provider=route.provider,
-                              model=route.model_id, hint="Use a vision model (list_models shows vision: true).")
-    too_big = [image for image in images if limit is not None and len(image.data) > limit]
-    if too_big:
-        raise BadRequestError(
-            f"The image is {len(too_big[0].data) / 1e6:.1f} MB, over {route.provider}'s "
-            f"{(limit or 0) / 1e6:.1f} MB limit.",
-            provider=route.provider, model=route.model_id,
-            hint="Send a smaller image (or lower images.max_pixels), or use another provider's model.",
+            images=call.images,
         )
 
 

@@ -13,14 +13,17 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import anyio
+from mcp import MCPError
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
-from mcp_types import ToolAnnotations
+from mcp_types import ListRootsRequest, ListRootsResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mcp_llm import __version__
@@ -90,6 +93,30 @@ def _timeout(timeout_s: float | None) -> float | None:
         raise InputError(f"timeout_s must be positive, not {timeout_s}.",
                          hint="Pass seconds, e.g. 60, or leave it out.")
     return timeout_s
+
+
+ROOTS_TIMEOUT_S = 5.0
+
+
+async def declared_roots(ctx: Context) -> list[Path]:
+    """The `file://` roots the MCP client declares (`roots/list`), or none when it declares no roots
+    capability or cannot be asked (the capability is deprecated as of the 2026-07-28 protocol)."""
+    capabilities = ctx.client_capabilities
+    if capabilities is None or capabilities.roots is None:
+        return []
+    try:
+        with anyio.fail_after(ROOTS_TIMEOUT_S):
+            # send_request rather than session.list_roots(), which warns that roots are deprecated
+            result = await ctx.session.send_request(ListRootsRequest(), ListRootsResult)
+    except (MCPError, TimeoutError) as exc:
+        log.info("roots/list failed: %s", exc)
+        return []
+    roots = []
+    for root in result.roots:
+        uri = urlsplit(str(root.uri))
+        if uri.scheme == "file" and uri.netloc in ("", "localhost") and uri.path:
+            roots.append(Path(unquote(uri.path)))
+    return roots
 
 
 class StaticTokenVerifier:
@@ -166,18 +193,22 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout_s: float | None = None,
+        ctx: Context | None = None,
     ) -> ImageResult:
         """Ask a vision model about an image; get text, or JSON valid against `schema` when one is given.
 
-        `image` is an absolute file path (inside the configured image roots), a data: URI, or raw
-        base64 (http(s) URLs only when enabled in config). `schema` is a JSON Schema object or a
-        preset name. `model` empty means the configured vision default. `timeout_s` bounds the call.
+        `image` is an absolute file path (inside the configured image roots or a root this client
+        declares), a data: URI, or raw base64 (http(s) URLs only when enabled in config). The image
+        is turned upright, stripped of metadata and shrunk to fit the model's provider. `schema` is
+        a JSON Schema object or a preset name. `model` empty means the configured vision default.
+        `timeout_s` bounds the call.
         """
         with tool_errors("analyze_image"):
             checked = None
             if schema not in (None, ""):
                 checked = (await parse_schema_argument_off_loop(schema, app.router.schema_limits))[0]
-            loaded = await load_image(image, settings.images)
+            roots = (lambda: declared_roots(ctx)) if ctx is not None else None
+            loaded = await load_image(image, settings.images, roots)
             spec = CallSpec(prompt=prompt, schema=checked, model=model, temperature=temperature,
                             max_tokens=max_tokens, images=(loaded,), timeout_s=_timeout(timeout_s))
             outcome = await app.router.run(spec)

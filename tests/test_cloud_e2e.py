@@ -208,7 +208,7 @@ def test_no_key_in_printed_config(config_file: Path) -> None:
         assert "env:GEMINI_API_KEY" in done.stdout and "env:ANTHROPIC_API_KEY" in done.stdout
 
 
-async def test_an_image_over_the_providers_limit_is_refused_before_sending(
+async def test_an_image_over_a_providers_limit_is_shrunk_to_fit_it(
     client: Client, fakes: tuple[FakeOllama, FakeGemini, FakeAnthropic], tmp_path: Path
 ) -> None:
     import io
@@ -221,11 +221,13 @@ async def test_an_image_over_the_providers_limit_is_refused_before_sending(
     noise.save(buffer, format="PNG")
     image = tmp_path / "noise.png"
     image.write_bytes(buffer.getvalue())
-    sent_before = len(fakes[2].message_requests)
 
-    text = await call_error(client, "analyze_image", image=str(image), prompt="What is it?", model="claude-haiku-4-5")
+    claude = await call(client, "analyze_image", image=str(image), prompt="What is it?", model="claude-haiku-4-5")
 
-    assert "over anthropic's 5.2 MB limit" in text and "smaller image" in text
-    assert len(fakes[2].message_requests) == sent_before  # refused here, not by the API
+    (report,) = claude["images"]
+    assert report["original"] == {"width": 1400, "height": 1400, "bytes": len(buffer.getvalue()),
+                                  "mime_type": "image/png"}
+    assert report["sent"]["bytes"] <= 5 * 1024 * 1024 and max(report["sent"]["width"], report["sent"]["height"]) <= 1568
+    assert any("re-encoded" in step for step in report["steps"])
     gemini = await call(client, "analyze_image", image=str(image), prompt="What is it?", model="gemini-2.5-flash")
-    assert gemini["text"]
+    assert gemini["text"] and gemini["images"][0]["sent"]["width"] == 1400  # within Gemini's limits: as it was

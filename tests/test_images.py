@@ -117,7 +117,7 @@ async def test_bad_images_get_clear_errors(images: ImageSettings, image_root: Pa
 async def test_urls_are_fetched_when_enabled_and_still_checked(images: ImageSettings) -> None:
     from tests.fakes.ollama_server import FakeOllama
 
-    enabled = images.model_copy(update={"allow_urls": True})
+    enabled = images.model_copy(update={"allow_urls": True, "allow_private_urls": True})  # loopback allowed
     with FakeOllama() as fake:  # any loopback HTTP server: `/` answers text, which is not an image
         with pytest.raises(ImageError, match="not an image"):
             await load_image(f"{fake.url}/", enabled)

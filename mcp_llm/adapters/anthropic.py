@@ -58,7 +58,10 @@ NO_NATIVE_PREFIXES = ("claude-3-", "claude-2", "claude-instant")
 class AnthropicAdapter(LLMAdapter):
     provider = PROVIDER
     sdk_modules = ("anthropic", "httpx2")
-    capabilities = Capabilities(native_schema=True, images=True, max_image_bytes=5 * 1024 * 1024)
+    # Images: 5 MB each; beyond a 1568-pixel long edge or ~1.15 megapixels the API scales them down
+    # itself (docs.claude.com, "Vision": image size), so larger ones would only cost upload time.
+    capabilities = Capabilities(native_schema=True, images=True, max_image_bytes=5 * 1024 * 1024,
+                                max_image_side=1568, max_image_pixels=1_150_000)
 
     def __init__(self, settings: AnthropicSettings, timeouts: Timeouts | None = None) -> None:
         self._settings = settings

@@ -27,7 +27,10 @@ class Capabilities:
 
     native_schema: bool  # send the compiled schema; without it the model only gets the schema instruction
     images: bool  # the provider accepts image input at all (per model: see ModelInfo.vision)
-    max_image_bytes: int | None = None  # larger images are refused here, with a clear error, not by the API
+    max_image_bytes: int | None = None  # per image; larger ones are shrunk to fit (image_fit), None: no limit
+    max_image_side: int | None = None  # longest side in pixels (beyond it the provider would scale down anyway)
+    max_image_pixels: int | None = None  # width × height
+    image_formats: tuple[str, ...] = ("image/png", "image/jpeg", "image/gif", "image/webp")  # MIME types taken
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,11 @@ class LLMAdapter(ABC):
     @abstractmethod
     async def health(self) -> Health:
         """A probe that costs nothing (a listing, never a completion)."""
+
+    async def supports_images(self, model: str) -> bool | None:
+        """Whether `model` (the provider's own name) reads images: None when the provider cannot say,
+        in which case an image is sent and the provider judges."""
+        return None
 
     def forget_models(self) -> None:  # noqa: B027 - an optional hook, not an abstract one
         """Drop anything cached about the provider's models, so the next listing asks afresh."""

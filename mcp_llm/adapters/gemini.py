@@ -54,7 +54,10 @@ VERTEX_HINT = (
 class GeminiAdapter(LLMAdapter):
     provider = PROVIDER
     sdk_modules = ("google.genai", "google.oauth2.credentials")
-    capabilities = Capabilities(native_schema=True, images=True, max_image_bytes=20 * 1024 * 1024)
+    # Inline images: the whole request is at most 20 MB and base64 adds a third, so 15 MB of image;
+    # PNG, JPEG, WebP (HEIC/HEIF too, not GIF); larger than 3072 px a side is scaled down by the API.
+    capabilities = Capabilities(native_schema=True, images=True, max_image_bytes=15 * 1024 * 1024,
+                                max_image_side=3072, image_formats=("image/png", "image/jpeg", "image/webp"))
 
     def __init__(self, settings: GeminiSettings, timeouts: Timeouts | None = None) -> None:
         self._settings = settings

@@ -40,7 +40,8 @@ SHOW_CONCURRENCY = 4
 class OllamaAdapter(LLMAdapter):
     provider = PROVIDER
     sdk_modules = ("ollama", "httpx")
-    capabilities = Capabilities(native_schema=True, images=True)
+    # Ollama decodes images with Go's image package (PNG and JPEG); each model's projector resizes them.
+    capabilities = Capabilities(native_schema=True, images=True, image_formats=("image/png", "image/jpeg"))
 
     def __init__(self, settings: OllamaSettings, timeouts: Timeouts | None = None) -> None:
         self._settings = settings
@@ -162,6 +163,21 @@ class OllamaAdapter(LLMAdapter):
             )
             for name in names
         ]
+
+    async def supports_images(self, model: str) -> bool | None:
+        """Whether `/api/show` lists `vision` among the model's capabilities (asked once per model);
+        None when it cannot say (an older server without `capabilities`, or no answer): then the
+        image is sent and the server judges."""
+        if model not in self._vision_cache:
+            try:
+                with self._translate_errors(model):
+                    shown = await self._get_client().show(model)
+            except ProviderError:
+                return None  # e.g. an unknown model: the chat request itself says so, clearly
+            if shown.capabilities is None:
+                return None
+            self._vision_cache[model] = "vision" in shown.capabilities
+        return self._vision_cache[model]
 
     def forget_models(self) -> None:
         """Drop what `/api/show` told us, so the next listing asks again."""

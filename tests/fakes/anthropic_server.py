@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from tests.fakes._http import Content, FakeHandler, FakeProvider, Reply
+from tests.fakes._images import ANTHROPIC, image_problem
 from tests.fakes.ollama_server import schema_instance
 
 Responder = Callable[[dict[str, Any]], Content]
@@ -308,6 +309,9 @@ def _check_image(block: Mapping[str, Any], where: str, strict_images: bool) -> i
                 400,
                 f"{where}.source.base64.data: Image does not match the provided media type {media_type}",
             )
+        problem = image_problem(raw, ANTHROPIC, media_type)  # decodes, within the size we promise to send
+        if problem:
+            raise RequestError(400, f"{where}.source.base64.data: {problem}")
     return len(raw)
 
 

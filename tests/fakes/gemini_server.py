@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from tests.fakes._http import FakeHandler, FakeProvider, Reply
+from tests.fakes._images import GEMINI, image_problem
 from tests.fakes.ollama_server import schema_instance
 
 Responder = Callable[[dict[str, Any]], str]
@@ -626,6 +627,11 @@ class _Handler(FakeHandler["FakeGemini"]):
         if not _contents(body):
             self._error(400, "* GenerateContentRequest.contents: contents is not specified\n")
             return
+        for mime, data in RecordedRequest("", "", {}, {}, body).images:
+            problem = image_problem(data, GEMINI, mime)
+            if problem:
+                self._error(400, f"Unable to process input image: {problem}.")
+                return
         reply = fake._reply_for(body)
         if not self._begin(reply):
             return

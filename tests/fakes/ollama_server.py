@@ -11,6 +11,7 @@ Only the stdlib; the server machinery, which the other fakes share, is in `_http
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http
 import json
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.fakes._http import FakeHandler, FakeProvider, Reply
+from tests.fakes._images import OLLAMA, image_problem
 
 Responder = Callable[[dict[str, Any]], str]
 
@@ -324,6 +326,11 @@ class _Handler(FakeHandler["FakeOllama"]):
         if not model.vision and any(m.get("images") for m in messages):
             self._error(500, "this model is missing data required for image input")
             return
+        for image in (i for m in messages for i in m.get("images") or []):
+            problem = image_problem(base64.b64decode(image), OLLAMA)
+            if problem:
+                self._error(400, f"invalid image input: {problem}")
+                return
         fake.loaded.add(model.name)
         if not messages:  # Ollama's way to preload a model
             self._json(

@@ -29,6 +29,7 @@ from tests.fakes.gemini_server import (
     requested_schema,
 )
 from tests.fakes.ollama_server import schema_instance
+from tests.images import png_bytes
 
 FLASH = "gemini-2.5-flash"
 GLOBAL_ONLY = "gemini-3-pro-preview"
@@ -74,7 +75,7 @@ async def stream_texts(client: genai.client.AsyncClient, model: str = FLASH, con
 
 @pytest.mark.anyio
 async def test_generate_with_json_schema_image_and_config(fake: FakeGemini) -> None:
-    image = b"\x89PNG\r\n\x1a\n\xff\xfe not really a png"
+    image = png_bytes(3, 2)  # the fake decodes images, as the API does
     async with gemini(fake) as c:
         reply = await c.models.generate_content(
             model=FLASH,

@@ -20,6 +20,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from tests.fakes.ollama_server import FakeModel, FakeOllama, default_responder, schema_instance
+from tests.images import png_bytes
 
 TEXT, VISION = "llama3.2:3b", "llava:7b"
 USER = [{"role": "user", "content": "hello"}]
@@ -46,7 +47,7 @@ async def test_chat_with_schema_and_image_answers_valid_json(fake: FakeOllama) -
         "properties": {"caption": {"type": "string"}, "score": {"type": "integer", "minimum": 1}},
         "required": ["caption", "score"],
     }
-    image = b"\x89PNG\r\n\x1a\nnot really a png"
+    image = png_bytes(3, 2)  # the fake decodes images, as Ollama does
     async with client(fake) as c:
         reply = await c.chat(
             VISION,

@@ -1,0 +1,248 @@
+"""Fit an image to the provider that will receive it: its byte limit, size and formats.
+
+Each adapter states its limits as data (`Capabilities.max_image_bytes`, `max_image_side`,
+`max_image_pixels`, `image_formats`). An image within them goes as it is. Otherwise it is
+scaled down (never up) to the size limits, then re-encoded: a photo as JPEG at falling quality
+steps, line art (few colours, or transparency) as PNG, then as JPEG if PNG stays too large;
+while nothing fits, the size drops by a quarter and the steps run again. Only an image that
+cannot fit even at `MIN_SIDE` pixels is refused: as a non-retryable error of that provider,
+so a fallback to another provider still runs. The report says what was done, for the trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic import BaseModel, Field
+
+from mcp_llm.adapters.base import Capabilities, ImageInput, LLMAdapter
+from mcp_llm.errors import BadRequestError, LLMError
+
+if TYPE_CHECKING:
+    from mcp_llm.registry import Registry, Route
+
+JPEG_QUALITIES = (90, 80, 70, 60, 50, 40)
+SHRINK = 0.75
+MIN_SIDE = 64
+LINE_ART_COLOURS = 256
+PHOTO_FORMATS = ("image/jpeg", "image/webp", "image/png")  # what a photo becomes, first one the provider takes
+LINE_ART_FORMATS = ("image/png", "image/webp", "image/jpeg")
+_PIL_FORMAT = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP", "image/gif": "GIF"}
+
+
+class ImageShape(BaseModel):
+    width: int
+    height: int
+    bytes: int
+    mime_type: str
+
+
+class ImageReport(BaseModel):
+    """What was sent for one image, next to what the caller passed, and the steps between."""
+
+    provider: str
+    original: ImageShape = Field(description="The image as the caller passed it.")
+    sent: ImageShape = Field(description="The image as the provider received it.")
+    steps: list[str] = Field(default_factory=list, description="What was done, in order; empty if nothing.")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int | None
+    max_side: int | None
+    max_pixels: int | None
+    formats: tuple[str, ...]
+
+    @classmethod
+    def of(cls, capabilities: Capabilities) -> Limits:
+        return cls(capabilities.max_image_bytes, capabilities.max_image_side, capabilities.max_image_pixels,
+                   tuple(capabilities.image_formats))
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_bytes is not None:
+            parts.append(f"{self.max_bytes / 1e6:.1f} MB")
+        if self.max_side is not None:
+            parts.append(f"{self.max_side} px a side")
+        if self.max_pixels is not None:
+            parts.append(f"{self.max_pixels / 1e6:.2f} MP")
+        return ", ".join(parts) + (f"; {', '.join(self.formats)}" if self.formats else "")
+
+
+class CannotFit(Exception):
+    """Even the smallest version of the image is over the provider's limits."""
+
+
+def fit(image: ImageInput, limits: Limits, provider: str) -> tuple[ImageInput, ImageReport]:
+    """The image as `provider` can take it, and the report; raises CannotFit. Runs in a worker thread."""
+    from mcp_llm.images import ImageSize, LoadedImage, check_bomb, pillow, reduce_on_decode, scaled_within
+
+    Image = pillow()
+    opened = Image.open(io.BytesIO(image.data))  # not closed: closing would free the decoded pixels too
+    width, height = opened.size
+    original = image.original if isinstance(image, LoadedImage) and image.original else \
+        ImageSize(width, height, len(image.data), image.mime_type)
+    steps = list(image.steps) if isinstance(image, LoadedImage) else []
+    target = scaled_within(width, height, limits.max_pixels, limits.max_side)
+    fits = (target == (width, height) and image.mime_type in limits.formats
+            and (limits.max_bytes is None or len(image.data) <= limits.max_bytes))
+    if fits:
+        return image, _report(provider, original, width, height, image, steps)
+    check_bomb(opened, 1 << 28, "the image")
+    reduce_on_decode(opened, target)
+    opened.load()
+    photo = _is_photo(opened)
+    base = _flatten_mode(opened)
+    del opened
+    if target != (width, height):
+        steps.append(f"scaled {width}×{height} → {target[0]}×{target[1]} ({provider}'s size limit)")
+    for size in _sizes(target):
+        resized = base if base.size == size else base.resize(size, Image.LANCZOS, reducing_gap=3.0)
+        if size != target:
+            steps_here = [*steps, f"scaled to {size[0]}×{size[1]} to fit {provider}'s byte limit"]
+        else:
+            steps_here = steps
+        for mime, options, label in _encodings(limits, photo, resized):
+            data = _encode(resized, mime, options)
+            if limits.max_bytes is None or len(data) <= limits.max_bytes:
+                sent = ImageInput(data, mime)
+                done = [*steps_here, f"re-encoded as {label}"]
+                return sent, _report(provider, original, size[0], size[1], sent, done)
+    raise CannotFit(f"cannot be made to fit {provider}'s limits ({limits.describe()})")
+
+
+def _report(provider: str, original: Any, width: int, height: int, sent: ImageInput, steps: list[str]) -> ImageReport:
+    return ImageReport(
+        provider=provider,
+        original=ImageShape(width=original.width, height=original.height, bytes=original.bytes,
+                            mime_type=original.mime_type),
+        sent=ImageShape(width=width, height=height, bytes=len(sent.data), mime_type=sent.mime_type),
+        steps=steps,
+    )
+
+
+def _sizes(target: tuple[int, int]) -> Iterator[tuple[int, int]]:
+    width, height = target
+    while True:
+        yield width, height
+        if max(width, height) <= MIN_SIDE:
+            return
+        width, height = max(1, int(width * SHRINK)), max(1, int(height * SHRINK))
+
+
+def _is_photo(image: Any) -> bool:
+    """A JPEG is a photo; otherwise many colours and no transparency make one (on a small thumbnail)."""
+    if image.format == "JPEG":
+        return True
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        return False
+    if image.mode in ("P", "1"):
+        return False
+    scale = min(1.0, 128 / max(image.size))
+    probe = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), 0)  # nearest
+    return probe.getcolors(LINE_ART_COLOURS) is None
+
+
+def _flatten_mode(image: Any) -> Any:
+    """A mode every encoder takes: RGB, RGBA or L."""
+    if image.mode in ("RGB", "RGBA", "L"):
+        return image
+    has_alpha = "A" in image.mode or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def _encodings(limits: Limits, photo: bool, image: Any) -> Iterator[tuple[str, dict[str, Any], str]]:
+    order = PHOTO_FORMATS if photo else LINE_ART_FORMATS
+    for mime in order:
+        if mime not in limits.formats:
+            continue
+        if mime == "image/png":
+            yield mime, {"optimize": image.width * image.height <= 4_000_000}, "PNG"
+        else:
+            name = _PIL_FORMAT[mime]
+            for quality in JPEG_QUALITIES:
+                yield mime, {"quality": quality}, f"{name} quality {quality}"
+
+
+def _encode(image: Any, mime: str, options: dict[str, Any]) -> bytes:
+    if mime == "image/jpeg" and image.mode not in ("RGB", "L"):
+        image = _on_white(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format=_PIL_FORMAT[mime], **options)
+    return buffer.getvalue()
+
+
+def _on_white(image: Any) -> Any:
+    from mcp_llm.images import pillow
+
+    Image = pillow()
+    rgba = image.convert("RGBA")
+    background = Image.new("RGB", rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background
+
+
+# --- per route: vision gating, then fitting ------------------------------------------------------
+
+VISION_CHECK_TIMEOUT_S = 10.0
+
+
+async def images_for_route(
+    registry: Registry, adapter: LLMAdapter, route: Route, images: tuple[ImageInput, ...]
+) -> tuple[tuple[ImageInput, ...], list[ImageReport]]:
+    """The images as `route`'s provider can take them, and what was done to each; refuses (with a
+    non-retryable error of that provider, so fallback goes on) a model that cannot read images."""
+    if not images:
+        return (), []
+    await _check_vision(registry, adapter, route)
+    limits = Limits.of(adapter.capabilities)
+    fitted: list[ImageInput] = []
+    reports: list[ImageReport] = []
+    for image in images:
+        try:
+            sent, report = await anyio.to_thread.run_sync(fit, image, limits, route.provider)
+        except CannotFit as exc:
+            raise BadRequestError(f"The image {exc}.", provider=route.provider, model=route.model_id,
+                                  hint="Use another provider's model, or send a smaller image.") from None
+        fitted.append(sent)
+        reports.append(report)
+    return tuple(fitted), reports
+
+
+async def _check_vision(registry: Registry, adapter: LLMAdapter, route: Route) -> None:
+    """A configured model's own `vision` flag when it sets one, else what the provider says."""
+    if not adapter.capabilities.images:
+        raise BadRequestError(f"{route.provider} does not take images.", provider=route.provider,
+                              model=route.model_id, hint=await _vision_hint(registry, adapter, route))
+    entry = registry.configured_entry(route.model_id)
+    if entry is not None and "vision" in entry.model_fields_set:
+        vision: bool | None = entry.vision
+        why = "vision = false in the config file"
+    else:
+        vision = None
+        with anyio.move_on_after(VISION_CHECK_TIMEOUT_S):
+            vision = await adapter.supports_images(route.native)
+        why = "the provider does not list vision among its capabilities"
+    if vision is False:
+        raise BadRequestError(f"{route.model_id} cannot read images ({why}).", provider=route.provider,
+                              model=route.model_id, hint=await _vision_hint(registry, adapter, route))
+
+
+async def _vision_hint(registry: Registry, adapter: LLMAdapter, route: Route) -> str:
+    """Name a model that can read images: the configured vision default, a configured vision model,
+    or one the provider lists with vision."""
+    candidates = [registry.settings.defaults.vision_model]
+    candidates += [e.id for e in registry.configured_models() if e.enabled and e.vision]
+    if not any(c and c != route.model_id for c in candidates):
+        with anyio.move_on_after(VISION_CHECK_TIMEOUT_S):
+            with contextlib.suppress(LLMError):
+                candidates += [m.id for m in await adapter.list_models() if m.vision]
+    name = next((c for c in candidates if c and c != route.model_id), None)
+    if name:
+        return f"Use a vision model such as {name!r} (list_models shows vision: true for each)."
+    return "Use a vision model (list_models shows vision: true), or set defaults.vision_model."
