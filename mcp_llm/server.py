@@ -17,13 +17,14 @@ from typing import Any
 
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
-from mcp_types import ToolAnnotations
+from mcp_types import InputRequiredResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mcp_llm import __version__
 from mcp_llm.adapters.base import Health, ModelInfo
+from mcp_llm.adapters.sampling import AwaitingClient, ClientCall, StateCodec
 from mcp_llm.app import App
 from mcp_llm.config import Settings
 from mcp_llm.errors import InputError, LLMError
@@ -90,6 +91,7 @@ class StaticTokenVerifier:
 def build_server(settings: Settings, *, http_token: str | None = None, http_url: str | None = None) -> MCPServer:
     """The server with its tools; `http_token` makes every HTTP request carry that bearer token."""
     app = App(settings)
+    codec = StateCodec()  # signs the state a 2026-07-28 sampling call carries between rounds
     auth: dict[str, Any] = {}
     if http_token is not None:
         url = http_url or f"http://{settings.server.host}:{settings.server.port}"
@@ -124,7 +126,8 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout_s: float | None = None,
-    ) -> StructuredResult:
+        ctx: Context | None = None,
+    ) -> StructuredResult | InputRequiredResult:
         """Ask an LLM and get back JSON that validates against `schema`.
 
         `schema` is a JSON Schema object, or a preset name (reverse_prompt, semantic_analysis,
@@ -135,9 +138,13 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         """
         with tool_errors("generate_structured"):
             checked, _ = parse_schema_argument(schema)
-            spec = CallSpec(prompt=prompt, schema=checked, model=model, system=system,
-                            temperature=temperature, max_tokens=max_tokens, timeout_s=_timeout(timeout_s))
-            outcome = await app.router.run(spec)
+            client = ClientCall(ctx, codec)
+            spec = CallSpec(prompt=prompt, schema=checked, model=model, system=system, temperature=temperature,
+                            max_tokens=max_tokens, timeout_s=_timeout(timeout_s), client=client)
+            try:
+                outcome = await app.router.run(spec)
+            except AwaitingClient:  # 2026-07-28: ask the client to sample, then go on when it calls again
+                return client.input_required()
             return StructuredResult(data=outcome.data, **outcome.trace.model_dump())
 
     @server.tool(title="Analyze an image", annotations=reads)
@@ -149,7 +156,8 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout_s: float | None = None,
-    ) -> ImageResult:
+        ctx: Context | None = None,
+    ) -> ImageResult | InputRequiredResult:
         """Ask a vision model about an image; get text, or JSON valid against `schema` when one is given.
 
         `image` is an absolute file path (inside the configured image roots), a data: URI, or raw
@@ -159,33 +167,38 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         with tool_errors("analyze_image"):
             checked = parse_schema_argument(schema)[0] if schema not in (None, "") else None
             loaded = await load_image(image, settings.images)
+            client = ClientCall(ctx, codec)
             spec = CallSpec(prompt=prompt, schema=checked, model=model, temperature=temperature,
-                            max_tokens=max_tokens, images=(loaded,), timeout_s=_timeout(timeout_s))
-            outcome = await app.router.run(spec)
+                            max_tokens=max_tokens, images=(loaded,), timeout_s=_timeout(timeout_s), client=client)
+            try:
+                outcome = await app.router.run(spec)
+            except AwaitingClient:
+                return client.input_required()
             trace = outcome.trace.model_dump()
             if checked is None:
                 return ImageResult(text=outcome.text, **trace)
             return ImageResult(data=outcome.data, **trace)
 
     @server.tool(title="List models", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True))
-    async def list_models(provider: str | None = None, refresh: bool = False) -> ModelList:
+    async def list_models(provider: str | None = None, refresh: bool = False,
+                          ctx: Context | None = None) -> ModelList:
         """The models configured and those the providers report, with what each can do.
 
         `source` is 'config' or 'discovered'; `available` says whether the provider has the model
         (null when it was not asked). `refresh` skips the short cache.
         """
         with tool_errors("list_models"):
-            return ModelList(models=await app.models(provider, refresh))
+            return ModelList(models=await app.models(provider, refresh, ClientCall(ctx, codec)))
 
     @server.tool(title="Provider health", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True))
-    async def provider_health(provider: str | None = None) -> HealthReport:
+    async def provider_health(provider: str | None = None, ctx: Context | None = None) -> HealthReport:
         """Whether each provider is reachable, how fast, its version, and whether a key is set.
 
         Probes never run a completion, and are cached for a few seconds. Status is ok, degraded,
         down or unconfigured; `detail` says what to do when it is not ok.
         """
         with tool_errors("provider_health"):
-            return HealthReport(providers=await app.health(provider))
+            return HealthReport(providers=await app.health(provider, ClientCall(ctx, codec)))
 
     @server.resource("mcp-llm://presets", title="Schema presets", mime_type="application/json")
     def presets_index() -> str:

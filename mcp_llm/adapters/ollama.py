@@ -46,7 +46,7 @@ class OllamaAdapter(LLMAdapter):
         self._settings = settings
         self._timeouts = timeouts or Timeouts()
         self._client: AsyncClient | None = None
-        self._vision_cache: dict[str, bool] = {}
+        self._capabilities: dict[str, list[str]] = {}  # from /api/show, e.g. ["completion", "vision"]
 
     @property
     def endpoint(self) -> str:
@@ -137,7 +137,7 @@ class OllamaAdapter(LLMAdapter):
         limiter = anyio.CapacityLimiter(SHOW_CONCURRENCY)
 
         async def learn_vision(name: str) -> None:
-            if name in self._vision_cache:
+            if name in self._capabilities:
                 return
             async with limiter:
                 try:
@@ -145,7 +145,8 @@ class OllamaAdapter(LLMAdapter):
                         shown = await client.show(name)
                 except ProviderError:
                     return  # vision stays unknown (False) for this one; the listing still stands
-            self._vision_cache[name] = "vision" in (shown.capabilities or [])
+            # an Ollama too old to report capabilities: take it for a text model
+            self._capabilities[name] = list(shown.capabilities or ["completion"])
 
         async with anyio.create_task_group() as tg:
             for name in names:
@@ -155,8 +156,9 @@ class OllamaAdapter(LLMAdapter):
                 id=f"ollama/{name}",
                 provider=PROVIDER,
                 label=name,
-                vision=self._vision_cache.get(name, False),
-                structured=True,
+                vision="vision" in self._capabilities.get(name, []),
+                # an embedding-only model cannot answer; unknown (no /api/show) counts as able
+                structured="completion" in self._capabilities.get(name, ["completion"]),
                 available=True,
                 source="discovered",
             )
@@ -165,7 +167,7 @@ class OllamaAdapter(LLMAdapter):
 
     def forget_models(self) -> None:
         """Drop what `/api/show` told us, so the next listing asks again."""
-        self._vision_cache.clear()
+        self._capabilities.clear()
 
     async def health(self) -> Health:
         async def check(client: AsyncClient) -> dict[str, Any]:
@@ -226,7 +228,7 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None) -> Pro
         if "missing data required for image input" in text:  # Ollama's 500 for an image sent to a text model
             return BadRequestError(f"Ollama model {model!r} cannot read images ({text}).", provider=PROVIDER,
                                    model=model, status=status,
-                                   hint="Use a vision model (list_models shows vision: true), e.g. ollama/llava.")
+                                   hint="Use a vision model (list_models shows vision: true).")
         if status == -1:
             return ProviderServerError(f"Ollama reported an error mid-stream: {text}.", provider=PROVIDER,
                                        model=model, status=status)
