@@ -41,10 +41,11 @@ class DefaultPicker:
             return found
         endpoint = self.registry.settings.providers.ollama.effective_endpoint
         kind = "vision model" if vision else "model"
-        why = client.why_not if client is not None else "There is no MCP client here to sample."
+        why = client.why_not if client is not None else "there is no MCP client here to sample"
+        why = why[:1].lower() + why[1:].rstrip(".")
         raise UnknownModelError(
-            f"No model was given and none is configured, so one was looked for: {why} "
-            f"And no Ollama {kind} was found at {endpoint}.",
+            f"No model was given and none is configured, and none could be chosen: {why}, "
+            f"and no Ollama {kind} was found at {endpoint}.",
             hint="Set defaults.model in the config file (or pass `model`), or use an MCP client that supports "
             f"sampling; or start Ollama (`ollama serve`) and pull a {kind} (`ollama pull <name>`).",
         )
