@@ -7,6 +7,7 @@ reports (a vision model for images); else an error naming both ways out.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp_types import CreateMessageResult, TextContent
 
 from mcp_llm.config import Settings, load_settings
@@ -24,6 +25,7 @@ from mcp_llm.server import build_server
 from tests.conftest import call, call_error, free_port
 from tests.fakes.ollama_server import FakeModel, FakeOllama
 from tests.images import png_bytes
+from tests.stdio_harness import REPO_ROOT, subprocess_env
 
 pytestmark = pytest.mark.anyio
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
@@ -134,3 +136,22 @@ def test_hints_name_ids_that_exist_not_made_up_ones(make_settings: Callable[...,
     with pytest.raises(UnknownModelError) as caught:
         configured.resolve("nonsense")
     assert "(e.g. 'gemini-2.5-flash', 'ollama/qwen2.5:7b')" in caught.value.user_message()
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_fresh_install_over_stdio_answers_through_sampling_with_a_re_ask(mode: str, tmp_path: Path) -> None:
+    """`mcp-llm serve` as a desktop client starts it, no config file and no keys: the client's model answers."""
+    replies = ["Sure! Here it is: ok", '{"ok": true}']
+
+    async def model(_ctx: Any, _params: Any) -> CreateMessageResult:
+        return CreateMessageResult(role="assistant", content=TextContent(text=replies.pop(0)), model="desk-model")
+
+    env = subprocess_env({"XDG_CONFIG_HOME": str(tmp_path / "none"), "OLLAMA_HOST": f"127.0.0.1:{free_port()}"})
+    params = StdioServerParameters(command=sys.executable, args=["-m", "mcp_llm", "serve"], env=env,
+                                   cwd=str(REPO_ROOT))
+    with anyio.fail_after(60):
+        async with Client(params, mode=mode, sampling_callback=model, read_timeout_seconds=30) as client:
+            result = await call(client, "generate_structured", prompt="ok?", schema=SCHEMA)
+    assert result["data"] == {"ok": True} and result["model"] == "client/desk-model"
+    assert [a["error"] for a in result["attempts"]] == ["not_json", None]
+    assert replies == []
