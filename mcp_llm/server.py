@@ -131,9 +131,11 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         """Ask an LLM and get back JSON that validates against `schema`.
 
         `schema` is a JSON Schema object, or a preset name (reverse_prompt, semantic_analysis,
-        visual_prompt_score). `model` is an id such as 'ollama/llama3.2' (list_models shows them);
-        empty means the configured default. Invalid answers are re-asked with the errors, and
-        other models are tried when configured as fallbacks; the trace fields say what happened.
+        visual_prompt_score). `model` is an id such as 'ollama/llama3.2', or 'client' for your own
+        model through sampling (list_models shows them); empty means the configured default, or with
+        none configured your own model (if you support sampling) or a local Ollama model. Invalid
+        answers are re-asked with the errors, and other models are tried when configured as
+        fallbacks; the trace fields say what happened.
         `timeout_s` bounds the whole call (default: the configured defaults.timeout_s).
         """
         with tool_errors("generate_structured"):
