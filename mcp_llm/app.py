@@ -13,6 +13,7 @@ import time
 import anyio
 
 from mcp_llm.adapters.base import Health, ModelInfo
+from mcp_llm.adapters.sampling import ClientCall, client_health, client_model
 from mcp_llm.config import Settings
 from mcp_llm.errors import InputError, LLMError
 from mcp_llm.registry import CONFIGURABLE_PROVIDERS, Registry
@@ -37,7 +38,8 @@ class App:
 
     # --- list_models -----------------------------------------------------------------------
 
-    async def models(self, provider: str | None, refresh: bool) -> list[ModelInfo]:
+    async def models(self, provider: str | None, refresh: bool, client: ClientCall | None = None) -> list[ModelInfo]:
+        """`client` is the caller's MCP client: whether `client` (sampling) is available depends on it."""
         providers = self._check_provider(provider)
         discovered: dict[str, list[ModelInfo] | None] = {}
 
@@ -46,7 +48,7 @@ class App:
 
         async with anyio.create_task_group() as tg:
             for name in providers:
-                if name in self.registry.providers_with_adapters():
+                if name in self.registry.providers_with_adapters() and name != "client":
                     tg.start_soon(discover, name)
 
         models: list[ModelInfo] = []
@@ -76,6 +78,8 @@ class App:
         listed = {m.id for m in models}
         for found in discovered.values():
             models.extend(m for m in found or [] if m.id not in listed and _canonical(m.id) not in listed)
+        if "client" in providers:
+            models.append(client_model(client))
         return models
 
     async def _discover(self, provider: str, refresh: bool) -> list[ModelInfo] | None:
@@ -99,11 +103,16 @@ class App:
 
     # --- provider_health -------------------------------------------------------------------
 
-    async def health(self, provider: str | None) -> list[Health]:
+    async def health(self, provider: str | None, client: ClientCall | None = None) -> list[Health]:
+        """`client` is the caller's MCP client; its health is read from its capabilities, never by sampling."""
         providers = self._check_provider(provider)
         results: dict[str, Health] = {}
 
         async def probe(name: str) -> None:
+            if name == "client":
+                results[name] = client_health(client).model_copy(
+                    update={"circuit": self.router.breakers.state(name)})
+                return
             results[name] = await self._probe(name)
 
         async with anyio.create_task_group() as tg:
@@ -131,7 +140,7 @@ class App:
         )
 
     def _check_provider(self, provider: str | None) -> list[str]:
-        known = list(CONFIGURABLE_PROVIDERS)
+        known = [*CONFIGURABLE_PROVIDERS, "client"]
         if provider is None or provider == "":
             return known
         if provider not in known:

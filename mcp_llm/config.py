@@ -119,8 +119,14 @@ class CompatibleEndpoint(_Provider):
 
 
 class ClientSettings(_Section):
+    """The MCP client's own model, through sampling: what to ask the client for."""
+
     as_fallback: bool = False
     hints: list[str] = Field(default_factory=list)
+    cost_priority: float | None = Field(default=None, ge=0, le=1)
+    speed_priority: float | None = Field(default=None, ge=0, le=1)
+    intelligence_priority: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int = Field(default=4096, ge=1)  # sampling needs one; a call's max_tokens wins
 
 
 class Providers(_Section):

@@ -13,6 +13,7 @@ LLMError                      every failure we anticipate; .hint says what to do
 │   ├── ModelNotFoundError    404: the provider does not have that model
 │   ├── BadRequestError       400/413/422: the provider refused the request as sent
 │   ├── CircuitOpenError      skipped: the provider failed too often in a row, cooling down
+│   ├── SamplingDeclined      the MCP client refused or failed a sampling request (never retried)
 │   └── TransientError        worth retrying (.retryable is True)
 │       ├── ProviderUnavailable   connection refused or reset, DNS
 │       ├── ProviderTimeout       no answer within the timeout
@@ -107,6 +108,12 @@ class BadRequestError(ProviderError):
 
 class CircuitOpenError(ProviderError):
     kind = "circuit_open"
+
+
+class SamplingDeclined(ProviderError):
+    """The MCP client said no to `sampling/createMessage` (its user declined, or it cannot sample)."""
+
+    kind = "declined"
 
 
 class TransientError(ProviderError):

@@ -94,10 +94,17 @@ def _build_anthropic(settings: Settings) -> LLMAdapter:
     return AnthropicAdapter(settings.providers.anthropic, timeouts=timeouts(settings))
 
 
+def _build_client(settings: Settings) -> LLMAdapter:
+    from mcp_llm.adapters.sampling import SamplingAdapter
+
+    return SamplingAdapter(settings.providers.client)
+
+
 ADAPTER_FACTORIES: dict[str, AdapterFactory] = {
     "ollama": _build_ollama,
     "gemini": _build_gemini,
     "anthropic": _build_anthropic,
+    "client": _build_client,
 }
 
 
@@ -132,20 +139,30 @@ class Registry:
         ids += sorted(self._discovered)
         return list(dict.fromkeys(ids))
 
-    def default_model(self, *, vision: bool) -> str:
+    def configured_default(self, *, vision: bool) -> str | None:
+        """`defaults.vision_model` / `defaults.model`, else the first enabled configured model; None if none."""
         defaults = self.settings.defaults
         chosen = (defaults.vision_model if vision else "") or defaults.model
         if chosen:
             return chosen
         enabled = [entry for entry in self.configured_models() if entry.enabled and (entry.vision or not vision)]
-        if enabled:
-            return enabled[0].id
+        return enabled[0].id if enabled else None
+
+    def default_model(self, *, vision: bool) -> str:
+        chosen = self.configured_default(vision=vision)
+        if chosen:
+            return chosen
         what = "defaults.vision_model (or defaults.model)" if vision else "defaults.model"
         raise UnknownModelError(
             "No model was given and no default is configured.",
-            hint=f"Pass `model` (e.g. 'ollama/llama3.2'{' or a vision model' if vision else ''}), "
-            f"or set {what} in the config file.",
+            hint=f"Pass `model`{self.examples()}, set {what} in the config file, "
+            "or use an MCP client that supports sampling (its own model answers then).",
         )
+
+    def examples(self) -> str:
+        """` (e.g. 'a', 'b')` from the ids that exist (config or discovery); empty when none is known."""
+        ids = [i for i in self.known_ids() if i not in self.settings.aliases][:3] or list(self.settings.aliases)[:3]
+        return f" (e.g. {', '.join(repr(i) for i in ids)})" if ids else ""
 
     def expand_alias(self, model_id: str) -> str:
         seen = [model_id]
@@ -196,7 +213,7 @@ class Registry:
             hint = f"Did you mean {', '.join(repr(c) for c in close[:3])}? " + hint
         return UnknownModelError(
             f"Unknown model id {model_id!r}.",
-            hint=hint + " (e.g. 'ollama/llama3.2'), or an alias from [aliases]; list_models shows what is available.",
+            hint=hint + f"{self.examples()}, or an alias from [aliases]; list_models shows what is available.",
         )
 
     # --- adapters --------------------------------------------------------------------------

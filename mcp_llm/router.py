@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from pydantic import BaseModel, Field
@@ -41,6 +41,10 @@ from mcp_llm.structured import (
     repair_message,
     schema_instruction,
 )
+from mcp_llm.zero_config import DefaultPicker
+
+if TYPE_CHECKING:
+    from mcp_llm.adapters.sampling import ClientCall
 
 RETRY_INITIAL_WAIT_S = 0.5
 RETRY_MAX_WAIT_S = 8.0
@@ -96,6 +100,7 @@ class CallSpec:
     max_tokens: int | None = None
     images: tuple[ImageInput, ...] = ()
     timeout_s: float | None = None
+    client: ClientCall | None = None  # this call's MCP client (sampling), from server.py; never shared
 
 
 class _Call:
@@ -131,6 +136,7 @@ class Router:
         defaults = registry.settings.defaults
         self.breakers = CircuitBreakers(defaults.circuit_failures, defaults.circuit_cooldown_s)
         self.schema_limits, self.reply_limits = limits_from(registry.settings.limits)
+        self.picker = DefaultPicker(registry)
 
     def limiter(self, provider: str) -> anyio.CapacityLimiter:
         """At most `providers.<name>.concurrency` requests in flight to one provider."""
@@ -149,13 +155,27 @@ class Router:
         """The requested model, its own fallbacks, then `defaults.fallback`; each once."""
         entry = self.registry.configured_entry(first.model_id)
         ids = [first.model_id, *(entry.fallback if entry else []), *self.defaults.fallback]
+        if self.registry.settings.providers.client.as_fallback:
+            ids.append("client")
         return list(dict.fromkeys(ids))
 
     async def run(self, spec: CallSpec) -> Outcome:
-        first = self.registry.resolve(spec.model, vision=bool(spec.images))
+        vision = bool(spec.images)
+        model = spec.model
+        if not (model or "").strip() and self.registry.configured_default(vision=vision) is None:
+            model = await self.picker.pick(vision=vision, client=spec.client)
+        first = self.registry.resolve(model, vision=vision)
         call = _Call(spec.timeout_s or self.defaults.timeout_s)
         errors: list[tuple[str, LLMError]] = []
-        for model_id in self.chain(first):
+        chain = self.chain(first)
+        resumed = spec.client.resume(chain) if spec.client is not None else None
+        if resumed is not None:  # a 2026-07-28 call back with the client's answer: go on where it stopped
+            errors, call.attempts, call.usage = resumed.errors, resumed.attempts, resumed.usage
+            call.started -= resumed.elapsed_s
+            call.deadline -= resumed.elapsed_s
+        for model_id in chain[len(errors):]:
+            if spec.client is not None:
+                spec.client.checkpoint(errors, call.attempts, call.usage)
             try:
                 route = first if model_id == first.model_id else self.registry.resolve(model_id)
                 return await self._run_model(route, spec, call)
@@ -188,6 +208,7 @@ class Router:
                 temperature=spec.temperature,
                 max_tokens=spec.max_tokens,
                 vertex=route.vertex,
+                client=spec.client,
             )
             completion, started = await self._complete_with_retries(adapter, route, request, call)
             call.usage.input_tokens += completion.input_tokens or 0
@@ -204,7 +225,8 @@ class Router:
                     messages += [Message("assistant", completion.text), Message("user", repair_message(exc))]
                     continue
             call.record(route, "ok", started)
-            return Outcome(completion.text, data, self._trace(route, call, compiled.rewrites if compiled else []))
+            trace = self._trace(route, call, compiled.rewrites if compiled else [], completion.model)
+            return Outcome(completion.text, data, trace)
         raise AssertionError("unreachable: the last round returns or raises")
 
     async def _complete_with_retries(
@@ -289,9 +311,9 @@ class Router:
                 raise outcome.exception()
 
     @staticmethod
-    def _trace(route: Route, call: _Call, rewrites: list[str]) -> Trace:
+    def _trace(route: Route, call: _Call, rewrites: list[str], reported: str | None = None) -> Trace:
         return Trace(
-            model=route.model_id,
+            model=reported or route.model_id,
             provider=route.provider,
             attempts=call.attempts,
             usage=call.usage,

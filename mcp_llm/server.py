@@ -23,11 +23,12 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
-from mcp_types import ListRootsRequest, ListRootsResult, ToolAnnotations
+from mcp_types import InputRequiredResult, ListRootsRequest, ListRootsResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mcp_llm import __version__
 from mcp_llm.adapters.base import Health, ModelInfo
+from mcp_llm.adapters.sampling import AwaitingClient, ClientCall, StateCodec
 from mcp_llm.app import App
 from mcp_llm.config import Settings
 from mcp_llm.errors import InputError, LLMError
@@ -134,6 +135,7 @@ class StaticTokenVerifier:
 def build_server(settings: Settings, *, http_token: str | None = None, http_url: str | None = None) -> MCPServer:
     """The server with its tools; `http_token` makes every HTTP request carry that bearer token."""
     app = App(settings)
+    codec = StateCodec()  # signs the state a 2026-07-28 sampling call carries between rounds
     auth: dict[str, Any] = {}
     if http_token is not None:
         url = http_url or f"http://{settings.server.host}:{settings.server.port}"
@@ -168,20 +170,27 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout_s: float | None = None,
-    ) -> StructuredResult:
+        ctx: Context | None = None,
+    ) -> StructuredResult | InputRequiredResult:
         """Ask an LLM and get back JSON that validates against `schema`.
 
         `schema` is a JSON Schema object, or a preset name (reverse_prompt, semantic_analysis,
-        visual_prompt_score). `model` is an id such as 'ollama/llama3.2' (list_models shows them);
-        empty means the configured default. Invalid answers are re-asked with the errors, and
-        other models are tried when configured as fallbacks; the trace fields say what happened.
+        visual_prompt_score). `model` is an id such as 'ollama/llama3.2', or 'client' for your own
+        model through sampling (list_models shows them); empty means the configured default, or with
+        none configured your own model (if you support sampling) or a local Ollama model. Invalid
+        answers are re-asked with the errors, and other models are tried when configured as
+        fallbacks; the trace fields say what happened.
         `timeout_s` bounds the whole call (default: the configured defaults.timeout_s).
         """
         with tool_errors("generate_structured"):
             checked, _ = await parse_schema_argument_off_loop(schema, app.router.schema_limits)
-            spec = CallSpec(prompt=prompt, schema=checked, model=model, system=system,
-                            temperature=temperature, max_tokens=max_tokens, timeout_s=_timeout(timeout_s))
-            outcome = await app.router.run(spec)
+            client = ClientCall(ctx, codec)
+            spec = CallSpec(prompt=prompt, schema=checked, model=model, system=system, temperature=temperature,
+                            max_tokens=max_tokens, timeout_s=_timeout(timeout_s), client=client)
+            try:
+                outcome = await app.router.run(spec)
+            except AwaitingClient:  # 2026-07-28: ask the client to sample, then go on when it calls again
+                return client.input_required()
             return StructuredResult(data=outcome.data, **outcome.trace.model_dump())
 
     @server.tool(title="Analyze an image", annotations=reads)
@@ -194,7 +203,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         max_tokens: int | None = None,
         timeout_s: float | None = None,
         ctx: Context | None = None,
-    ) -> ImageResult:
+    ) -> ImageResult | InputRequiredResult:
         """Ask a vision model about an image; get text, or JSON valid against `schema` when one is given.
 
         `image` is an absolute file path (inside the configured image roots or a root this client
@@ -209,33 +218,38 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
                 checked = (await parse_schema_argument_off_loop(schema, app.router.schema_limits))[0]
             roots = (lambda: declared_roots(ctx)) if ctx is not None else None
             loaded = await load_image(image, settings.images, roots)
+            client = ClientCall(ctx, codec)
             spec = CallSpec(prompt=prompt, schema=checked, model=model, temperature=temperature,
-                            max_tokens=max_tokens, images=(loaded,), timeout_s=_timeout(timeout_s))
-            outcome = await app.router.run(spec)
+                            max_tokens=max_tokens, images=(loaded,), timeout_s=_timeout(timeout_s), client=client)
+            try:
+                outcome = await app.router.run(spec)
+            except AwaitingClient:
+                return client.input_required()
             trace = outcome.trace.model_dump()
             if checked is None:
                 return ImageResult(text=outcome.text, **trace)
             return ImageResult(data=outcome.data, **trace)
 
     @server.tool(title="List models", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True))
-    async def list_models(provider: str | None = None, refresh: bool = False) -> ModelList:
+    async def list_models(provider: str | None = None, refresh: bool = False,
+                          ctx: Context | None = None) -> ModelList:
         """The models configured and those the providers report, with what each can do.
 
         `source` is 'config' or 'discovered'; `available` says whether the provider has the model
         (null when it was not asked). `refresh` skips the short cache.
         """
         with tool_errors("list_models"):
-            return ModelList(models=await app.models(provider, refresh))
+            return ModelList(models=await app.models(provider, refresh, ClientCall(ctx, codec)))
 
     @server.tool(title="Provider health", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True))
-    async def provider_health(provider: str | None = None) -> HealthReport:
+    async def provider_health(provider: str | None = None, ctx: Context | None = None) -> HealthReport:
         """Whether each provider is reachable, how fast, its version, and whether a key is set.
 
         Probes never run a completion, and are cached for a few seconds. Status is ok, degraded,
         down or unconfigured; `detail` says what to do when it is not ok.
         """
         with tool_errors("provider_health"):
-            return HealthReport(providers=await app.health(provider))
+            return HealthReport(providers=await app.health(provider, ClientCall(ctx, codec)))
 
     @server.resource("mcp-llm://presets", title="Schema presets", mime_type="application/json")
     def presets_index() -> str:

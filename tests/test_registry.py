@@ -286,7 +286,6 @@ async def test_ollama_adapter_is_built_once_and_rebuilt_after_close(registry: Re
     ("model_id", "provider", "label"),
     [
         ("openai/gpt-4o", "openai", "OpenAI"),
-        ("client", "client", "sampling"),
         ("lmstudio/qwen", "lmstudio", "'lmstudio'"),
     ],
 )

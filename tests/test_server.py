@@ -207,7 +207,7 @@ async def test_provider_health_ok_then_down(client: Client, fake_ollama: FakeOll
     assert ollama["latency_ms"] >= 0
 
     everyone = {p["provider"]: p for p in (await call(client, "provider_health"))["providers"]}
-    assert set(everyone) == {"ollama", "gemini", "anthropic", "openai"}
+    assert set(everyone) == {"ollama", "gemini", "anthropic", "openai", "client"}
     assert everyone["gemini"]["status"] == "unconfigured"
 
 
@@ -221,7 +221,8 @@ async def test_provider_health_down_with_clear_detail(fake_ollama: FakeOllama, i
         text = await call_error(client, "generate_structured", prompt="hi", schema={"type": "object"})
         assert "Cannot reach Ollama" in text and "ollama serve" in text
         models = (await call(client, "list_models"))["models"]
-        assert {m["id"]: m["available"] for m in models} == {"ollama/llama3.2:3b": False, "ollama/llava:7b": False}
+        assert {m["id"]: m["available"] for m in models} == {"ollama/llama3.2:3b": False, "ollama/llava:7b": False,
+                                                             "client": False}  # this client cannot sample
 
 
 BAD_INPUTS = [

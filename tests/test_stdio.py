@@ -181,7 +181,9 @@ async def test_list_models_shows_configured_and_discovered(config: Path) -> None
         async with connect(config) as client:
             result = await call(client, "list_models")
     models = {m["id"]: m for m in result["models"]}
-    assert set(models) == {TEXT_MODEL, VISION_MODEL, f"ollama/{CONFIGURED_MISSING}", f"ollama/{DISCOVERED_ONLY}"}
+    assert set(models) == {TEXT_MODEL, VISION_MODEL, f"ollama/{CONFIGURED_MISSING}", f"ollama/{DISCOVERED_ONLY}",
+                           "client"}
+    assert models["client"]["available"] is False  # this client declared no sampling
     assert models[TEXT_MODEL] == {
         "id": TEXT_MODEL,
         "provider": "ollama",

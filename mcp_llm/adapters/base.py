@@ -12,11 +12,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel
 
 from mcp_llm.errors import AuthError, ProviderError, ProviderNotReady
+
+if TYPE_CHECKING:
+    from mcp_llm.adapters.sampling import ClientCall
 
 ClientT = TypeVar("ClientT")
 
@@ -73,6 +76,7 @@ class Request:
     max_tokens: int | None = None
     timeout_s: float = 120.0
     vertex: bool = False  # the id was `vertex/…`: Gemini on Vertex AI whatever the configured backend
+    client: ClientCall | None = None  # the MCP call this is part of: how `client` reaches the client's model
 
 
 @dataclass
@@ -81,6 +85,7 @@ class Completion:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
+    model: str | None = None  # the id to report as the answering model, when the provider names it
 
 
 class ModelInfo(BaseModel):

@@ -47,7 +47,8 @@ class OllamaAdapter(LLMAdapter):
         self._settings = settings
         self._timeouts = timeouts or Timeouts()
         self._client: AsyncClient | None = None
-        self._vision_cache: dict[str, bool] = {}
+        # from /api/show, e.g. ["completion", "vision"]; None: an Ollama too old to report them
+        self._capabilities: dict[str, list[str] | None] = {}
 
     @property
     def endpoint(self) -> str:
@@ -138,7 +139,7 @@ class OllamaAdapter(LLMAdapter):
         limiter = anyio.CapacityLimiter(SHOW_CONCURRENCY)
 
         async def learn_vision(name: str) -> None:
-            if name in self._vision_cache:
+            if name in self._capabilities:
                 return
             async with limiter:
                 try:
@@ -146,7 +147,7 @@ class OllamaAdapter(LLMAdapter):
                         shown = await client.show(name)
                 except ProviderError:
                     return  # vision stays unknown (False) for this one; the listing still stands
-            self._vision_cache[name] = "vision" in (shown.capabilities or [])
+            self._capabilities[name] = list(shown.capabilities) if shown.capabilities is not None else None
 
         async with anyio.create_task_group() as tg:
             for name in names:
@@ -156,8 +157,9 @@ class OllamaAdapter(LLMAdapter):
                 id=f"ollama/{name}",
                 provider=PROVIDER,
                 label=name,
-                vision=self._vision_cache.get(name, False),
-                structured=True,
+                vision="vision" in (self._capabilities.get(name) or []),
+                # an embedding-only model cannot answer; unknown (no /api/show) counts as able
+                structured="completion" in (self._capabilities.get(name) or ["completion"]),
                 available=True,
                 source="discovered",
             )
@@ -168,20 +170,19 @@ class OllamaAdapter(LLMAdapter):
         """Whether `/api/show` lists `vision` among the model's capabilities (asked once per model);
         None when it cannot say (an older server without `capabilities`, or no answer): then the
         image is sent and the server judges."""
-        if model not in self._vision_cache:
+        if model not in self._capabilities:
             try:
                 with self._translate_errors(model):
                     shown = await self._get_client().show(model)
             except ProviderError:
                 return None  # e.g. an unknown model: the chat request itself says so, clearly
-            if shown.capabilities is None:
-                return None
-            self._vision_cache[model] = "vision" in shown.capabilities
-        return self._vision_cache[model]
+            self._capabilities[model] = list(shown.capabilities) if shown.capabilities is not None else None
+        capabilities = self._capabilities[model]
+        return None if capabilities is None else "vision" in capabilities
 
     def forget_models(self) -> None:
         """Drop what `/api/show` told us, so the next listing asks again."""
-        self._vision_cache.clear()
+        self._capabilities.clear()
 
     async def health(self) -> Health:
         async def check(client: AsyncClient) -> dict[str, Any]:
@@ -242,7 +243,7 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None) -> Pro
         if "missing data required for image input" in text:  # Ollama's 500 for an image sent to a text model
             return BadRequestError(f"Ollama model {model!r} cannot read images ({text}).", provider=PROVIDER,
                                    model=model, status=status,
-                                   hint="Use a vision model (list_models shows vision: true), e.g. ollama/llava.")
+                                   hint="Use a vision model (list_models shows vision: true).")
         if status == -1:
             return ProviderServerError(f"Ollama reported an error mid-stream: {text}.", provider=PROVIDER,
                                        model=model, status=status)
