@@ -33,7 +33,9 @@ from mcp_llm.errors import (
     RateLimitedError,
     TransientError,
 )
+from mcp_llm.progress import Progress, ReportFn
 from mcp_llm.registry import Registry, Route
+from mcp_llm.stats import Stats
 from mcp_llm.structured import compile_for, parse_and_validate, repair_message, schema_instruction
 
 RETRY_INITIAL_WAIT_S = 0.5
@@ -86,6 +88,7 @@ class CallSpec:
     max_tokens: int | None = None
     images: tuple[ImageInput, ...] = ()
     timeout_s: float | None = None
+    progress: ReportFn | None = None  # e.g. the MCP context's report_progress: streamed text reports through it
 
 
 class _Call:
@@ -96,6 +99,15 @@ class _Call:
         self.deadline = anyio.current_time() + timeout_s
         self.attempts: list[Attempt] = []
         self.usage = Usage()
+        self.tokens: dict[str, tuple[int, int]] = {}  # per model id, for the usage stats
+        self.progress: Progress | None = None
+
+    def add_tokens(self, route: Route, completion: Completion) -> None:
+        used_in, used_out = completion.input_tokens or 0, completion.output_tokens or 0
+        self.usage.input_tokens += used_in
+        self.usage.output_tokens += used_out
+        before = self.tokens.get(route.model_id, (0, 0))
+        self.tokens[route.model_id] = (before[0] + used_in, before[1] + used_out)
 
     def remaining(self) -> float:
         return self.deadline - anyio.current_time()
@@ -119,6 +131,7 @@ class Router:
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
         defaults = registry.settings.defaults
         self.breakers = CircuitBreakers(defaults.circuit_failures, defaults.circuit_cooldown_s)
+        self.stats = Stats()
 
     def limiter(self, provider: str) -> anyio.CapacityLimiter:
         """At most `providers.<name>.concurrency` requests in flight to one provider."""
@@ -140,8 +153,21 @@ class Router:
         return list(dict.fromkeys(ids))
 
     async def run(self, spec: CallSpec) -> Outcome:
-        first = self.registry.resolve(spec.model, vision=bool(spec.images))
+        """The call, counted in `self.stats` whether it answers or fails (a cancelled call is not)."""
         call = _Call(spec.timeout_s or self.defaults.timeout_s)
+        if spec.progress is not None:
+            call.progress = Progress(spec.progress)
+        try:
+            outcome = await self._run_chain(spec, call)
+        except LLMError as exc:
+            kind = exc.last.kind if isinstance(exc, AllAttemptsFailed) else exc.kind
+            self.stats.record(call.attempts, call.tokens, _ms_since(call.started), kind)
+            raise
+        self.stats.record(call.attempts, call.tokens, outcome.trace.latency_ms, None)
+        return outcome
+
+    async def _run_chain(self, spec: CallSpec, call: _Call) -> Outcome:
+        first = self.registry.resolve(spec.model, vision=bool(spec.images))
         errors: list[tuple[str, LLMError]] = []
         for model_id in self.chain(first):
             try:
@@ -178,8 +204,7 @@ class Router:
                 vertex=route.vertex,
             )
             completion, started = await self._complete_with_retries(adapter, route, request, call)
-            call.usage.input_tokens += completion.input_tokens or 0
-            call.usage.output_tokens += completion.output_tokens or 0
+            call.add_tokens(route, completion)
             data: Any = None
             if spec.schema is not None:
                 try:
@@ -246,6 +271,7 @@ class Router:
         with anyio.move_on_after(remaining) as scope:
             async with self.limiter(route.provider):
                 request.timeout_s = max(call.remaining(), 0.001)
+                request.on_chunk = call.progress.listener(route.model_id, call.attempts) if call.progress else None
                 return await adapter.complete(request)
         assert scope.cancelled_caught
         raise ProviderTimeout(
@@ -285,6 +311,10 @@ class Router:
             latency_ms=round((time.perf_counter() - call.started) * 1000, 1),
             schema_rewrites=rewrites,
         )
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
 
 
 def _check_images(adapter: LLMAdapter, route: Route, images: tuple[ImageInput, ...]) -> None:

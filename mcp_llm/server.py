@@ -17,8 +17,8 @@ from typing import Any
 
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -54,8 +54,13 @@ class ModelList(BaseModel):
     models: list[ModelInfo]
 
 
+class ProviderHealth(Health):
+    stats: dict[str, Any] = Field(default_factory=dict,
+                                  description="Usage since start (as in mcp-llm://stats); empty before any call.")
+
+
 class HealthReport(BaseModel):
-    providers: list[Health]
+    providers: list[ProviderHealth]
 
 
 @contextmanager
@@ -124,6 +129,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout_s: float | None = None,
+        ctx: Context | None = None,
     ) -> StructuredResult:
         """Ask an LLM and get back JSON that validates against `schema`.
 
@@ -136,7 +142,8 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         with tool_errors("generate_structured"):
             checked, _ = parse_schema_argument(schema)
             spec = CallSpec(prompt=prompt, schema=checked, model=model, system=system,
-                            temperature=temperature, max_tokens=max_tokens, timeout_s=_timeout(timeout_s))
+                            temperature=temperature, max_tokens=max_tokens, timeout_s=_timeout(timeout_s),
+                            progress=ctx.report_progress if ctx else None)
             outcome = await app.router.run(spec)
             return StructuredResult(data=outcome.data, **outcome.trace.model_dump())
 
@@ -149,6 +156,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         temperature: float | None = None,
         max_tokens: int | None = None,
         timeout_s: float | None = None,
+        ctx: Context | None = None,
     ) -> ImageResult:
         """Ask a vision model about an image; get text, or JSON valid against `schema` when one is given.
 
@@ -160,7 +168,8 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
             checked = parse_schema_argument(schema)[0] if schema not in (None, "") else None
             loaded = await load_image(image, settings.images)
             spec = CallSpec(prompt=prompt, schema=checked, model=model, temperature=temperature,
-                            max_tokens=max_tokens, images=(loaded,), timeout_s=_timeout(timeout_s))
+                            max_tokens=max_tokens, images=(loaded,), timeout_s=_timeout(timeout_s),
+                            progress=ctx.report_progress if ctx else None)
             outcome = await app.router.run(spec)
             trace = outcome.trace.model_dump()
             if checked is None:
@@ -185,7 +194,9 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         down or unconfigured; `detail` says what to do when it is not ok.
         """
         with tool_errors("provider_health"):
-            return HealthReport(providers=await app.health(provider))
+            usage = app.router.stats.providers()
+            return HealthReport(providers=[ProviderHealth(**row.model_dump(), stats=usage.get(row.provider, {}))
+                                           for row in await app.health(provider)])
 
     @server.resource("mcp-llm://presets", title="Schema presets", mime_type="application/json")
     def presets_index() -> str:
@@ -196,7 +207,13 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
     def preset(name: str) -> str:
         """The JSON Schema behind one preset name."""
         if name not in PRESETS:
-            raise ResourceError(f"No preset {name!r}; the presets are {', '.join(PRESETS)}.")
+            raise ResourceNotFoundError(f"No preset {name!r}; the presets are {', '.join(PRESETS)}.")
         return json.dumps(PRESETS[name], indent=2)
+
+    @server.resource("mcp-llm://stats", title="Usage since start", mime_type="application/json")
+    def stats() -> str:
+        """Per provider and per model since the server started: calls, successes, failures by kind,
+        retries, re-asks, fallbacks, tokens, latency p50/p95."""
+        return json.dumps(app.router.stats.snapshot(), indent=2)
 
     return server

@@ -70,6 +70,8 @@ class Request:
     max_tokens: int | None = None
     timeout_s: float = 120.0
     vertex: bool = False  # the id was `vertex/…`: Gemini on Vertex AI whatever the configured backend
+    # Each streamed piece of the answer's text, as it arrives (progress notifications; see progress.py)
+    on_chunk: Callable[[str], Awaitable[None]] | None = None
 
 
 @dataclass
