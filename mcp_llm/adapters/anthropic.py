@@ -68,12 +68,18 @@ class AnthropicAdapter(LLMAdapter):
     def endpoint(self) -> str:
         return self._settings.endpoint or DEFAULT_ENDPOINT
 
+    def not_ready(self) -> ProviderNotReady | None:
+        if self._settings.api_key is None:
+            return ProviderNotReady("Anthropic needs an API key, and none is set.", provider=PROVIDER, hint=KEY_HINT)
+        return None
+
     def _get_client(self) -> AsyncAnthropic:
         if self._client is None:
+            missing = self.not_ready()
+            if missing is not None:
+                raise missing
             key = self._settings.api_key
-            if key is None:
-                raise ProviderNotReady("Anthropic needs an API key, and none is set.", provider=PROVIDER,
-                                       hint=KEY_HINT)
+            assert key is not None
             from anthropic import AsyncAnthropic
 
             # The SDK warns (DeprecationWarning) on retired model ids; we log that once instead.

@@ -123,6 +123,11 @@ class LLMAdapter(ABC):
     async def health(self) -> Health:
         """A probe that costs nothing (a listing, never a completion)."""
 
+    def not_ready(self) -> ProviderNotReady | None:
+        """Why the adapter cannot be used as configured (no key, no project), found without importing
+        its SDK: `mcp-llm health` need not pay ~2 s for an SDK it will not use."""
+        return None
+
     def forget_models(self) -> None:  # noqa: B027 - an optional hook, not an abstract one
         """Drop anything cached about the provider's models, so the next listing asks afresh."""
 

@@ -85,6 +85,13 @@ class GeminiAdapter(LLMAdapter):
             raise ProviderNotReady("The Gemini API needs an API key, and none is set.", provider=PROVIDER,
                                    hint=KEY_HINT + " Or set providers.gemini.backend = \"vertex\".")
 
+    def not_ready(self) -> ProviderNotReady | None:
+        try:
+            self._check_configured(self.uses_vertex())
+        except ProviderNotReady as exc:
+            return exc
+        return None
+
     def _client(self, vertex: bool, location: str | None) -> Client:
         key = f"vertex:{location}" if vertex else "api"
         if key in self._clients:
