@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -174,6 +176,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     transport = args.transport or settings.server.transport
     if transport == "stdio":
+        server = build_server(settings)
         if sys.stdin.isatty():
             sys.stderr.write(
                 f"mcp-llm {__version__}: waiting for an MCP client on stdin (this is a stdio MCP server; "
@@ -181,7 +184,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 "  To try it: npx @modelcontextprotocol/inspector -- mcp-llm serve\n"
                 "  or one call from a shell: mcp-llm call \"Say hi\" --schema '{\"type\": \"object\"}'\n"
                 "  Ctrl-C to stop.\n")
-        build_server(settings).run()
+        # Ctrl-C ends a stdio server at once. asyncio's own handler would cancel the main task and
+        # wait for it, but the SDK reads stdin in a worker thread that only a line or the end of
+        # input wakes (on a terminal, neither comes): the process would hang, or print a traceback
+        # at the second Ctrl-C. Nothing is lost: every answer is flushed when it is written.
+        signal.signal(signal.SIGINT, _exit_interrupted)
+        server.run()
         return EXIT_OK
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
@@ -199,6 +207,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     server.run("streamable-http", host=bind_address(host), port=port, stateless_http=args.stateless,
                transport_security=transport_security(host, settings.server))
     return EXIT_OK
+
+
+def _exit_interrupted(signum: int, frame: object) -> None:
+    os.write(2, b"mcp-llm: interrupted\n")
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _print_config(settings: Settings, *, as_json: bool) -> int:
