@@ -181,7 +181,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         """The models configured and those the providers report, with what each can do.
 
         `source` is 'config' or 'discovered'; `available` says whether the provider has the model
-        (null when it was not asked). `refresh` skips the short cache.
+        (null when unknown: not asked, or the provider could not be reached). `refresh` skips the short cache.
         """
         with tool_errors("list_models"):
             return ModelList(models=await app.models(provider, refresh))

@@ -89,7 +89,7 @@ class ModelInfo(BaseModel):
     vision: bool = False
     structured: bool = True
     enabled: bool = True
-    available: bool | None = None  # False: the provider lacks it or cannot be reached; None: not asked
+    available: bool | None = None  # False: the provider lacks it; None: unknown (not asked, or unreachable)
     source: Literal["config", "discovered"] = "config"
 
 
