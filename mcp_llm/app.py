@@ -35,6 +35,7 @@ class App:
         self.router = Router(self.registry)
         self._health: dict[str, tuple[float, Health]] = {}
         self._discovered: dict[str, tuple[float, list[ModelInfo] | None]] = {}
+        self.discovery_errors: dict[str, str] = {}  # why a provider's last listing failed, for the CLI
 
     # --- list_models -----------------------------------------------------------------------
 
@@ -57,11 +58,10 @@ class App:
             owner = route.provider if route else entry.id.split("/", 1)[0]
             if owner not in providers:
                 continue
-            available: bool | None = None  # not asked: this version cannot list that provider
+            available: bool | None = None  # not asked, or the provider could not be reached: unknown
             match = None
-            if owner in discovered:
-                found = discovered[owner]
-                match = _find(found, entry.id) if found is not None else None
+            if discovered.get(owner) is not None:
+                match = _find(discovered[owner] or [], entry.id)
                 available = match is not None
             models.append(
                 ModelInfo(
@@ -87,15 +87,22 @@ class App:
         cached = self._discovered.get(provider)
         if cached and not refresh and time.monotonic() - cached[0] < DISCOVERY_CACHE_S:
             return cached[1]
+        not_ready = self.registry.adapter(provider).not_ready()
+        if not_ready is not None:  # no key, say: nothing to ask, and no SDK to import
+            self.discovery_errors[provider] = not_ready.user_message()
+            return None
         adapter = await self.registry.ready_adapter(provider)
         if refresh:
             adapter.forget_models()
         found: list[ModelInfo] | None = None
+        self.discovery_errors[provider] = f"listing its models took over {DISCOVERY_TIMEOUT_S:.0f} s"
         with anyio.move_on_after(DISCOVERY_TIMEOUT_S):
             try:
                 found = await adapter.list_models()
+                del self.discovery_errors[provider]
             except LLMError as exc:
                 log.info("listing %s models failed: %s", provider, exc.message)
+                self.discovery_errors[provider] = exc.user_message()
         if found is not None:
             self.registry.remember_discovered(m.id for m in found)
         self._discovered[provider] = (time.monotonic(), found)
@@ -129,6 +136,9 @@ class App:
 
     async def _fresh_probe(self, provider: str) -> Health:
         if provider in self.registry.providers_with_adapters():
+            adapter = self.registry.adapter(provider)
+            if adapter.not_ready() is not None:  # `unconfigured`, told without importing its SDK
+                return await adapter.health()
             return await (await self.registry.ready_adapter(provider)).health()
         settings = self.settings.provider_settings(provider)
         return Health(

@@ -1,27 +1,44 @@
-"""`mcp-llm [serve|config|models|health|call]`: argument parsing and stderr logging.
+"""`mcp-llm [serve|config|models|health|call|stats]`: argument parsing and stderr logging.
 
 Nothing here writes to stdout while serving over stdio: stdout is JSON-RPC's. The other
-commands print their answer (human-readable, or `--json`) to stdout and exit.
+commands print their answer (human-readable, or `--json`) to stdout and exit; messages go to
+stderr, in the words of this command line (`--model`, `mcp-llm models`), not the tools'.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
+import os
+import re
+import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp_llm import __version__
-from mcp_llm.config import Settings, dotted_items, load_settings
-from mcp_llm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mcp_llm.config import Settings
 
 log = logging.getLogger("mcp_llm")
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ALL_DOWN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+EPILOG = """\
+exit codes:
+  0    ok
+  1    the call failed (call), or the server could not be reached (stats)
+  2    usage or config error
+  3    every configured provider is down (health)
+  130  interrupted (Ctrl-C)
+
+With no command, `serve` runs with its defaults. Options such as --config may come before or
+after the command: `mcp-llm serve --config f.toml` is `mcp-llm --config f.toml serve`."""
+
 
 def _emit(text: str) -> None:
-    """The answer of a one-shot command (`config`, `models`, `health`, `call`) on stdout.
+    """The answer of a one-shot command (`config`, `models`, `health`, `call`, `stats`) on stdout.
 
     Never used by `serve`: while serving, stdout belongs to JSON-RPC.
     """
@@ -32,50 +49,116 @@ def _fail(message: str) -> None:
     sys.stderr.write(f"mcp-llm: {message}\n")
 
 
+# The errors and hints are written for an assistant calling the tools; on the command line the
+# same advice names the command's own options and commands.
+_CLI_WORDS = (
+    (re.compile(r"Pass `model`"), "Pass --model"),
+    (re.compile(r"\blist_models\b"), "`mcp-llm models`"),
+    (re.compile(r"\bprovider_health\b"), "`mcp-llm health`"),
+    (re.compile(r"(?<![.\w])timeout_s\b"), "--timeout"),
+)
+
+
+def cli_words(message: str) -> str:
+    for pattern, replacement in _CLI_WORDS:
+        message = pattern.sub(replacement, message)
+    return message
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes, before or after the command's name (SUPPRESS: a later
+    occurrence overrides an earlier one, and an absent one leaves the top-level default)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="config file (default: $MCP_LLM_CONFIG, then the user config dir)")
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log level on stderr (default: WARNING)")
+    return common
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mcp-llm", description="An MCP server for schema-valid LLM answers.")
+    common = _common()
+    parser = argparse.ArgumentParser(prog="mcp-llm", parents=[common], epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description="An MCP server for schema-valid LLM answers.")
     parser.add_argument("--version", action="version", version=f"mcp-llm {__version__}")
-    parser.add_argument("--config", metavar="PATH", help="config file (default: $MCP_LLM_CONFIG, then the user dir)")
-    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    commands = parser.add_subparsers(dest="command")
-    serve = commands.add_parser("serve", help="run the MCP server (the default command)")
+    # Not config / log_level: their actions are shared with every command's parser (argparse
+    # `parents`), so a default set here would also override a value given before the command.
+    parser.set_defaults(transport=None, host=None, port=None, stateless=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], help=text, description=text, epilog=EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    serve = command("serve", "run the MCP server (the default command)")
     serve.add_argument("--transport", choices=["stdio", "http"], help="default: server.transport, else stdio")
-    serve.add_argument("--host", help="HTTP host (default: server.host, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="HTTP port (default: server.port, 8765)")
-    serve.add_argument("--stateless", action="store_true", help="HTTP: no session state between requests")
-    call = commands.add_parser("call", help="one generate_structured (or analyze_image) call, printed as JSON")
+    serve.add_argument("--host", help="HTTP host (default: server.host, 127.0.0.1); [::1] for IPv6 loopback")
+    serve.add_argument("--port", type=_port, help="HTTP port (default: server.port, 8765)")
+    serve.add_argument("--stateless", action="store_true",
+                       help="HTTP: no session state between requests (for replicas behind a load balancer)")
+    call = command("call", "one generate_structured call (analyze_image with --image), printed as JSON")
     call.add_argument("prompt")
-    call.add_argument("--schema", default='{"type": "object"}', help="a JSON Schema, or a preset name")
-    call.add_argument("--model", help="a model id (default: defaults.model)")
+    call.add_argument("--schema", help="a JSON Schema, or a preset name (default: any JSON object; "
+                      "with --image: none, the answer is text)")
+    call.add_argument("--model", help="a model id (default: defaults.model; `mcp-llm models` lists them)")
     call.add_argument("--image", help="an image path, data: URI or base64: calls analyze_image")
-    call.add_argument("--system")
-    call.add_argument("--timeout", type=float, help="seconds for the whole call")
+    call.add_argument("--system", help="a system prompt")
+    call.add_argument("--timeout", type=float, help="seconds for the whole call (default: defaults.timeout_s)")
     for name, text in (
         ("config", "print the effective config, each value's source, secrets redacted"),
         ("models", "list configured and discovered models"),
-        ("health", "probe each provider"),
+        ("health", "probe each provider (exit 3 when every configured provider is down)"),
     ):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        command(name, text).add_argument("--json", action="store_true", help="machine-readable output")
+    stats = command("stats", "usage since start of a running HTTP server (its mcp-llm://stats resource)")
+    stats.add_argument("--url", help="the server's MCP endpoint (default: http://server.host:server.port/mcp); "
+                       "the token from server.token_env is sent")
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, not {port}")
+    return port
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Ctrl-C at any point (even while the heavy imports below run) ends quietly, with 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("mcp-llm: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    args.command = args.command or "serve"
+    args.config = getattr(args, "config", None)
+    _setup_logging(getattr(args, "log_level", "WARNING"))
+    from mcp_llm.config import load_settings
+    from mcp_llm.errors import ConfigError
+
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
         _fail(exc.user_message())
-        return 2
-    command = args.command or "serve"
-    if command == "serve":
+        return EXIT_USAGE
+    if args.command == "serve":
         return _serve(settings, args)
-    if command == "config":
+    if args.command == "config":
         return _print_config(settings, as_json=args.json)
-    if command == "call":
+    if args.command == "call":
         return _call(settings, args)
-    return _run_query(settings, command, as_json=args.json)
+    if args.command == "stats":
+        return _stats(settings, args)
+    return _run_query(settings, args.command, as_json=args.json)
 
 
 def _setup_logging(level: str) -> None:
@@ -88,57 +171,70 @@ def _setup_logging(level: str) -> None:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from mcp_llm.http_security import bind_address, header_host, is_loopback, transport_security
     from mcp_llm.server import build_server
 
     transport = args.transport or settings.server.transport
     if transport == "stdio":
-        build_server(settings).run()
-        return 0
+        server = build_server(settings)
+        if sys.stdin.isatty():
+            sys.stderr.write(
+                f"mcp-llm {__version__}: waiting for an MCP client on stdin (this is a stdio MCP server; "
+                "an assistant or IDE starts it).\n"
+                "  To try it: npx @modelcontextprotocol/inspector -- mcp-llm serve\n"
+                "  or one call from a shell: mcp-llm call \"Say hi\" --schema '{\"type\": \"object\"}'\n"
+                "  Ctrl-C to stop.\n")
+        # Ctrl-C ends a stdio server at once. asyncio's own handler would cancel the main task and
+        # wait for it, but the SDK reads stdin in a worker thread that only a line or the end of
+        # input wakes (on a terminal, neither comes): the process would hang, or print a traceback
+        # at the second Ctrl-C. Nothing is lost: every answer is flushed when it is written.
+        signal.signal(signal.SIGINT, _exit_interrupted)
+        server.run()
+        return EXIT_OK
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
     token = settings.server.token
-    if token is None and not _is_loopback(host):
+    if token is None and not is_loopback(host):
         _fail(f"refusing to serve HTTP on {host} without a token. Set server.token_env to the name of "
               "an environment variable holding one (clients send it as `Authorization: Bearer …`), "
               "or bind to 127.0.0.1.")
-        return 2
-    server = build_server(settings, http_token=token.get_secret_value() if token else None,
-                          http_url=f"http://{host}:{port}")
-    server.run("streamable-http", host=host, port=port, stateless_http=args.stateless)
-    return 0
+        return EXIT_USAGE
+    url = f"http://{header_host(host)}:{port}"
+    server = build_server(settings, http_token=token.get_secret_value() if token else None, http_url=url)
+    sys.stderr.write(f"mcp-llm {__version__}: serving MCP at {url}/mcp"
+                     f"{' (bearer token required)' if token else ''}{' (stateless)' if args.stateless else ''}; "
+                     "Ctrl-C to stop.\n")
+    server.run("streamable-http", host=bind_address(host), port=port, stateless_http=args.stateless,
+               transport_security=transport_security(host, settings.server))
+    return EXIT_OK
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def _exit_interrupted(signum: int, frame: object) -> None:
+    os.write(2, b"mcp-llm: interrupted\n")
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _print_config(settings: Settings, *, as_json: bool) -> int:
-    from mcp_llm.config import describe
+    from mcp_llm.config import describe, dotted_items
+
+    def _leaves(data: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [(key, value) for key, value in dotted_items(data) if not (isinstance(value, dict) and value)]
 
     described = describe(settings)
     if as_json:
         sources = {key: settings.source_of(key) for key, _ in _leaves(described)}
         _emit(json.dumps({"path": str(settings.path) if settings.path else None, "config": described,
                           "sources": {k: v for k, v in sources.items() if v != "default"}}, indent=2))
-        return 0
+        return EXIT_OK
     _emit(f"# config file: {settings.path or '(none: defaults and environment only)'}")
     for key, value in _leaves(described):
         source = settings.source_of(key)
         _emit(f"{key} = {json.dumps(value)}" + (f"    # {source}" if source != "default" else ""))
-    return 0
-
-
-def _leaves(data: dict[str, Any]) -> list[tuple[str, Any]]:
-    return [(key, value) for key, value in dotted_items(data) if not (isinstance(value, dict) and value)]
+    return EXIT_OK
 
 
 def _call(settings: Settings, args: argparse.Namespace) -> int:
-    """What the tools do, from a shell: the result (data and trace) as JSON, or the error on stderr."""
+    """What the tools do, from a shell: the result (data or text, and the trace) as JSON, or the error on stderr."""
     import anyio
 
     from mcp_llm.app import App
@@ -147,10 +243,13 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
     from mcp_llm.router import CallSpec
     from mcp_llm.structured import parse_schema_argument
 
+    text_answer = args.schema in ("", "none") or (args.schema is None and args.image)
+
     async def run() -> dict[str, Any]:
         app = App(settings)
         try:
-            schema = None if args.image and args.schema in ("", "none") else parse_schema_argument(args.schema)[0]
+            schema = None if text_answer else parse_schema_argument(args.schema or '{"type": "object"}',
+                                                                   app.router.schema_limits)[0]
             images = (await load_image(args.image, settings.images),) if args.image else ()
             outcome = await app.router.run(CallSpec(prompt=args.prompt, schema=schema, model=args.model,
                                                     system=args.system, images=images, timeout_s=args.timeout))
@@ -159,13 +258,16 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await app.aclose()
 
+    if args.timeout is not None and args.timeout <= 0:
+        _fail(f"--timeout must be positive, not {args.timeout}.")
+        return EXIT_USAGE
     try:
         result = anyio.run(run)
     except LLMError as exc:
-        _fail(exc.user_message())
-        return 1
+        _fail(cli_words(exc.user_message()))
+        return EXIT_FAILED
     _emit(json.dumps(result, indent=2, ensure_ascii=False))
-    return 0
+    return EXIT_OK
 
 
 def _run_query(settings: Settings, command: str, *, as_json: bool) -> int:
@@ -173,23 +275,117 @@ def _run_query(settings: Settings, command: str, *, as_json: bool) -> int:
 
     from mcp_llm.app import App
 
+    problems: dict[str, str] = {}
+
     async def run() -> list[Any]:
         app = App(settings)
         try:
-            return await (app.models(None, refresh=True) if command == "models" else app.health(None))
+            if command == "models":
+                rows = await app.models(None, refresh=True)
+                problems.update(app.discovery_errors)
+                return rows
+            return await app.health(None)
         finally:
             await app.aclose()
 
     rows = anyio.run(run)
+    if command == "models":
+        _print_models(rows, problems, as_json=as_json)
+        return EXIT_OK
+    _print_health(rows, as_json=as_json)
+    usable = [h for h in rows if h.status in ("ok", "degraded")]
+    if not usable:
+        _fail("every configured provider is down or unconfigured (see above).")
+        return EXIT_ALL_DOWN
+    return EXIT_OK
+
+
+def _print_models(rows: list[Any], problems: dict[str, str], *, as_json: bool) -> None:
     if as_json:
         _emit(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
-    elif command == "models":
+    else:
+        table = [("MODEL", "PROVIDER", "SOURCE", "AVAILABLE", "FLAGS")]
         for m in rows:
             flags = ",".join(f for f, on in (("vision", m.vision), ("disabled", not m.enabled)) if on)
-            available = {True: "available", False: "missing", None: "unknown"}[m.available]
-            _emit(f"{m.id:40} {m.source:10} {available:9} {flags}")
-    else:
-        for h in rows:
-            latency = f"{h.latency_ms:.0f} ms" if h.latency_ms is not None else "-"
-            _emit(f"{h.provider:10} {h.status:12} {latency:>8}  {h.version or '-':10} {h.detail}")
-    return 0
+            available = {True: "yes", False: "missing", None: "unknown"}[m.available]
+            table.append((m.id, m.provider, m.source, available, flags or "-"))
+        _emit_table(table)
+    listed = {row.provider for row in rows}
+    for provider, why in sorted(problems.items()):
+        if provider == "ollama" or provider in listed:  # the default provider, or one with models configured
+            _fail(f"{provider}: could not list its models, so their availability is unknown: {cli_words(why)}")
+    if not rows:
+        _fail("no models: configure some under [providers.<name>] models, or start a provider "
+              "(`mcp-llm health` shows each one's state).")
+
+
+def _print_health(rows: list[Any], *, as_json: bool) -> None:
+    if as_json:
+        _emit(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+        return
+    table = [("PROVIDER", "STATUS", "LATENCY", "VERSION", "DETAIL")]
+    for h in rows:
+        latency = f"{h.latency_ms:.0f} ms" if h.latency_ms is not None else "-"
+        table.append((h.provider, h.status, latency, h.version or "-", cli_words(h.detail) or "-"))
+    _emit_table(table)
+
+
+def _emit_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        _emit("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip())
+
+
+def _stats(settings: Settings, args: argparse.Namespace) -> int:
+    """Read `mcp-llm://stats` from a running HTTP server, as an MCP client."""
+    import anyio
+
+    from mcp_llm.http_security import header_host
+
+    url = args.url or f"http://{header_host(settings.server.host)}:{settings.server.port}/mcp"
+    token = settings.server.token
+
+    async def fetch() -> dict[str, Any]:
+        import httpx2
+        from mcp import Client
+        from mcp.client.streamable_http import streamable_http_client
+
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+        with anyio.fail_after(30):
+            async with (httpx2.AsyncClient(headers=headers, timeout=10) as http,
+                        Client(streamable_http_client(url, http_client=http)) as client):
+                result = await client.read_resource("mcp-llm://stats")
+        return json.loads(getattr(result.contents[0], "text", "") or "{}")
+
+    try:
+        stats = anyio.run(fetch)
+    except Exception as exc:  # the command's boundary: any failure to reach or read the server is one answer
+        _fail(f"could not read the stats of the server at {url}: {_reason(exc)}. Is `mcp-llm serve --transport "
+              "http` running there (and server.token_env set as for the server)? Pass its endpoint with --url.")
+        return EXIT_FAILED
+    if args.json:
+        _emit(json.dumps(stats, indent=2))
+        return EXIT_OK
+    calls = stats["calls"]
+    _emit(f"since {stats['since']}: {calls['calls']} calls, {calls['successes']} answered, "
+          f"failures {calls['failures'] or 'none'}")
+    table = [("MODEL", "CALLS", "OK", "RETRIES", "REASKS", "FALLBACKS", "TOKENS IN/OUT", "P50/P95 MS", "FAILURES")]
+    for model_id, row in stats["models"].items():
+        latency = row["latency_ms"]
+        table.append((model_id, str(row["calls"]), str(row["successes"]), str(row["retries"]), str(row["reasks"]),
+                      str(row["fallbacks"]), f"{row['input_tokens']}/{row['output_tokens']}",
+                      f"{_ms(latency['p50'])}/{_ms(latency['p95'])}",
+                      ", ".join(f"{k} {v}" for k, v in row["failures"].items()) or "-"))
+    _emit_table(table)
+    return EXIT_OK
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a failure, however deep in exception groups, without a traceback."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -168,6 +168,10 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     token_env: str = ""
+    # Over HTTP, besides the bound address (and every loopback name when it is loopback): the Host
+    # and Origin headers to accept, e.g. a name in front of a proxy ("mcp.example:*", "https://mcp.example")
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
     _token: SecretStr | None = PrivateAttr(default=None)
 
     @property

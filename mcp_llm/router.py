@@ -33,7 +33,9 @@ from mcp_llm.errors import (
     TransientError,
 )
 from mcp_llm.image_fit import ImageReport, images_for_route
+from mcp_llm.progress import Progress, ReportFn
 from mcp_llm.registry import Registry, Route
+from mcp_llm.stats import Stats
 from mcp_llm.structured import (
     compile_for,
     limits_from,
@@ -101,6 +103,7 @@ class CallSpec:
     images: tuple[ImageInput, ...] = ()
     timeout_s: float | None = None
     client: ClientCall | None = None  # this call's MCP client (sampling), from server.py; never shared
+    progress: ReportFn | None = None  # e.g. the MCP context's report_progress: streamed text reports through it
 
 
 class _Call:
@@ -112,6 +115,15 @@ class _Call:
         self.attempts: list[Attempt] = []
         self.usage = Usage()
         self.images: list[ImageReport] = []  # as fitted for the model tried last
+        self.tokens: dict[str, tuple[int, int]] = {}  # per model id, for the usage stats
+        self.progress: Progress | None = None
+
+    def add_tokens(self, route: Route, completion: Completion) -> None:
+        used_in, used_out = completion.input_tokens or 0, completion.output_tokens or 0
+        self.usage.input_tokens += used_in
+        self.usage.output_tokens += used_out
+        before = self.tokens.get(route.model_id, (0, 0))
+        self.tokens[route.model_id] = (before[0] + used_in, before[1] + used_out)
 
     def remaining(self) -> float:
         return self.deadline - anyio.current_time()
@@ -137,6 +149,7 @@ class Router:
         self.breakers = CircuitBreakers(defaults.circuit_failures, defaults.circuit_cooldown_s)
         self.schema_limits, self.reply_limits = limits_from(registry.settings.limits)
         self.picker = DefaultPicker(registry)
+        self.stats = Stats()
 
     def limiter(self, provider: str) -> anyio.CapacityLimiter:
         """At most `providers.<name>.concurrency` requests in flight to one provider."""
@@ -160,12 +173,25 @@ class Router:
         return list(dict.fromkeys(ids))
 
     async def run(self, spec: CallSpec) -> Outcome:
+        """The call, counted in `self.stats` whether it answers or fails (a cancelled call is not)."""
+        call = _Call(spec.timeout_s or self.defaults.timeout_s)
+        if spec.progress is not None:
+            call.progress = Progress(spec.progress)
+        try:
+            outcome = await self._run_chain(spec, call)
+        except LLMError as exc:
+            kind = exc.last.kind if isinstance(exc, AllAttemptsFailed) else exc.kind
+            self.stats.record(call.attempts, call.tokens, _ms_since(call.started), kind)
+            raise
+        self.stats.record(call.attempts, call.tokens, outcome.trace.latency_ms, None)
+        return outcome
+
+    async def _run_chain(self, spec: CallSpec, call: _Call) -> Outcome:
         vision = bool(spec.images)
         model = spec.model
         if not (model or "").strip() and self.registry.configured_default(vision=vision) is None:
             model = await self.picker.pick(vision=vision, client=spec.client)
         first = self.registry.resolve(model, vision=vision)
-        call = _Call(spec.timeout_s or self.defaults.timeout_s)
         errors: list[tuple[str, LLMError]] = []
         chain = self.chain(first)
         resumed = spec.client.resume(chain) if spec.client is not None else None
@@ -211,8 +237,7 @@ class Router:
                 client=spec.client,
             )
             completion, started = await self._complete_with_retries(adapter, route, request, call)
-            call.usage.input_tokens += completion.input_tokens or 0
-            call.usage.output_tokens += completion.output_tokens or 0
+            call.add_tokens(route, completion)
             data: Any = None
             if spec.schema is not None:
                 try:
@@ -281,6 +306,7 @@ class Router:
         with anyio.move_on_after(remaining) as scope:
             async with self.limiter(route.provider):
                 request.timeout_s = max(call.remaining(), 0.001)
+                request.on_chunk = call.progress.listener(route.model_id, call.attempts) if call.progress else None
                 return await adapter.complete(request)
         assert scope.cancelled_caught
         raise ProviderTimeout(
@@ -321,6 +347,10 @@ class Router:
             schema_rewrites=rewrites,
             images=call.images,
         )
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
 
 
 def _all_failed(errors: list[tuple[str, LLMError]], call: _Call) -> LLMError:

@@ -22,7 +22,7 @@ from mcp import MCPError
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import InputRequiredResult, ListRootsRequest, ListRootsResult, ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -59,8 +59,13 @@ class ModelList(BaseModel):
     models: list[ModelInfo]
 
 
+class ProviderHealth(Health):
+    stats: dict[str, Any] = Field(default_factory=dict,
+                                  description="Usage since start (as in mcp-llm://stats); empty before any call.")
+
+
 class HealthReport(BaseModel):
-    providers: list[Health]
+    providers: list[ProviderHealth]
 
 
 @contextmanager
@@ -186,7 +191,8 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
             checked, _ = await parse_schema_argument_off_loop(schema, app.router.schema_limits)
             client = ClientCall(ctx, codec)
             spec = CallSpec(prompt=prompt, schema=checked, model=model, system=system, temperature=temperature,
-                            max_tokens=max_tokens, timeout_s=_timeout(timeout_s), client=client)
+                            max_tokens=max_tokens, timeout_s=_timeout(timeout_s), client=client,
+                            progress=ctx.report_progress if ctx else None)
             try:
                 outcome = await app.router.run(spec)
             except AwaitingClient:  # 2026-07-28: ask the client to sample, then go on when it calls again
@@ -220,7 +226,8 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
             loaded = await load_image(image, settings.images, roots)
             client = ClientCall(ctx, codec)
             spec = CallSpec(prompt=prompt, schema=checked, model=model, temperature=temperature,
-                            max_tokens=max_tokens, images=(loaded,), timeout_s=_timeout(timeout_s), client=client)
+                            max_tokens=max_tokens, images=(loaded,), timeout_s=_timeout(timeout_s), client=client,
+                            progress=ctx.report_progress if ctx else None)
             try:
                 outcome = await app.router.run(spec)
             except AwaitingClient:
@@ -236,7 +243,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         """The models configured and those the providers report, with what each can do.
 
         `source` is 'config' or 'discovered'; `available` says whether the provider has the model
-        (null when it was not asked). `refresh` skips the short cache.
+        (null when unknown: not asked, or the provider could not be reached). `refresh` skips the short cache.
         """
         with tool_errors("list_models"):
             return ModelList(models=await app.models(provider, refresh, ClientCall(ctx, codec)))
@@ -249,7 +256,9 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         down or unconfigured; `detail` says what to do when it is not ok.
         """
         with tool_errors("provider_health"):
-            return HealthReport(providers=await app.health(provider, ClientCall(ctx, codec)))
+            usage = app.router.stats.providers()
+            return HealthReport(providers=[ProviderHealth(**row.model_dump(), stats=usage.get(row.provider, {}))
+                                           for row in await app.health(provider, ClientCall(ctx, codec))])
 
     @server.resource("mcp-llm://presets", title="Schema presets", mime_type="application/json")
     def presets_index() -> str:
@@ -260,7 +269,13 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
     def preset(name: str) -> str:
         """The JSON Schema behind one preset name."""
         if name not in PRESETS:
-            raise ResourceError(f"No preset {name!r}; the presets are {', '.join(PRESETS)}.")
+            raise ResourceNotFoundError(f"No preset {name!r}; the presets are {', '.join(PRESETS)}.")
         return json.dumps(PRESETS[name], indent=2)
+
+    @server.resource("mcp-llm://stats", title="Usage since start", mime_type="application/json")
+    def stats() -> str:
+        """Per provider and per model since the server started: calls, successes, failures by kind,
+        retries, re-asks, fallbacks, tokens, latency p50/p95."""
+        return json.dumps(app.router.stats.snapshot(), indent=2)
 
     return server

@@ -29,13 +29,13 @@ INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
 
 
-def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 30, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"the server exited: {process.stderr.read().decode() if process.stderr else ''}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
@@ -97,3 +97,79 @@ def test_a_non_loopback_host_without_a_token_does_not_start(fake_ollama: FakeOll
     assert done.returncode == 2
     assert "without a token" in done.stderr and "token_env" in done.stderr
     assert done.stdout == ""
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def stop(process: subprocess.Popen[bytes]) -> bytes:
+    process.terminate()
+    try:
+        return process.communicate(timeout=10)[1]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()[1]
+
+
+@pytest.mark.parametrize("host", [
+    "127.0.0.2",
+    pytest.param("[::1]", marks=pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")),
+])
+async def test_tokenless_loopback_refuses_a_foreign_host_and_origin(fake_ollama: FakeOllama, tmp_path: Path,
+                                                                     host: str) -> None:
+    """DNS rebinding: a page on evil.example resolving to our address must not reach the tools, on
+    every loopback address (the SDK guards only 127.0.0.1, localhost and ::1 by itself)."""
+    config = write_config(fake_ollama, tmp_path)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mcp_llm", "serve", "--config", str(config), "--transport", "http",
+         "--host", host, "--port", str(port)],
+        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    url = f"http://{host}:{port}/mcp"
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    try:
+        wait_listening(port, process, host=host.strip("[]"))
+        async with httpx2.AsyncClient(timeout=10) as http:
+            foreign_host = await http.post(url, json=INITIALIZE, headers=headers | {
+                "Host": "evil.example", "Origin": "http://evil.example"})
+            foreign_origin = await http.post(url, json=INITIALIZE, headers=headers | {"Origin": "http://evil.example"})
+            own_origin = await http.post(url, json=INITIALIZE, headers=headers | {"Origin": f"http://{host}:{port}"})
+            plain = await http.post(url, json=INITIALIZE, headers=headers)
+        assert foreign_host.status_code == 421
+        assert foreign_origin.status_code == 403
+        assert own_origin.status_code == 200, own_origin.text
+        assert plain.status_code == 200, plain.text
+    finally:
+        stderr = stop(process)
+    assert b"Traceback" not in stderr
+
+
+async def test_allowed_hosts_from_the_config_are_accepted(fake_ollama: FakeOllama, tmp_path: Path) -> None:
+    """A name in front of the server (a proxy, a DNS name) is accepted once listed, and only then."""
+    config = write_config(fake_ollama, tmp_path, extra='\n[server]\nallowed_hosts = ["mcp.internal:*"]\n'
+                          'allowed_origins = ["https://app.internal"]\n')
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mcp_llm", "--config", str(config), "serve", "--transport", "http",
+         "--port", str(port)],
+        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    try:
+        wait_listening(port, process)
+        async with httpx2.AsyncClient(timeout=10) as http:
+            named = await http.post(url, json=INITIALIZE, headers=headers | {
+                "Host": f"mcp.internal:{port}", "Origin": "https://app.internal"})
+            other = await http.post(url, json=INITIALIZE, headers=headers | {"Host": f"mcp.other:{port}"})
+        assert named.status_code == 200, named.text
+        assert other.status_code == 421
+    finally:
+        stop(process)

@@ -221,8 +221,9 @@ async def test_provider_health_down_with_clear_detail(fake_ollama: FakeOllama, i
         text = await call_error(client, "generate_structured", prompt="hi", schema={"type": "object"})
         assert "Cannot reach Ollama" in text and "ollama serve" in text
         models = (await call(client, "list_models"))["models"]
-        assert {m["id"]: m["available"] for m in models} == {"ollama/llama3.2:3b": False, "ollama/llava:7b": False,
-                                                             "client": False}  # this client cannot sample
+        # unreachable: whether it has them is unknown, not "missing"; this client cannot sample
+        assert {m["id"]: m["available"] for m in models} == {"ollama/llama3.2:3b": None, "ollama/llava:7b": None,
+                                                             "client": False}
 
 
 BAD_INPUTS = [

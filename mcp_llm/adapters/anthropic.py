@@ -16,6 +16,7 @@ import base64
 import json
 import logging
 import warnings
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -73,12 +74,18 @@ class AnthropicAdapter(LLMAdapter):
     def endpoint(self) -> str:
         return self._settings.endpoint or DEFAULT_ENDPOINT
 
+    def not_ready(self) -> ProviderNotReady | None:
+        if self._settings.api_key is None:
+            return ProviderNotReady("Anthropic needs an API key, and none is set.", provider=PROVIDER, hint=KEY_HINT)
+        return None
+
     def _get_client(self) -> AsyncAnthropic:
         if self._client is None:
+            missing = self.not_ready()
+            if missing is not None:
+                raise missing
             key = self._settings.api_key
-            if key is None:
-                raise ProviderNotReady("Anthropic needs an API key, and none is set.", provider=PROVIDER,
-                                       hint=KEY_HINT)
+            assert key is not None
             from anthropic import AsyncAnthropic
 
             # The SDK warns (DeprecationWarning) on retired model ids; we log that once instead.
@@ -105,11 +112,11 @@ class AnthropicAdapter(LLMAdapter):
         if request.temperature is not None:
             params["extra_body"] = {"temperature": request.temperature}
         if request.schema is None:
-            return await self._create(client, params, request.model)
+            return await self._create(client, params, request.model, request.on_chunk)
         if self.uses_native_schema(request.model) and is_strict(request.schema):
             try:
                 native = {"output_config": {"format": {"type": "json_schema", "schema": request.schema}}}
-                return await self._create(client, params | native, request.model)
+                return await self._create(client, params | native, request.model, request.on_chunk)
             except BadRequestError as exc:
                 if "output_config" not in exc.message and "structured output" not in exc.message.lower():
                     raise
@@ -118,7 +125,7 @@ class AnthropicAdapter(LLMAdapter):
         tool = {"name": ANSWER_TOOL, "description": "Give the answer as this tool's input.",
                 "input_schema": request.schema}
         forced = {"tools": [tool], "tool_choice": {"type": "tool", "name": ANSWER_TOOL}}
-        return await self._create(client, params | forced, request.model)
+        return await self._create(client, params | forced, request.model, request.on_chunk)
 
     def _request_timeout(self, remaining_s: float) -> Any:
         import httpx2  # the anthropic SDK's transport
@@ -126,11 +133,16 @@ class AnthropicAdapter(LLMAdapter):
         total = max(remaining_s, 0.001)
         return httpx2.Timeout(total, connect=min(self._timeouts.connect_s, total), read=self._timeouts.read_s(total))
 
-    async def _create(self, client: AsyncAnthropic, params: dict[str, Any], model: str) -> Completion:
+    async def _create(self, client: AsyncAnthropic, params: dict[str, Any], model: str,
+                      on_chunk: Callable[[str], Awaitable[None]] | None = None) -> Completion:
         # Streamed: the read timeout then bounds the wait for the first event, not the whole
         # answer, and the SDK refuses long non-streamed requests anyway.
         with self._translate_errors(model):
             async with client.messages.stream(**params) as stream:
+                if on_chunk is not None:  # text deltas, or the forced tool's JSON as it grows
+                    async for event in stream:
+                        if event.type == "text" or event.type == "input_json":
+                            await on_chunk(event.text if event.type == "text" else event.partial_json)
                 try:
                     message = await stream.get_final_message()
                 except AssertionError:  # the SDK asserts a message arrived: a body with no events

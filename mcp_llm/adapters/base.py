@@ -77,6 +77,8 @@ class Request:
     timeout_s: float = 120.0
     vertex: bool = False  # the id was `vertex/…`: Gemini on Vertex AI whatever the configured backend
     client: ClientCall | None = None  # the MCP call this is part of: how `client` reaches the client's model
+    # Each streamed piece of the answer's text, as it arrives (progress notifications; see progress.py)
+    on_chunk: Callable[[str], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -95,7 +97,7 @@ class ModelInfo(BaseModel):
     vision: bool = False
     structured: bool = True
     enabled: bool = True
-    available: bool | None = None  # False: the provider lacks it or cannot be reached; None: not asked
+    available: bool | None = None  # False: the provider lacks it; None: unknown (not asked, or unreachable)
     source: Literal["config", "discovered"] = "config"
 
 
@@ -132,6 +134,11 @@ class LLMAdapter(ABC):
     async def supports_images(self, model: str) -> bool | None:
         """Whether `model` (the provider's own name) reads images: None when the provider cannot say,
         in which case an image is sent and the provider judges."""
+        return None
+
+    def not_ready(self) -> ProviderNotReady | None:
+        """Why the adapter cannot be used as configured (no key, no project), found without importing
+        its SDK: `mcp-llm health` need not pay ~2 s for an SDK it will not use."""
         return None
 
     def forget_models(self) -> None:  # noqa: B027 - an optional hook, not an abstract one

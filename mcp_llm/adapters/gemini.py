@@ -88,6 +88,13 @@ class GeminiAdapter(LLMAdapter):
             raise ProviderNotReady("The Gemini API needs an API key, and none is set.", provider=PROVIDER,
                                    hint=KEY_HINT + " Or set providers.gemini.backend = \"vertex\".")
 
+    def not_ready(self) -> ProviderNotReady | None:
+        try:
+            self._check_configured(self.uses_vertex())
+        except ProviderNotReady as exc:
+            return exc
+        return None
+
     def _client(self, vertex: bool, location: str | None) -> Client:
         key = f"vertex:{location}" if vertex else "api"
         if key in self._clients:
@@ -156,6 +163,8 @@ class GeminiAdapter(LLMAdapter):
                 async for chunk in stream:
                     chunks.append(chunk)
                     first_wait.deadline = math.inf
+                    if request.on_chunk is not None:
+                        await request.on_chunk(_completion_text([chunk]))
         if first_wait.cancelled_caught:
             raise timeout_error(f"Gemini at {endpoint}", provider=PROVIDER, model=request.model,
                                 cause="no first response within first_response_timeout_s")
@@ -214,7 +223,6 @@ class GeminiAdapter(LLMAdapter):
 
 def _completion(chunks: list[Any], model: str) -> Completion:
     """Join a streamed answer: the text of every chunk's first candidate, the last usage and finish."""
-    texts: list[str] = []
     finish = ""
     usage = None
     block_reason = None
@@ -223,10 +231,8 @@ def _completion(chunks: list[Any], model: str) -> Completion:
             block_reason = chunk.prompt_feedback.block_reason
         usage = chunk.usage_metadata or usage
         for candidate in (chunk.candidates or [])[:1]:
-            parts = candidate.content.parts if candidate.content and candidate.content.parts else []
-            texts.extend(part.text for part in parts if part.text and not part.thought)
             finish = _name(candidate.finish_reason) or finish
-    text = "".join(texts)
+    text = _completion_text(chunks)
     if block_reason is not None and not text:
         raise BadRequestError(f"Gemini returned no answer (the prompt was blocked: {_name(block_reason)}).",
                               provider=PROVIDER, model=model, hint="Rephrase the prompt, or use another model.")
@@ -241,6 +247,16 @@ def _completion(chunks: list[Any], model: str) -> Completion:
         output_tokens=usage.candidates_token_count if usage else None,
         finish_reason=finish.lower() or None,
     )
+
+
+def _completion_text(chunks: list[Any]) -> str:
+    """The answer's text in `chunks`: every chunk's first candidate, thoughts left out."""
+    texts: list[str] = []
+    for chunk in chunks:
+        for candidate in (chunk.candidates or [])[:1]:
+            parts = candidate.content.parts if candidate.content and candidate.content.parts else []
+            texts.extend(part.text for part in parts if part.text and not part.thought)
+    return "".join(texts)
 
 
 def _name(value: Any) -> str:

@@ -121,6 +121,8 @@ class OllamaAdapter(LLMAdapter):
             async for chunk in stream:
                 pieces.append(chunk.message.content or "")
                 last = chunk
+                if request.on_chunk is not None:
+                    await request.on_chunk(pieces[-1])
         if last is None or not last.done:
             raise ProviderServerError(f"Ollama at {self.endpoint} ended the stream before it was done.",
                                       provider=PROVIDER, model=request.model)

@@ -1,0 +1,69 @@
+"""README.md's client and Inspector snippets, run against the real command line.
+
+Each way the README tells a user to start the server (the JSON client configs, Claude Code's
+`claude mcp add`, VS Code, the MCP Inspector) is taken from the README text, its
+`/path/to/.venv/bin/mcp-llm` replaced by this Python's `-m mcp_llm`, and run as a subprocess
+that must answer `initialize` on stdout. Every `mcp-llm <command>` the README names must exist.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.ollama_server import FakeOllama
+from tests.stdio_harness import REPO_ROOT, subprocess_env, write_config
+
+README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+BINARY = "/path/to/.venv/bin/mcp-llm"
+CONFIG = "/path/to/config.toml"
+INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+
+
+def snippet_commands() -> dict[str, list[str]]:
+    """The mcp-llm argument lists of each client snippet in the README, by client."""
+    found: dict[str, list[str]] = {}
+    for match in re.finditer(r'"command": "' + re.escape(BINARY) + r'",\s*"args": (\[[^\]]*\])', README):
+        found[f"json config {len(found) + 1}"] = json.loads(match.group(1))
+    claude = re.search(r"`claude mcp add llm -- " + re.escape(BINARY) + r"([^`]*)`", README)
+    inspector = re.search(r"`npx @modelcontextprotocol/inspector -- " + re.escape(BINARY) + r"([^`]*)`", README)
+    assert claude and inspector, "the README lost its Claude Code or Inspector snippet"
+    found["claude code"] = shlex.split(claude.group(1))
+    found["inspector"] = shlex.split(inspector.group(1))
+    return found
+
+
+COMMANDS = snippet_commands()
+
+
+def test_the_readme_has_the_snippets() -> None:
+    assert len(COMMANDS) >= 4  # Claude Desktop / Cursor JSON, VS Code JSON, Claude Code, Inspector
+    assert COMMANDS["inspector"] == ["serve", "--config", CONFIG]  # the option after the command
+
+
+@pytest.mark.parametrize("client", list(COMMANDS))
+def test_each_snippet_starts_a_server_that_answers(client: str, fake_ollama: FakeOllama, tmp_path: Path) -> None:
+    config = write_config(fake_ollama, tmp_path)
+    args = [str(config) if arg == CONFIG else arg for arg in COMMANDS[client]]
+    env = subprocess_env({"MCP_LLM_CONFIG": str(config)})  # the JSON configs' "env", for those without --config
+    done = subprocess.run([sys.executable, "-m", "mcp_llm", *args], input=INITIALIZE + "\n", capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout.splitlines()[0])
+    assert reply["result"]["serverInfo"]["name"] == "mcp-llm", reply
+
+
+def test_every_command_the_readme_names_exists() -> None:
+    named = set(re.findall(r"`mcp-llm ([a-z]+)", README))
+    assert {"serve", "config", "models", "health", "call", "stats"} <= named
+    for command in sorted(named):
+        done = subprocess.run([sys.executable, "-m", "mcp_llm", command, "--help"], capture_output=True, text=True,
+                              timeout=60, env=subprocess_env())
+        assert done.returncode == 0, f"`mcp-llm {command}` is in the README but not in the CLI: {done.stderr}"
