@@ -78,7 +78,7 @@ class App:
         listed = {m.id for m in models}
         for found in discovered.values():
             models.extend(m for m in found or [] if m.id not in listed and _canonical(m.id) not in listed)
-        if "client" in providers:
+        if "client" in providers and client is not None:  # the command line has no MCP client to sample
             models.append(client_model(client))
         return models
 

@@ -46,7 +46,7 @@ class DefaultPicker:
         raise UnknownModelError(
             f"No model was given and none is configured, and none could be chosen: {why}, "
             f"and no Ollama {kind} was found at {endpoint}.",
-            hint="Set defaults.model in the config file (or pass `model`), or use an MCP client that supports "
+            hint="Pass `model`, or set defaults.model in the config file, or use an MCP client that supports "
             f"sampling; or start Ollama (`ollama serve`) and pull a {kind} (`ollama pull <name>`).",
         )
 

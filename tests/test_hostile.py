@@ -84,6 +84,7 @@ ACCEPTED_SCHEMAS = {
                                                   {"x": {"type": "number"}}}},
                             "$ref": "#num"}, GOOD_X),
     "recursive tree": (TREE, nested(5, {})),
+    "an answer 60 levels deep": (TREE, nested(59, {})),  # within reply_max_depth: it must serialize
     "safe pattern": ({"type": "object", "properties": {"slug": {"type": "string", "pattern": "^([a-z]+-)*[a-z]+$"}}},
                      {"slug": "a-b-c"}),
 }
