@@ -23,7 +23,14 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp_types import InputRequiredResult, ListRootsRequest, ListRootsResult, ToolAnnotations
+from mcp_types import (
+    Completion,
+    InputRequiredResult,
+    ListRootsRequest,
+    ListRootsResult,
+    ResourceTemplateReference,
+    ToolAnnotations,
+)
 from pydantic import BaseModel, Field
 
 from mcp_llm import __version__
@@ -38,6 +45,8 @@ from mcp_llm.router import CallSpec, Trace
 from mcp_llm.structured import parse_schema_argument_off_loop
 
 log = logging.getLogger("mcp_llm")
+
+PRESET_TEMPLATE = "mcp-llm://presets/{name}"
 
 INSTRUCTIONS = """\
 Reach any configured LLM (local Ollama models first, cloud models as fallback) and get answers you can trust:
@@ -265,12 +274,19 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         """The names of the schema presets `schema` accepts, with their descriptions."""
         return json.dumps({name: schema.get("description", "") for name, schema in PRESETS.items()}, indent=2)
 
-    @server.resource("mcp-llm://presets/{name}", title="A schema preset", mime_type="application/json")
+    @server.resource(PRESET_TEMPLATE, title="A schema preset", mime_type="application/json")
     def preset(name: str) -> str:
         """The JSON Schema behind one preset name."""
         if name not in PRESETS:
             raise ResourceNotFoundError(f"No preset {name!r}; the presets are {', '.join(PRESETS)}.")
         return json.dumps(PRESETS[name], indent=2)
+
+    @server.completion()
+    async def complete_preset_name(ref: Any, argument: Any, context: Any) -> Completion | None:
+        """Completion of `{name}` in `mcp-llm://presets/{name}`: the preset names that start with what is typed."""
+        if isinstance(ref, ResourceTemplateReference) and ref.uri == PRESET_TEMPLATE and argument.name == "name":
+            return Completion(values=[n for n in PRESETS if n.startswith(argument.value)])
+        return None
 
     @server.resource("mcp-llm://stats", title="Usage since start", mime_type="application/json")
     def stats() -> str:

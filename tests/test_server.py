@@ -6,10 +6,12 @@ import base64
 import json
 from pathlib import Path
 
+import anyio
 import jsonschema
 import pytest
 from mcp import Client
 
+from mcp_llm.config import Settings
 from mcp_llm.presets import PRESETS
 from mcp_llm.server import build_server
 from tests.conftest import TEXT_MODEL, VISION_MODEL, call, call_error, ollama_config
@@ -287,3 +289,18 @@ async def test_bad_input_is_a_clear_tool_error_and_the_server_keeps_serving(
     assert expected in text
     result = await call(client, "generate_structured", prompt="still there?", schema={"type": "object"})
     assert result["data"] == {}
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_preset_names_complete_in_the_resource_template(settings: Settings, mode: str) -> None:
+    from mcp_types import PromptReference, ResourceTemplateReference
+
+    with anyio.fail_after(30):
+        async with Client(build_server(settings), mode=mode) as session:  # type: ignore[arg-type]
+            template = ResourceTemplateReference(type="ref/resource", uri="mcp-llm://presets/{name}")
+            done = await session.complete(template, {"name": "name", "value": "vis"})
+            assert done.completion.values == ["visual_prompt_score"]
+            everything = await session.complete(template, {"name": "name", "value": ""})
+            assert everything.completion.values == list(PRESETS)
+            other = await session.complete(PromptReference(type="ref/prompt", name="nope"), {"name": "x", "value": ""})
+            assert other.completion.values == []
