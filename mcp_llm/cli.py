@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("mcp-llm: interrupted\n")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `mcp-llm config | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _main(argv: list[str] | None) -> int:

@@ -282,11 +282,30 @@ def _explain(exc: ValidationError, path: Path | None) -> ConfigError:
     problems = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"])
-        problems.append(f"`{key}`: {err['msg']}")
+        problem = f"`{key}`: {err['msg']}"
+        if err["type"] == "extra_forbidden":
+            problem = f"`{key}` is not a config key" + _did_you_mean(err["loc"])
+        problems.append(problem)
     return ConfigError(
         f"Invalid config{where}: " + "; ".join(problems) + ".",
         hint="See config.example.toml for every key and its type.",
     )
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """A typo's closest key in the same table (`defaults.modle` → `model`)."""
+    import difflib
+
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        annotation = field.annotation if field else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean `{close[0]}`?)" if close else ""
 
 
 def _first_env(env: dict[str, str], *names: str) -> tuple[str, str] | None:

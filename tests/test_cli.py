@@ -252,3 +252,17 @@ def read_until(stream: IO[bytes], marker: str, timeout_s: float) -> str:
         assert chunk, f"the pipe closed before {marker!r}; got {seen!r}"
         seen += chunk
     return seen.decode()
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("", encoding="utf-8")
+    reader = subprocess.Popen([sys.executable, "-m", "mcp_llm", "--config", str(empty), "config"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=subprocess_env())
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.readline()
+    reader.stdout.close()  # like `| head -1`: the reader is gone before the rest is written
+    errors = reader.stderr.read().decode()
+    reader.stderr.close()
+    assert reader.wait(timeout=60) == 0
+    assert "Traceback" not in errors and "BrokenPipe" not in errors, errors

@@ -113,6 +113,7 @@ def test_unknown_key_is_named_not_ignored(tmp_path: Path, xdg: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(typo, env=env_with(xdg))
     assert "providers.ollama.endpont" in str(caught.value)
+    assert "did you mean `endpoint`?" in str(caught.value)
     assert str(typo) in str(caught.value)
 
 
