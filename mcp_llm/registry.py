@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -108,6 +109,9 @@ ADAPTER_FACTORIES: dict[str, AdapterFactory] = {
 }
 
 
+_SAFE_NATIVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}")
+
+
 class Registry:
     def __init__(self, settings: Settings, factories: dict[str, AdapterFactory] | None = None) -> None:
         self.settings = settings
@@ -187,6 +191,13 @@ class Registry:
         route = self.route_for(resolved)
         if route is None:
             raise self._unknown(requested)
+        if (route.native and not _SAFE_NATIVE_NAME.fullmatch(route.native)) or ".." in route.native.split("/"):
+            # the native name goes into provider URLs (Gemini's `models/<name>:generateContent`,
+            # with the key attached): no path tricks, queries, fragments or escapes
+            raise UnknownModelError(
+                f"Model id {requested!r} holds characters no model name has.",
+                hint="Model names are letters, digits and . _ - : / @ + (list_models shows the ids).",
+            )
         return route
 
     def route_for(self, model_id: str) -> Route | None:

@@ -302,3 +302,20 @@ def test_known_provider_without_an_adapter_is_not_ready(
     assert "no adapter" in str(exc)
     assert "ollama/" in exc.user_message()  # what to use instead
     assert exc.retryable is False
+
+
+@pytest.mark.parametrize("model_id", [
+    "gemini-x/../../v1beta/files", "gemini-2.5-flash?key=x", "gemini-2.5-flash#frag", "ollama/llama3.2 x",
+    "claude-3%2F..", "ollama/\\\\evil", "ollama/a\nb", "anthropic/../x",
+])
+def test_model_ids_that_would_bend_provider_urls_are_refused(make_settings: Callable[..., Settings],
+                                                             model_id: str) -> None:
+    registry = Registry(make_settings(""))
+    with pytest.raises(UnknownModelError, match="holds characters no model name has"):
+        registry.resolve(model_id)
+
+
+@pytest.mark.parametrize("model_id", ["ollama/hf.co/user/repo:Q4_K_M", "vertex/claude-3-5-sonnet@20240620",
+                                      "gemini-2.5-flash-preview-05-20", "ollama/llama3.2:3b"])
+def test_real_model_names_pass(make_settings: Callable[..., Settings], model_id: str) -> None:
+    assert Registry(make_settings("")).resolve(model_id).model_id == model_id
