@@ -93,6 +93,24 @@ def json_depth(value: Any, stop_at: int) -> int:
     return deepest
 
 
+def count_references(schema: dict[str, Any], limits: SchemaLimits) -> None:
+    """Refuse too many references before anything costly (the meta-schema check of a schema with
+    thousands of references takes seconds)."""
+    refs = 0
+    stack: list[tuple[Any, str]] = [(schema, "$")]
+    while stack:
+        node, path = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        refs += sum(1 for keyword in _REF_KEYWORDS if isinstance(node.get(keyword), str))
+        if refs > limits.max_refs:
+            raise SchemaError(
+                f"The schema has more than {limits.max_refs} references.",
+                hint="Reuse fewer $defs, or raise limits.schema_max_refs.",
+            )
+        stack.extend((child, child_path) for child, child_path, _ in _subschemas(node, path, ""))
+
+
 def check_references(schema: dict[str, Any], dialect_id: str, limits: SchemaLimits) -> None:
     """Every reference resolves to a schema; no in-place cycle; bounded expansion; safe patterns."""
     from jsonschema_specifications import REGISTRY as SPECIFICATIONS
@@ -100,7 +118,10 @@ def check_references(schema: dict[str, Any], dialect_id: str, limits: SchemaLimi
     from referencing.jsonschema import specification_with
 
     specification = specification_with(dialect_id)
-    resolver = SPECIFICATIONS.resolver_with_root(specification.create_resource(schema))
+    root = specification.create_resource(schema)
+    base_uri = root.id() or ""
+    # crawled once, so each anchor lookup is a dict hit (an uncrawled registry crawls on every lookup)
+    resolver = SPECIFICATIONS.with_resource(base_uri, root).crawl().resolver(base_uri)
 
     in_place: dict[int, list[int]] = {}
     nodes: dict[int, Any] = {}

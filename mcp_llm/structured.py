@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcp_llm.errors import NotJSONError, OutputError, SchemaError
 from mcp_llm.schema_dialects import CompiledSchema, compile_anthropic, compile_gemini
-from mcp_llm.schema_gate import SchemaLimits, check_limits, check_references, json_depth
+from mcp_llm.schema_gate import SchemaLimits, check_limits, check_references, count_references, json_depth
 from mcp_llm.validation import ValidationTimeout, compiled_validator, dialect_class, errors_within, json_path
 
 if TYPE_CHECKING:
@@ -155,6 +155,7 @@ def _check_canonical_schema(schema: dict[str, Any], canonical: str, limits: Sche
             f"The schema's $schema {dialect!r} is not a JSON Schema dialect this server knows.",
             hint="Leave $schema out (draft 2020-12 is used), or name draft 2020-12, 2019-09, 7, 6, 4 or 3.",
         )
+    count_references(schema, limits)
     cls = dialect_class(schema)
     try:
         cls.check_schema(schema)
