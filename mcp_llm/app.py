@@ -15,7 +15,7 @@ import anyio
 from mcp_llm.adapters.base import Health, ModelInfo
 from mcp_llm.config import Settings
 from mcp_llm.errors import InputError, LLMError
-from mcp_llm.registry import CONFIGURABLE_PROVIDERS, Registry
+from mcp_llm.registry import Registry
 from mcp_llm.router import Router
 
 log = logging.getLogger("mcp_llm")
@@ -131,7 +131,7 @@ class App:
         )
 
     def _check_provider(self, provider: str | None) -> list[str]:
-        known = list(CONFIGURABLE_PROVIDERS)
+        known = self.registry.provider_names()
         if provider is None or provider == "":
             return known
         if provider not in known:

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from mcp_llm.errors import NotJSONError, OutputError, SchemaError
-from mcp_llm.schema_dialects import CompiledSchema, compile_anthropic, compile_gemini
+from mcp_llm.schema_dialects import CompiledSchema, compile_anthropic, compile_gemini, compile_openai
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -100,7 +100,8 @@ def _as_is(schema: dict[str, Any]) -> CompiledSchema:
 
 # Ollama takes the schema verbatim (its `format` turns it into a grammar); the cloud providers
 # take their own subsets of JSON Schema (see schema_dialects.py).
-COMPILERS: dict[str, Compiler] = {"ollama": _as_is, "gemini": compile_gemini, "anthropic": compile_anthropic}
+COMPILERS: dict[str, Compiler] = {"ollama": _as_is, "gemini": compile_gemini, "anthropic": compile_anthropic,
+                                   "openai": compile_openai}
 
 
 def compile_for(provider: str, schema: dict[str, Any]) -> CompiledSchema:
