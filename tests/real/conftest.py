@@ -82,3 +82,18 @@ def connect(config: Path) -> Client:
     params = StdioServerParameters(command=sys.executable, args=server_args(config),
                                    env=subprocess_env({"ANTHROPIC_API_KEY": ANTHROPIC_KEY}), cwd=str(REPO_ROOT))
     return Client(params, read_timeout_seconds=CALL_TIMEOUT_S)  # type: ignore[arg-type]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how long the real-engine tests took (CI's output shows it), or why they skipped."""
+    reports = [r for found in terminalreporter.stats.values() for r in found
+               if "tests/real/" in getattr(r, "nodeid", "") and hasattr(r, "duration")]
+    if not reports:
+        return
+    seconds = sum(r.duration for r in reports)  # setup (server start, a build if not prepared), calls, teardown
+    ran = {r.nodeid for r in reports if r.when == "call"}
+    skipped = [r for r in reports if r.skipped]
+    line = f"real-engine tests (tests/real): {len(ran)} ran, {len(skipped)} skipped, {seconds:.1f} s in all"
+    terminalreporter.write_line(line)
+    if skipped and isinstance(skipped[0].longrepr, tuple):
+        terminalreporter.write_line(f"  skipped because: {skipped[0].longrepr[2]}")
