@@ -285,9 +285,7 @@ async def test_ollama_adapter_is_built_once_and_rebuilt_after_close(registry: Re
 @pytest.mark.parametrize(
     ("model_id", "provider", "label"),
     [
-        ("openai/gpt-4o", "openai", "OpenAI"),
         ("client", "client", "sampling"),
-        ("lmstudio/qwen", "lmstudio", "'lmstudio'"),
     ],
 )
 def test_known_provider_without_an_adapter_is_not_ready(
@@ -303,3 +301,14 @@ def test_known_provider_without_an_adapter_is_not_ready(
     assert "no adapter" in str(exc)
     assert "ollama/" in exc.user_message()  # what to use instead
     assert exc.retryable is False
+
+
+@pytest.mark.parametrize(("model_id", "provider"), [("openai/gpt-4o", "openai"), ("lmstudio/qwen", "lmstudio")])
+def test_openai_and_compatible_endpoints_get_the_openai_adapter(registry: Registry, model_id: str,
+                                                                provider: str) -> None:
+    from mcp_llm.adapters.openai import OpenAIAdapter
+
+    route = registry.resolve(model_id)
+    adapter = registry.adapter(route.provider)
+    assert isinstance(adapter, OpenAIAdapter) and adapter.provider == provider
+    assert provider in registry.provider_names() and provider in registry.providers_with_adapters()
