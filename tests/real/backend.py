@@ -16,6 +16,7 @@ downloads a web UI) and `--no-repack` (else this build segfaults repacking Q4_1 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -168,6 +169,13 @@ class Prepared:
 def prepare(*, allow_build: bool = True) -> Prepared:
     """The binary and the model, from the cache or made now; raises Unavailable with the reason."""
     started = time.perf_counter()
+    build_dir().mkdir(parents=True, exist_ok=True)
+    with (build_dir() / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once: the second waits for the first's build
+        return _prepare(started, allow_build)
+
+
+def _prepare(started: float, allow_build: bool) -> Prepared:
     marker = _marker()
     if marker.is_file() and not os.environ.get("MCP_LLM_REAL_RETRY"):
         raise Unavailable(marker.read_text().strip() + f" (cached in {marker}; delete it to try again)")
