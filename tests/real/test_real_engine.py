@@ -57,14 +57,14 @@ async def test_anthropic_messages_path_ends_valid_or_in_a_clear_error(llama: Lla
     outcomes = []
     async with connect(real_config(tmp_path, llama.url)) as client:
         with anyio.fail_after(400):
-            for name, schema, prompt in SCHEMAS[:6]:
+            for name, schema, prompt in SCHEMAS[:5]:
                 result, error = await generate(client, schema, prompt, model=ANTHROPIC_ID, max_tokens=120)
                 if result is not None:
                     valid(result["data"], schema)
                     assert result["provider"] == "anthropic"
                     outcomes.append(f"{name}: valid after {len(result['attempts'])} attempt(s)")
                 else:
-                    assert "attempt" in error and ("schema" in error or "JSON" in error or "max_tokens" in error), error
+                    assert "attempt" in error and "anthropic/" in error, error  # what each attempt got
                     outcomes.append(f"{name}: clear error: {error[:160]}")
     print("\n".join(outcomes))
 
