@@ -122,7 +122,10 @@ def build_server() -> Path:
     source = src_dir / f"llama_cpp_python-{LLAMA_CPP_PYTHON}" / "vendor" / "llama.cpp"
     if not (source / "CMakeLists.txt").is_file():
         with tarfile.open(sdists[0]) as tar:
-            tar.extractall(src_dir, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4+: refuse members that escape src_dir
+                tar.extractall(src_dir, filter="data")
+            else:  # pragma: no cover - older 3.11 releases
+                tar.extractall(src_dir)
     log = work / "build.log"
     _run(["cmake", "-S", str(source), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
           "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
