@@ -16,7 +16,7 @@ from mcp_llm.adapters.base import Health, ModelInfo
 from mcp_llm.adapters.sampling import ClientCall, client_health, client_model
 from mcp_llm.config import Settings
 from mcp_llm.errors import InputError, LLMError
-from mcp_llm.registry import CONFIGURABLE_PROVIDERS, Registry
+from mcp_llm.registry import Registry
 from mcp_llm.router import Router
 
 log = logging.getLogger("mcp_llm")
@@ -150,7 +150,7 @@ class App:
         )
 
     def _check_provider(self, provider: str | None) -> list[str]:
-        known = [*CONFIGURABLE_PROVIDERS, "client"]
+        known = [*self.registry.provider_names(), "client"]
         if provider is None or provider == "":
             return known
         if provider not in known:

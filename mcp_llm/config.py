@@ -108,14 +108,22 @@ class AnthropicSettings(_Provider):
     api_key_env: str = "ANTHROPIC_API_KEY"
 
 
+# How far an OpenAI-style server enforces a schema: `json_schema` (response_format json_schema, a grammar
+# or strict decoding), `json_object` (JSON mode: any JSON object), `none` (the prompt alone). The adapter
+# steps down by itself, per model, when the server refuses response_format with a 400.
+StructuredOutput = Literal["json_schema", "json_object", "none"]
+
+
 class OpenAISettings(_Provider):
     api_key_env: str = "OPENAI_API_KEY"
+    structured_output: StructuredOutput = "json_schema"
 
 
 class CompatibleEndpoint(_Provider):
     endpoint: str  # type: ignore[assignment]
     api_key_env: str = ""
     models: list[str] = Field(default_factory=list)  # type: ignore[assignment]
+    structured_output: StructuredOutput = "json_schema"
 
 
 class ClientSettings(_Section):

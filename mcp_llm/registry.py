@@ -10,6 +10,7 @@ use (so start-up imports no SDK) and kept, one per provider, until `aclose()`.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import re
 from collections.abc import Callable, Iterable
@@ -101,11 +102,25 @@ def _build_client(settings: Settings) -> LLMAdapter:
     return SamplingAdapter(settings.providers.client)
 
 
+def _build_openai(settings: Settings) -> LLMAdapter:
+    from mcp_llm.adapters.openai import OpenAIAdapter
+
+    return OpenAIAdapter(settings.providers.openai, timeouts=timeouts(settings))
+
+
+def _build_compatible(settings: Settings, name: str) -> LLMAdapter:
+    """`[providers.openai_compatible.<name>]`: the OpenAI adapter under the endpoint's own name."""
+    from mcp_llm.adapters.openai import OpenAIAdapter
+
+    return OpenAIAdapter(settings.providers.openai_compatible[name], timeouts=timeouts(settings), name=name)
+
+
 ADAPTER_FACTORIES: dict[str, AdapterFactory] = {
     "ollama": _build_ollama,
     "gemini": _build_gemini,
     "anthropic": _build_anthropic,
     "client": _build_client,
+    "openai": _build_openai,
 }
 
 
@@ -128,7 +143,13 @@ class Registry:
             provider = self.settings.provider_settings(name)
             if provider is not None:
                 entries.extend(entry.model_copy(update={"id": full_id(name, entry.id)}) for entry in provider.models)
+        for name, endpoint in self.settings.providers.openai_compatible.items():
+            entries.extend(ModelEntry(id=f"{name}/{model}") for model in endpoint.models)
         return entries
+
+    def provider_names(self) -> list[str]:
+        """Every provider a caller may name: the built-in ones, then each OpenAI-compatible endpoint."""
+        return [*CONFIGURABLE_PROVIDERS, *self.settings.providers.openai_compatible]
 
     def configured_entry(self, model_id: str) -> ModelEntry | None:
         return next((entry for entry in self.configured_models() if entry.id == model_id), None)
@@ -234,6 +255,8 @@ class Registry:
         if provider in self._adapters:
             return self._adapters[provider]
         factory = self._factories.get(provider)
+        if factory is None and provider in self.settings.providers.openai_compatible:
+            factory = functools.partial(_build_compatible, name=provider)
         if factory is None:
             label = PROVIDER_LABELS.get(provider, f"the OpenAI-compatible endpoint {provider!r}")
             raise ProviderNotReady(
@@ -254,7 +277,7 @@ class Registry:
         return adapter
 
     def providers_with_adapters(self) -> list[str]:
-        return list(self._factories)
+        return [*self._factories, *self.settings.providers.openai_compatible]
 
     def built_adapters(self) -> dict[str, LLMAdapter]:
         return dict(self._adapters)

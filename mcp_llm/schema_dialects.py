@@ -363,3 +363,24 @@ def compile_anthropic(schema: dict[str, Any]) -> CompiledSchema:
         rewrites[:] = [r for r in rewrites if not r.startswith("`additionalProperties` set to false at $ ")]
     _repair_refs(compiled, rewrites)
     return CompiledSchema(compiled, rewrites, wrapped_in)
+
+
+# --- OpenAI -------------------------------------------------------------------------------------
+
+
+def compile_openai(schema: dict[str, Any]) -> CompiledSchema:
+    """OpenAI's response_format json_schema needs an object root: anything else is wrapped in
+    `{"value": …}` (unwrapped again before validation). The rest goes as is; `strict` is asked
+    only for a schema that already meets strict mode's rules (adapters/openai.py). OpenAI-compatible
+    endpoints (llama-server, vLLM…) are not compiled: their grammars take any root."""
+    rewrites: list[str] = []
+    schema = _drop_dollar_schema(schema, rewrites)
+    if schema.get("type") == "object":
+        return CompiledSchema(schema, rewrites)
+    defs = {k: schema[k] for k in ("$defs", "definitions") if k in schema}
+    inner = {k: v for k, v in schema.items() if k not in defs}
+    wrapped = {"type": "object", "properties": {WRAP_KEY: inner}, "required": [WRAP_KEY],
+               "additionalProperties": False, **defs}
+    rewrites.append(f"the root was wrapped as {{\"{WRAP_KEY}\": …}} (OpenAI needs an object root); "
+                    "the answer is unwrapped again")
+    return CompiledSchema(wrapped, rewrites, WRAP_KEY)

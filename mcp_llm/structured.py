@@ -24,7 +24,7 @@ from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 from mcp_llm.errors import NotJSONError, OutputError, SchemaError
-from mcp_llm.schema_dialects import CompiledSchema, compile_anthropic, compile_gemini
+from mcp_llm.schema_dialects import CompiledSchema, compile_anthropic, compile_gemini, compile_openai
 from mcp_llm.schema_gate import SchemaLimits, check_limits, check_references, count_references, json_depth
 from mcp_llm.validation import ValidationTimeout, compiled_validator, dialect_class, errors_within, json_path
 
@@ -184,7 +184,8 @@ def _as_is(schema: dict[str, Any]) -> CompiledSchema:
 
 # Ollama takes the schema verbatim (its `format` turns it into a grammar); the cloud providers
 # take their own subsets of JSON Schema (see schema_dialects.py).
-COMPILERS: dict[str, Compiler] = {"ollama": _as_is, "gemini": compile_gemini, "anthropic": compile_anthropic}
+COMPILERS: dict[str, Compiler] = {"ollama": _as_is, "gemini": compile_gemini, "anthropic": compile_anthropic,
+                                   "openai": compile_openai}
 
 
 def compile_for(provider: str, schema: dict[str, Any]) -> CompiledSchema:

@@ -12,7 +12,7 @@ import pytest
 
 from mcp_llm.adapters.ollama import OllamaAdapter
 from mcp_llm.config import Settings
-from mcp_llm.errors import ProviderNotReady, UnknownModelError
+from mcp_llm.errors import UnknownModelError
 from mcp_llm.registry import Registry, Route, full_id
 
 MakeRegistry = Callable[..., Registry]
@@ -282,28 +282,6 @@ async def test_ollama_adapter_is_built_once_and_rebuilt_after_close(registry: Re
     await registry.aclose()
 
 
-@pytest.mark.parametrize(
-    ("model_id", "provider", "label"),
-    [
-        ("openai/gpt-4o", "openai", "OpenAI"),
-        ("lmstudio/qwen", "lmstudio", "'lmstudio'"),
-    ],
-)
-def test_known_provider_without_an_adapter_is_not_ready(
-    registry: Registry, model_id: str, provider: str, label: str
-) -> None:
-    route = registry.resolve(model_id)
-    assert route.provider == provider
-    with pytest.raises(ProviderNotReady) as caught:
-        registry.adapter(route.provider)
-    exc = caught.value
-    assert exc.provider == provider
-    assert label in str(exc)
-    assert "no adapter" in str(exc)
-    assert "ollama/" in exc.user_message()  # what to use instead
-    assert exc.retryable is False
-
-
 @pytest.mark.parametrize("model_id", [
     "gemini-x/../../v1beta/files", "gemini-2.5-flash?key=x", "gemini-2.5-flash#frag", "ollama/llama3.2 x",
     "claude-3%2F..", "ollama/\\\\evil", "ollama/a\nb", "anthropic/../x",
@@ -319,3 +297,14 @@ def test_model_ids_that_would_bend_provider_urls_are_refused(make_settings: Call
                                       "gemini-2.5-flash-preview-05-20", "ollama/llama3.2:3b"])
 def test_real_model_names_pass(make_settings: Callable[..., Settings], model_id: str) -> None:
     assert Registry(make_settings("")).resolve(model_id).model_id == model_id
+
+
+@pytest.mark.parametrize(("model_id", "provider"), [("openai/gpt-4o", "openai"), ("lmstudio/qwen", "lmstudio")])
+def test_openai_and_compatible_endpoints_get_the_openai_adapter(registry: Registry, model_id: str,
+                                                                provider: str) -> None:
+    from mcp_llm.adapters.openai import OpenAIAdapter
+
+    route = registry.resolve(model_id)
+    adapter = registry.adapter(route.provider)
+    assert isinstance(adapter, OpenAIAdapter) and adapter.provider == provider
+    assert provider in registry.provider_names() and provider in registry.providers_with_adapters()

@@ -264,7 +264,7 @@ BAD_INPUTS = [
     pytest.param(
         "generate_structured",
         {"prompt": "hi", "schema": {"type": "object"}, "model": "openai/gpt-4o"},
-        "no adapter for it yet",
+        "OpenAI needs an API key, and none is set.",
         id="provider-not-ready",
     ),
     pytest.param("analyze_image", {"prompt": "hi", "image": "{root}/missing.png"}, "No file at", id="missing-file"),

@@ -1,0 +1,313 @@
+"""OpenAIAdapter through the real `openai` SDK, over real HTTP, against the fake OpenAI API; and the
+`openai/…` and `<endpoint>/…` routes end to end through an MCP client."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from mcp_llm.adapters.base import ImageInput, Message, Request
+from mcp_llm.adapters.openai import OpenAIAdapter, is_strict_compatible
+from mcp_llm.config import Settings
+from mcp_llm.errors import (
+    AuthError,
+    BadRequestError,
+    ModelNotFoundError,
+    ProviderError,
+    ProviderServerError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimitedError,
+)
+from mcp_llm.server import build_server
+from tests.conftest import budget, call, call_error, free_port
+from tests.fakes.openai_server import FakeOpenAI, response_schema
+from tests.images import png_bytes
+
+pytestmark = pytest.mark.anyio
+
+KEY = "sk-openai-canary-0042"
+LOCAL_KEY = "sk-local-canary-0077"
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "year": {"type": "integer", "minimum": 1900, "maximum": 2030}},
+    "required": ["title", "year"],
+}
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=KEY) as server:
+        yield server
+        assert not server.errors, server.errors
+
+
+@pytest.fixture
+def make_adapter(fake: FakeOpenAI, make_settings: Callable[..., Settings]) -> Callable[..., OpenAIAdapter]:
+    def make(endpoint: str | None = None, key: str | None = KEY, timeout_s: float = 10, compatible: bool = False,
+             structured_output: str = "json_schema") -> OpenAIAdapter:
+        url = endpoint or fake.base_url
+        if compatible:
+            toml = (f'[providers.openai_compatible.local]\nendpoint = "{url}"\napi_key_env = "LOCAL_KEY"\n'
+                    f'models = ["local-model"]\nstructured_output = "{structured_output}"\n')
+            settings = make_settings(toml, env={"LOCAL_KEY": key} if key else {"OPENAI_API_KEY": KEY})
+            return OpenAIAdapter(settings.providers.openai_compatible["local"], timeouts=budget(timeout_s),
+                                 name="local")
+        toml = f'[providers.openai]\nendpoint = "{url}"\nstructured_output = "{structured_output}"\n'
+        settings = make_settings(toml, env={"OPENAI_API_KEY": key} if key else {})
+        return OpenAIAdapter(settings.providers.openai, timeouts=budget(timeout_s))
+
+    return make
+
+
+def ask(model: str = "gpt-4.1-mini", *, schema: dict[str, Any] | None = SCHEMA, **fields: Any) -> Request:
+    return Request(model=model, messages=[Message("user", "Name a film.")], schema=schema, **fields)
+
+
+async def test_json_schema_request_streamed_and_its_reply(make_adapter, fake: FakeOpenAI) -> None:
+    adapter = make_adapter()
+    fake.enqueue({"title": "Alien", "year": 1979}, prompt_tokens=21, completion_tokens=8)
+
+    completion = await adapter.complete(ask(system="Be brief.", temperature=0.2, max_tokens=200))
+
+    assert json.loads(completion.text) == {"title": "Alien", "year": 1979}
+    assert (completion.input_tokens, completion.output_tokens, completion.finish_reason) == (21, 8, "stop")
+    (sent,) = fake.chat_requests
+    assert sent.headers["authorization"] == f"Bearer {KEY}"
+    assert sent.json["messages"] == [{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": "Name a film."}]
+    assert sent.json["stream"] is True and sent.json["stream_options"] == {"include_usage": True}
+    assert sent.json["temperature"] == 0.2
+    assert sent.json["max_completion_tokens"] == 200 and "max_tokens" not in sent.json  # OpenAI's own name
+    assert response_schema(sent.json) == SCHEMA
+    assert sent.json["response_format"]["json_schema"]["strict"] is False  # optional-free but open objects
+    await adapter.aclose()
+
+
+async def test_strict_only_for_a_schema_that_meets_strict_rules(make_adapter, fake: FakeOpenAI) -> None:
+    closed = {**SCHEMA, "additionalProperties": False}
+    assert is_strict_compatible(closed) and not is_strict_compatible(SCHEMA)
+    assert not is_strict_compatible({**closed, "required": ["title"]})  # an optional field
+    adapter = make_adapter()
+    await adapter.complete(ask(schema=closed))
+    assert fake.chat_requests[0].json["response_format"]["json_schema"]["strict"] is True
+    await adapter.aclose()
+
+
+async def test_compatible_endpoint_uses_its_own_key_and_max_tokens(make_adapter, fake: FakeOpenAI) -> None:
+    fake.api_key = LOCAL_KEY
+    adapter = make_adapter(compatible=True, key=LOCAL_KEY)
+    await adapter.complete(ask("local-model", max_tokens=50))
+    (sent,) = fake.chat_requests
+    assert sent.headers["authorization"] == f"Bearer {LOCAL_KEY}"
+    assert sent.json["max_tokens"] == 50 and "max_completion_tokens" not in sent.json
+    assert "strict" not in sent.json["response_format"]["json_schema"]
+    await adapter.aclose()
+
+
+async def test_keyless_endpoint_never_gets_openai_api_key(make_adapter, fake: FakeOpenAI) -> None:
+    fake.api_key = None
+    adapter = make_adapter(compatible=True, key=None)  # OPENAI_API_KEY is set in its environment
+    await adapter.complete(ask("local-model"))
+    assert KEY not in fake.chat_requests[0].headers.get("authorization", "")
+    health = await adapter.health()
+    assert health.status == "ok" and health.has_api_key is False
+    await adapter.aclose()
+
+
+async def test_refused_response_format_steps_down_and_is_remembered(make_adapter, fake: FakeOpenAI) -> None:
+    fake.refuse_formats = ("json_schema",)
+    adapter = make_adapter(compatible=True, key=LOCAL_KEY)
+    fake.api_key = LOCAL_KEY
+    completion = await adapter.complete(ask("local-model"))
+    assert completion.text == "{}"  # JSON mode: the router validates it and re-asks
+    kinds = [r.json.get("response_format", {}).get("type") for r in fake.chat_requests]
+    assert kinds == ["json_schema", "json_object"]
+    assert adapter.mode_for("local-model") == "json_object"
+
+    fake.refuse_formats = ("json_schema", "json_object")
+    fake.reset()
+    await adapter.complete(ask("local-model"))
+    kinds = [r.json.get("response_format", {}).get("type") for r in fake.chat_requests]
+    assert kinds == ["json_object", None]  # straight to what it last accepted, then down to the prompt
+    assert adapter.mode_for("local-model") == "none"
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize("mode", ["json_object", "none"])
+async def test_configured_structured_output(make_adapter, fake: FakeOpenAI, mode: str) -> None:
+    adapter = make_adapter(structured_output=mode)
+    await adapter.complete(ask())
+    await adapter.complete(ask(schema={"type": "array", "items": {"type": "integer"}}))
+    first, second = fake.chat_requests
+    assert first.json.get("response_format") == ({"type": "json_object"} if mode == "json_object" else None)
+    assert "response_format" not in second.json  # JSON mode makes only objects: an array root goes by prompt
+    await adapter.aclose()
+
+
+async def test_cut_at_max_tokens_is_a_clear_error_not_truncated_data(make_adapter, fake: FakeOpenAI) -> None:
+    adapter = make_adapter()
+    fake.enqueue("12345678901234567890")  # cut after 2 "tokens": "123456789012" still parses as a number
+    with pytest.raises(BadRequestError, match="cut off at the max_tokens limit \\(2\\)") as caught:
+        await adapter.complete(ask(schema={"type": "integer"}, max_tokens=2))
+    assert "Raise max_tokens" in caught.value.user_message()
+    await adapter.aclose()
+
+
+async def test_images_go_as_data_uris(make_adapter, fake: FakeOpenAI) -> None:
+    adapter = make_adapter()
+    png = png_bytes()
+    request = Request(model="gpt-4.1-mini", messages=[Message("user", "What is this?", [ImageInput(png, "image/png")])])
+    completion = await adapter.complete(request)
+    assert completion.text.startswith("This is a fake reply")
+    (sent,) = fake.chat_requests
+    text, image = sent.json["messages"][0]["content"]
+    assert text == {"type": "text", "text": "What is this?"}
+    assert image["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(png).decode()
+    assert "response_format" not in sent.json
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class", "retryable"),
+    [
+        (400, BadRequestError, False),
+        (401, AuthError, False),
+        (403, AuthError, False),
+        (404, ModelNotFoundError, False),
+        (422, BadRequestError, False),
+        (429, RateLimitedError, True),
+        (500, ProviderServerError, True),
+        (503, ProviderServerError, True),
+    ],
+)
+async def test_every_status_becomes_one_of_our_errors(make_adapter, fake: FakeOpenAI, status: int,
+                                                      error_class: type[ProviderError], retryable: bool) -> None:
+    adapter = make_adapter()
+    fake.enqueue(status=status, message=f"simulated {status}", headers={"retry-after": "7"} if status == 429 else None)
+    with pytest.raises(error_class) as caught:
+        await adapter.complete(ask())
+    error = caught.value
+    assert type(error) is error_class and error.retryable is retryable
+    assert error.status == status and error.provider == "openai"
+    assert f"simulated {status}" in error.message and fake.base_url in error.message
+    assert KEY not in error.user_message()
+    if status == 429:
+        assert error.retry_after == 7
+    await adapter.aclose()
+
+
+async def test_wrong_key_and_unknown_model(make_adapter, fake: FakeOpenAI) -> None:
+    adapter = make_adapter(key="sk-wrong-key")
+    with pytest.raises(AuthError) as caught:
+        await adapter.complete(ask())
+    assert "OPENAI_API_KEY" in caught.value.user_message() and "sk-wrong-key" not in caught.value.user_message()
+    await adapter.aclose()
+
+    adapter = make_adapter()
+    with pytest.raises(ModelNotFoundError, match="gpt-nope") as caught:
+        await adapter.complete(ask("gpt-nope"))
+    assert "list_models" in caught.value.user_message()
+    await adapter.aclose()
+
+
+async def test_transport_faults(make_adapter, fake: FakeOpenAI) -> None:
+    refused = make_adapter(endpoint=f"http://127.0.0.1:{free_port()}/v1")
+    with pytest.raises(ProviderUnavailable):
+        await refused.complete(ask())
+    await refused.aclose()
+
+    adapter = make_adapter(timeout_s=0.5)
+    fake.enqueue(hang=True)
+    with pytest.raises(ProviderTimeout):
+        await adapter.complete(ask())
+    assert fake.wait_for_disconnect(timeout=5)
+
+    fake.enqueue(stall_after=2)
+    with pytest.raises(ProviderTimeout):
+        await adapter.complete(ask())
+
+    fake.enqueue(stream_error="server_error", message="model crashed")
+    with pytest.raises(ProviderServerError, match="mid-stream: model crashed"):
+        await adapter.complete(ask())
+
+    fake.enqueue(raw_body=b"data: {not json\n\n", headers={"Content-Type": "text/event-stream"})
+    with pytest.raises(ProviderServerError):
+        await adapter.complete(ask())
+
+    fake.enqueue(drop_connection=True)
+    with pytest.raises(ProviderUnavailable):
+        await adapter.complete(ask())
+    await adapter.aclose()
+
+
+async def test_cancellation_closes_the_request(make_adapter, fake: FakeOpenAI) -> None:
+    adapter = make_adapter(timeout_s=30)
+    fake.enqueue(hang=True)
+    with anyio.move_on_after(0.5):
+        await adapter.complete(ask())
+    assert await anyio.to_thread.run_sync(fake.wait_for_disconnect, 5)
+    await adapter.aclose()
+
+
+async def test_list_models_and_health(make_adapter, fake: FakeOpenAI) -> None:
+    adapter = make_adapter()
+    models = await adapter.list_models()
+    assert {m.id for m in models} == {"openai/gpt-4.1-mini", "openai/local-model"}  # no embedding model
+    assert all(m.source == "discovered" and m.provider == "openai" for m in models)
+    health = await adapter.health()
+    assert health.status == "ok" and health.has_api_key and "2 models served" in health.detail
+    assert [r.path for r in fake.requests] == ["/v1/models", "/v1/models"]  # never a completion
+    assert KEY not in health.model_dump_json()
+    await adapter.aclose()
+
+    assert (await make_adapter(key=None).health()).status == "unconfigured"
+    down = make_adapter(endpoint=f"http://127.0.0.1:{free_port()}/v1")
+    health = await down.health()
+    assert health.status == "down" and "Cannot reach OpenAI" in health.detail
+    await down.aclose()
+
+
+# --- end to end: routing, the router's validation and re-asks, the tools ---------------------------
+
+
+def _config(fake: FakeOpenAI, extra: str = "") -> str:
+    return (f'[defaults]\nmax_retries = 0\n[providers.openai]\nendpoint = "{fake.base_url}"\n'
+            f'[providers.openai_compatible.llamacpp]\nendpoint = "{fake.base_url}"\napi_key_env = "LOCAL_KEY"\n'
+            f'models = ["local-model"]\n{extra}')
+
+
+async def test_tools_through_an_mcp_client(fake: FakeOpenAI, make_settings) -> None:
+    fake.api_key = None
+    settings = make_settings(_config(fake), env={"OPENAI_API_KEY": KEY, "LOCAL_KEY": LOCAL_KEY})
+    async with Client(build_server(settings)) as client:
+        result = await call(client, "generate_structured", prompt="A film?", schema=SCHEMA,
+                            model="llamacpp/local-model")
+        assert result["provider"] == "llamacpp" and result["model"] == "llamacpp/local-model"
+        assert set(result["data"]) == {"title", "year"}
+
+        fake.enqueue("Sure! Here it is: no JSON")  # prose, then the re-ask gets valid JSON
+        fake.enqueue({"value": [3, 4]})
+        result = await call(client, "generate_structured", prompt="Two numbers", model="openai/gpt-4.1-mini",
+                            schema={"type": "array", "items": {"type": "integer"}, "maxItems": 2})
+        assert result["data"] == [3, 4]
+        assert [a["outcome"] for a in result["attempts"]] == ["invalid_output", "ok"]
+        assert any("wrapped" in r for r in result["schema_rewrites"])
+
+        models = {m["id"]: m for m in (await call(client, "list_models"))["models"]}
+        assert models["llamacpp/local-model"]["source"] == "config" and models["llamacpp/local-model"]["available"]
+        assert "openai/gpt-4.1-mini" in models
+        report = {h["provider"]: h for h in (await call(client, "provider_health"))["providers"]}
+        assert report["llamacpp"]["status"] == "ok" and report["openai"]["status"] == "ok"
+        assert report["llamacpp"]["has_api_key"] is True
+        assert KEY not in json.dumps(report) and LOCAL_KEY not in json.dumps(report)
+
+        fake.stop()
+        text = await call_error(client, "generate_structured", prompt="hi", schema=SCHEMA, model="llamacpp/local-model")
+        assert "Cannot reach llamacpp" in text and "providers.openai_compatible.llamacpp.endpoint" in text
