@@ -17,6 +17,7 @@ Prints markdown tables (README's Performance section, "Real engine", holds a run
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import tempfile
@@ -36,6 +37,9 @@ MODES = (("json_schema", "grammar-constrained (json_schema)"), ("json_object", "
          ("none", "prompt only + re-asks"))
 EXTRA_PROMPTS = ("Give a realistic example answer.", "Answer with made-up but plausible values.")
 MAX_TOKENS = 160
+# What the final error of a failed call says, first match wins (the last attempt's cause).
+ERROR_KINDS = (("cut off at the max_tokens limit", "cut at max_tokens"), ("is not JSON", "not JSON"),
+               ("does not match the schema", "schema mismatch"), ("lone surrogate", "bad escape"))
 SEED = 7
 
 
@@ -93,16 +97,20 @@ async def reliability(prompts: int, config: Path) -> None:
             attempts: list[int] = []
             kinds: dict[str, int] = {}
             started = time.perf_counter()
-            for _, schema, prompt in cases:
+            failed: list[str] = []
+            failed_attempts: list[int] = []
+            for name, schema, prompt in cases:
                 result = await client.call_tool("generate_structured", {
                     "prompt": prompt, "schema": schema, "model": f"{mode}/{MODEL_ALIAS}", "temperature": 0,
                     "max_tokens": MAX_TOKENS})
                 if result.is_error:
                     errors += 1
                     text = " ".join(getattr(b, "text", "") for b in result.content)
-                    kind = "cut at max_tokens" if "max_tokens" in text else (
-                        "not JSON" if "JSON" in text else "invalid")
+                    kind = next((label for marker, label in ERROR_KINDS if marker in text), "other")
                     kinds[kind] = kinds.get(kind, 0) + 1
+                    failed.append(f"{name}: {kind}")
+                    tries = re.search(r"\((\d+) attempts? with", text)
+                    failed_attempts.append(int(tries.group(1)) if tries else 0)
                     continue
                 content = result.structured_content
                 attempts.append(len(content["attempts"]))
@@ -112,17 +120,20 @@ async def reliability(prompts: int, config: Path) -> None:
                 except jsonschema.ValidationError:
                     invalid_returned += 1
             seconds = time.perf_counter() - started
-            rows.append((label, len(cases), ok, invalid_returned, errors, attempts, kinds, seconds))
-            print(f"  {label}: done in {seconds:.0f} s", file=sys.stderr, flush=True)
+            rows.append((label, len(cases), ok, invalid_returned, errors, attempts, failed_attempts, kinds, seconds))
+            print(f"  {label}: done in {seconds:.0f} s; failed: {', '.join(failed) or 'none'}", file=sys.stderr,
+                  flush=True)
     print("| mode | calls | valid data | returned data that validates | clear errors | attempts per success "
-          "(mean) | time |\n|---|---:|---:|---:|---:|---:|---:|")
-    for label, n, ok, bad, errors, attempts, kinds, seconds in rows:
+          "(mean) | attempts per call (mean) | time |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, n, ok, bad, errors, attempts, failed_attempts, kinds, seconds in rows:
         returned = ok + bad
         share = f"{100 * ok / returned:.0f} %" if returned else "n/a"
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items()))
         mean = f"{statistics.mean(attempts):.2f}" if attempts else "n/a"
+        every = attempts + failed_attempts
+        per_call = f"{statistics.mean(every):.2f}" if every else "n/a"
         print(f"| {label} | {n} | {ok} ({100 * ok / n:.0f} %) | {share} | {errors}{f' ({detail})' if detail else ''} "
-              f"| {mean} | {seconds:.0f} s |")
+              f"| {mean} | {per_call} | {seconds:.0f} s |")
 
 
 async def main(args: argparse.Namespace) -> int:
