@@ -21,6 +21,8 @@ from mcp_llm.errors import ConfigError
 
 OLLAMA_LOCAL_ENDPOINT = "http://localhost:11434"
 OLLAMA_CLOUD_ENDPOINT = "https://ollama.com"
+# Prefixes the registry routes by itself: an OpenAI-compatible endpoint named so would never be reached.
+RESERVED_ENDPOINT_NAMES = frozenset({"ollama", "gemini", "vertex", "anthropic", "openai", "client"})
 
 
 class _Section(BaseModel):
@@ -144,6 +146,17 @@ class Providers(_Section):
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     openai_compatible: dict[str, CompatibleEndpoint] = Field(default_factory=dict)
     client: ClientSettings = Field(default_factory=ClientSettings)
+
+    @field_validator("openai_compatible")
+    @classmethod
+    def _endpoint_names(cls, endpoints: dict[str, CompatibleEndpoint]) -> dict[str, CompatibleEndpoint]:
+        """`<name>/<model>` ids: a name must not be a built-in prefix, which would win the routing."""
+        for name in endpoints:
+            if name in RESERVED_ENDPOINT_NAMES:
+                raise ValueError(f"{name!r} is a built-in provider prefix; give this endpoint another name")
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"{name!r}: an endpoint name is letters, digits, - and _ (it starts model ids)")
+        return endpoints
 
 
 class ImageSettings(_Section):

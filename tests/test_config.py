@@ -405,3 +405,12 @@ def test_cli_bad_config_exits_2_with_the_message_on_stderr(tmp_path: Path, toml:
     assert expected in done.stderr
     assert str(path) in done.stderr
     assert CANARY not in done.stderr
+
+
+@pytest.mark.parametrize(("name", "why"), [("ollama", "built-in provider prefix"), ("client", "built-in"),
+                                           ("my box", "letters, digits")])
+def test_an_endpoint_name_that_routing_could_not_reach_is_refused(tmp_path: Path, xdg: Path, name: str,
+                                                                  why: str) -> None:
+    config = write_config(tmp_path / "c.toml", f'[providers.openai_compatible."{name}"]\nendpoint = "http://h/v1"\n')
+    with pytest.raises(ConfigError, match=why):
+        load_settings(config, env=env_with(xdg))
