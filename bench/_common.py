@@ -37,7 +37,7 @@ SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "title": {"type": "string"},
-        "year": {"type": "integer", "minimum": 1900, "maximum": 2100},
+        "year": {"type": "integer"},  # no bounds: Anthropic's dialect drops them, and its fake would answer 0
         "genres": {"type": "array", "items": {"type": "string"}, "minItems": 1},
     },
     "required": ["title", "year", "genres"],

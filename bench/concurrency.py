@@ -4,11 +4,12 @@ SDK calls, on a fast fake Ollama whose every answer takes `--delay-ms`.
     python bench/concurrency.py [--counts 64,256,1024] [--rounds 3] [--delay-ms 200]
 
 For each count N: N calls started together, (a) as `ollama.AsyncClient.chat(format=schema,
-stream=False)` calls on one client, and (b) as `generate_structured` calls over one MCP session
-with `python -m mcp_llm serve` (provider concurrency N), alternated, `--rounds` times each. Both
-clients are given a connection pool of N (httpx's default is 100 connections, which would queue
-the rest). It prints the wall time of each batch, its ratio to the backend's delay (the floor),
-and the ratio mcp_llm/direct of each round, with min/median/max over the rounds (target ≤ 1.1).
+stream=False)` calls on one client with a pool of N connections (httpx's default of 100 would
+queue the rest), (b) the same spread over clients of 64 connections each (httpx's pool looks at
+every connection on each request, so one pool of 1,024 is slow), and (c) as `generate_structured`
+calls over one MCP session with `python -m mcp_llm serve` (provider concurrency N), alternated,
+`--rounds` times each. It prints the wall time of each batch, its ratio to the backend's delay
+(the floor), and mcp_llm over each direct path, with min/median/max over the rounds (target ≤ 1.1).
 
 The fake (_fast_ollama.py, its own process, one asyncio loop) answers N requests in about the
 delay, so it is not what is measured.
