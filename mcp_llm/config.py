@@ -56,7 +56,7 @@ class ModelEntry(_Section):
 class _Provider(_Section):
     endpoint: str | None = None
     api_key_env: str = ""
-    concurrency: int = Field(default=4, ge=1, le=256)
+    concurrency: int = Field(default=4, ge=1, le=4096)
     models: list[ModelEntry] = Field(default_factory=list)
     _api_key: SecretStr | None = PrivateAttr(default=None)
 

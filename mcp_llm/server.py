@@ -40,6 +40,7 @@ from mcp_llm.app import App
 from mcp_llm.config import Settings
 from mcp_llm.errors import InputError, LLMError
 from mcp_llm.images import load_image
+from mcp_llm.output_schema import publish_inlined
 from mcp_llm.presets import PRESETS
 from mcp_llm.router import CallSpec, Trace
 from mcp_llm.structured import parse_schema_argument_off_loop
@@ -294,4 +295,5 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         retries, re-asks, fallbacks, tokens, latency p50/p95."""
         return json.dumps(app.router.stats.snapshot(), indent=2)
 
+    publish_inlined(server, "generate_structured", "analyze_image")  # cheaper for clients to check
     return server

@@ -111,29 +111,41 @@ async def parse_schema_argument_off_loop(
         except (TypeError, ValueError, RecursionError):
             canonical = None
         if canonical is not None and (len(canonical) <= OFF_LOOP_CHARS or (canonical, limits) in _CHECKED):
-            return parse_schema_argument(schema, limits)
+            check_schema(schema, limits, canonical=canonical)  # what parse_schema_argument does with a dict
+            return schema, None
     return await anyio.to_thread.run_sync(partial(parse_schema_argument, schema, limits), abandon_on_cancel=True)
 
 
-def check_schema(schema: Any, limits: SchemaLimits = DEFAULT_SCHEMA_LIMITS) -> None:
-    """Refuse anything that is not a usable JSON Schema object, saying where it is wrong."""
+def check_schema(schema: Any, limits: SchemaLimits = DEFAULT_SCHEMA_LIMITS, *, canonical: str | None = None) -> None:
+    """Refuse anything that is not a usable JSON Schema object, saying where it is wrong.
+
+    A schema that passed before (the same canonical JSON, the same limits) is not walked again:
+    the depth walk alone cost more than the serialization on a repeated 8 KB schema. `canonical`
+    is the schema's `_canonical` form when the caller has it already.
+    """
     if not isinstance(schema, dict):
         raise SchemaError(
             f"The schema must be a JSON object, not {type(schema).__name__}.",
             hint='For example {"type": "object", "properties": {"name": {"type": "string"}}}.',
         )
+    if canonical is None:
+        try:
+            canonical = _canonical(schema)
+        except (TypeError, ValueError, RecursionError):
+            canonical = None  # refused below, in the same order as for a schema never seen
+    key = (canonical, limits)
+    if canonical is not None and key in _CHECKED:
+        _CHECKED.move_to_end(key)
+        return
     if json_depth(schema, limits.max_depth + 1) > limits.max_depth:
         raise SchemaError(f"The schema is nested more than {limits.max_depth} levels deep.",
                           hint="Flatten it with $defs and $ref, or raise limits.schema_max_depth.")
     try:
-        canonical = _canonical(schema)
+        canonical = _canonical(schema) if canonical is None else canonical
     except ValueError as exc:  # NaN or Infinity inside the schema
         raise SchemaError(f"The schema holds a value JSON cannot express: {exc}.",
                           hint="Use finite numbers only.") from None
     key = (canonical, limits)
-    if key in _CHECKED:
-        _CHECKED.move_to_end(key)
-        return
     _check_canonical_schema(schema, canonical, limits)
     _CHECKED[key] = None
     while len(_CHECKED) > 256:

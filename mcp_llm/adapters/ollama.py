@@ -83,6 +83,10 @@ class OllamaAdapter(LLMAdapter):
                     read=self._timeouts.first_response_s,
                 ),
                 event_hooks={"response": [_remember_retry_after]},
+                # httpx keeps 100 connections (20 idle) by default: `concurrency` calls in flight
+                # need as many, or the rest queue in the pool and reconnect after every burst.
+                limits=httpx.Limits(max_connections=max(self._settings.concurrency, 100),
+                                    max_keepalive_connections=max(self._settings.concurrency, 20)),
             )
             if not self._settings.sends_api_key:
                 # The SDK adds $OLLAMA_API_KEY to every request by itself (ollama/_client.py,

@@ -1,0 +1,61 @@
+"""The per-call tools publish their output schemas with the definitions in place (no `$ref`), and
+the schema still describes exactly the results the tools return."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+import pytest
+from jsonschema import Draft202012Validator
+from mcp import Client
+
+from mcp_llm.output_schema import inline_refs
+from mcp_llm.server import StructuredResult
+
+pytestmark = pytest.mark.anyio
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+
+
+async def test_results_validate_against_the_ref_free_output_schema(client: Client) -> None:
+    with anyio.fail_after(20):
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        result = await client.call_tool("generate_structured", {"prompt": "Name someone.", "schema": SCHEMA})
+    for name in ("generate_structured", "analyze_image"):
+        published = tools[name].output_schema
+        assert published is not None and "$ref" not in json.dumps(published) and "$defs" not in published
+    assert not result.is_error
+    validator = Draft202012Validator(tools["generate_structured"].output_schema)
+    assert list(validator.iter_errors(result.structured_content)) == []
+    broken = {**result.structured_content, "attempts": [{"model": "m", "provider": "p", "outcome": "bogus",
+                                                          "latency_ms": 1.0}]}
+    assert list(validator.iter_errors(broken)), "an attempt with an unknown outcome must still be refused"
+
+
+def test_inlining_keeps_what_the_schema_accepts_and_refuses() -> None:
+    original = StructuredResult.model_json_schema()
+    inlined = inline_refs(original)
+    assert "$ref" not in json.dumps(inlined)
+    good = {"data": 1, "model": "m", "provider": "p", "latency_ms": 1.0, "usage": {"input_tokens": 1},
+            "attempts": [{"model": "m", "provider": "p", "outcome": "ok", "latency_ms": 1.0}],
+            "images": [{"provider": "p", "original": {"width": 1, "height": 1, "bytes": 1, "mime_type": "image/png"},
+                        "sent": {"width": 1, "height": 1, "bytes": 1, "mime_type": "image/png"}}]}
+    bad: list[dict[str, Any]] = [
+        {**good, "usage": {"input_tokens": "many"}},
+        {**good, "attempts": [{"model": "m"}]},
+        {**good, "images": [{**good["images"][0], "sent": {"width": "wide"}}]},
+    ]
+    for instance in [good, *bad]:
+        assert (Draft202012Validator(original).is_valid(instance)
+                == Draft202012Validator(inlined).is_valid(instance)), instance
+    assert Draft202012Validator(inlined).is_valid(good)
+
+
+def test_a_recursive_or_foreign_reference_leaves_the_schema_as_it_was() -> None:
+    recursive = {"$defs": {"node": {"type": "object", "properties": {"child": {"$ref": "#/$defs/node"}}}},
+                 "$ref": "#/$defs/node"}
+    foreign = {"$defs": {}, "properties": {"x": {"$ref": "https://example.com/schema"}}}
+    assert inline_refs(recursive) is recursive
+    assert inline_refs(foreign) is foreign
