@@ -39,7 +39,6 @@ from mcp_llm.adapters.sampling import AwaitingClient, ClientCall, StateCodec
 from mcp_llm.app import App
 from mcp_llm.config import Settings
 from mcp_llm.errors import InputError, LLMError
-from mcp_llm.images import load_image
 from mcp_llm.output_schema import publish_inlined
 from mcp_llm.presets import PRESETS
 from mcp_llm.router import CallSpec, Trace
@@ -232,6 +231,8 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
             checked = None
             if schema not in (None, ""):
                 checked = (await parse_schema_argument_off_loop(schema, app.router.schema_limits))[0]
+            from mcp_llm.images import load_image  # on first use: start-up does not pay for it
+
             roots = (lambda: declared_roots(ctx)) if ctx is not None else None
             loaded = await load_image(image, settings.images, roots)
             client = ClientCall(ctx, codec)
