@@ -47,6 +47,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python bench/load.py` puts bench/, not the root, first
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench._common import child_pids, vm_rss_kb  # noqa: E402
 from tests.fakes.ollama_server import FakeOllama, default_responder  # noqa: E402
 
 TEXT_MODEL = "ollama/llama3.2:3b"
@@ -256,33 +257,6 @@ def schema_validator() -> Callable[[Any], None]:
 
 
 # --- memory --------------------------------------------------------------------------------------
-
-
-def vm_rss_kb(pid: int | str = "self") -> int | None:
-    """VmRSS of a process, in kB, from /proc (None where there is no /proc, or the process is gone)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def child_pids() -> list[int]:
-    """Our own child processes (the stdio server), from /proc."""
-    me, found = os.getpid(), []
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                    ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == me:
-                found.append(int(entry))
-    return found
 
 
 @dataclass
