@@ -125,6 +125,12 @@ def _is_docstring(node: ast.AST, parent: ast.AST | None) -> bool:
             and parent is not None and getattr(parent, "body", [None])[0] is node)
 
 
+def _is_type_alias(node: ast.AST) -> bool:
+    """`State = Literal[...]`: read by annotations only, which are never evaluated; deleting it changes nothing."""
+    return (isinstance(node, ast.Assign) and isinstance(node.value, ast.Subscript)
+            and isinstance(node.value.value, ast.Name) and node.value.value.id in ("Literal", "Union", "Optional"))
+
+
 def _points(tree: ast.Module, scope: tuple[str, ...]) -> Iterator[Point]:
     """Every mutation point, in a fixed order (so an index names the same mutant run after run)."""
 
@@ -167,7 +173,7 @@ def _points(tree: ast.Module, scope: tuple[str, ...]) -> Iterator[Point]:
         elif isinstance(node, ast.Return) and node.value is not None and not (
                 isinstance(node.value, ast.Constant) and node.value.value is None):
             yield Point(node, "return None", lambda n: ast.Return(ast.Constant(None)))
-        if isinstance(node, DELETABLE) and not _is_docstring(node, parent):
+        if isinstance(node, DELETABLE) and not _is_docstring(node, parent) and not _is_type_alias(node):
             yield Point(node, f"delete {type(node).__name__.lower()}", lambda n: None)
 
     yield from walk(tree, None, not scope)
