@@ -50,7 +50,7 @@ pytestmark = pytest.mark.anyio
 
 # The status a provider answers → the error kind its attempt shows. None of them is transient.
 NON_TRANSIENT = {400: "bad_request", 401: "auth", 403: "auth", 404: "model_not_found"}
-COOL_DOWN_S = 0.3
+COOL_DOWN_S = 1.0
 
 
 def non_transient(provider: Provider, status: int) -> dict[str, Any]:
@@ -72,9 +72,12 @@ async def wait_for_completions(servers: Fakes, provider: Provider, count: int) -
 async def open_the_circuit(client: Any, servers: Fakes, provider: Provider) -> None:
     """One transient failure (with `circuit_failures = 1`) opens it; the call falls back; the cool-down passes."""
     servers.of(provider).enqueue(**fault_kwargs(provider, "503"))
+    started = time.monotonic()
     first, _ = await generate(client, provider.model)
     assert tries(first) == [(provider.model, "error", "server_error"), (provider.fallback, "ok", None)]
-    assert (await health(client, provider))["circuit"] == "open"
+    state = (await health(client, provider))["circuit"]
+    if time.monotonic() - started < COOL_DOWN_S:  # on a loaded machine the cool-down may be over already
+        assert state == "open"
     await anyio.sleep(COOL_DOWN_S + 0.1)  # a clock, not a race: the cool-down is time itself
     assert (await health(client, provider))["circuit"] == "half_open"
 
@@ -171,7 +174,7 @@ async def test_half_open_sends_one_trial_and_skips_the_calls_meanwhile(
 ) -> None:
     async with serve(max_retries=0, fallback=[provider.fallback], defaults=CIRCUIT) as client:
         await open_the_circuit(client, fakes, provider)
-        fakes.of(provider).enqueue(GOOD, delay_s=2.0)  # the trial is slow: other calls come while it runs
+        fakes.of(provider).enqueue(GOOD, delay_s=4.0)  # the trial is slow: other calls come while it runs
         trial: dict[str, Any] = {}
 
         async def run_trial() -> None:
@@ -185,7 +188,7 @@ async def test_half_open_sends_one_trial_and_skips_the_calls_meanwhile(
                     meanwhile, elapsed = await generate(client, provider.model)
                     assert [(a["provider"], a["outcome"], a["error"]) for a in meanwhile["attempts"]] == [
                         (provider.name, "skipped", "circuit_open"), (provider.fallback_provider, "ok", None)]
-                    assert elapsed < 1.5, "a call during the trial waited for it instead of falling back"
+                    assert elapsed < 3.0, "a call during the trial waited for it instead of falling back"
                 assert fakes.completions(provider) == 2, "a half-open circuit let a second call through"
         assert tries(trial["result"]) == [(provider.model, "ok", None)]
         assert (await health(client, provider))["circuit"] == "closed"
