@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "mutation-results"
@@ -108,10 +109,12 @@ DELETABLE = (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Raise, ast.
 class Mutant:
     index: int
     line: int
+    end_line: int
     kind: str
     before: str
     after: str
-    status: str = ""  # killed, timeout, survived
+    status: str = ""  # killed, timeout, survived (`tests` says how many ran it: 0 = no test runs that line)
+    tests: int = 0
     seconds: float = 0.0
     killed_by: str = ""
 
@@ -234,11 +237,12 @@ def mutants(source: str, scope: tuple[str, ...]) -> list[tuple[Mutant, str]]:
         _Swap(point.node, replacement).visit(tree)
         ast.fix_missing_locations(tree)
         line = getattr(point.node, "lineno", 0)
+        end_line = getattr(point.node, "end_lineno", line) or line
         before = ast.unparse(point.node)
         after = ast.unparse(replacement) if replacement is not None else "pass"
         if len(before) > 90:
             before = lines[line - 1].strip() if line else before[:90]
-        out.append((Mutant(index, line, point.kind, before[:160], after[:160]), ast.unparse(tree)))
+        out.append((Mutant(index, line, end_line, point.kind, before[:160], after[:160]), ast.unparse(tree)))
     return out
 
 
@@ -257,17 +261,61 @@ def scratch_copy() -> Path:
 
 
 class _Collector:
-    """A pytest plugin: the first failing test's id, so the report says what killed a mutant."""
+    """A pytest plugin: the first failing test's id; in the clean run, also which test runs which line.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    The clean run traces the target module (and nothing else: other frames are not traced) in
+    every thread, and notes each test's lines and duration, so a mutant runs only the tests that
+    execute its lines, quickest first. Lines run at import (module constants, class bodies) belong
+    to every test.
+    """
+
+    def __init__(self, path: Path, trace: str | None = None) -> None:
+        self.path, self.trace = path, trace
+        self.current = ""
+        self.lines: dict[str, set[int]] = {}
+        self.durations: dict[str, float] = {}
+
+    def _tracer(self, frame: object, event: str, arg: object) -> object:
+        if frame.f_code.co_filename != self.trace:  # type: ignore[attr-defined]
+            return None
+        lines = self.lines.setdefault(self.current, set())
+        lines.add(frame.f_lineno)  # type: ignore[attr-defined]
+
+        def local(frame: object, event: str, arg: object) -> object:
+            if event == "line":
+                lines.add(frame.f_lineno)  # type: ignore[attr-defined]
+            return local
+
+        return local
+
+    def start(self) -> None:
+        """Before pytest starts: conftest.py files import the package before any hook runs."""
+        if self.trace:
+            import threading
+
+            sys.settrace(self._tracer)
+            threading.settrace(self._tracer)
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self.current = nodeid
+
+    def pytest_runtest_logfinish(self) -> None:
+        self.current = ""
 
     def pytest_runtest_logreport(self, report: object) -> None:
+        nodeid = getattr(report, "nodeid", "?")
+        self.durations[nodeid] = self.durations.get(nodeid, 0.0) + float(getattr(report, "duration", 0.0))
         if getattr(report, "failed", False) and not self.path.exists():
-            self.path.write_text(getattr(report, "nodeid", "?"), encoding="utf-8")
+            self.path.write_text(nodeid, encoding="utf-8")
+
+    def pytest_unconfigure(self) -> None:
+        if self.trace:
+            sys.settrace(None)
+            coverage = {"lines": {k: sorted(v) for k, v in self.lines.items()}, "durations": self.durations}
+            (self.path.parent / ".coverage.json").write_text(json.dumps(coverage), encoding="utf-8")
 
 
-def run_tests(work: Path, tests: tuple[str, ...], limit_s: float) -> tuple[str, float, str]:
+def run_tests(work: Path, tests: tuple[str, ...], limit_s: float, trace: Path | None = None) -> tuple[str, float, str]:
     """Run pytest in a forked child, in `work`; → (killed | survived | timeout, seconds, first failure)."""
     marker = work / ".first-failure"
     marker.unlink(missing_ok=True)
@@ -287,8 +335,10 @@ def run_tests(work: Path, tests: tuple[str, ...], limit_s: float) -> tuple[str, 
             import pytest
 
             # The preloaded plugins (hypothesis, anyio) cannot have their asserts rewritten: fine.
+            plugin = _Collector(marker, str(trace) if trace else None)
+            plugin.start()
             code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning",
-                                "--rootdir", str(work), *dict.fromkeys(tests)], plugins=[_Collector(marker)])
+                                "--rootdir", str(work), *dict.fromkeys(tests)], plugins=[plugin])
         except BaseException:
             import traceback
 
@@ -316,7 +366,19 @@ def run_tests(work: Path, tests: tuple[str, ...], limit_s: float) -> tuple[str, 
     return "killed", seconds, failure or f"pytest exit {code} (collection or import error)"
 
 
-def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float) -> dict[str, object]:
+def _tests_for(mutant: Mutant, coverage: dict[str, Any], full: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The tests that run the mutant's lines, quickest first; everything, for a module-level line or `full`."""
+    if full is not None:
+        return full
+    span = set(range(mutant.line, mutant.end_line + 1))
+    if span & set(coverage["lines"].get("", [])):  # run at import: every test depends on it
+        return tuple(sorted(coverage["durations"], key=coverage["durations"].get))
+    covering = [test for test, lines in coverage["lines"].items() if test and span & set(lines)]
+    return tuple(sorted(covering, key=lambda t: coverage["durations"].get(t, 0.0)))
+
+
+def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float,
+               full: bool = False) -> dict[str, object]:
     target = TARGETS[name]
     module = ROOT / target.path
     source = module.read_text(encoding="utf-8")
@@ -332,18 +394,24 @@ def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float
     work = scratch_copy()
     try:
         mutated = work / target.path
-        mutated.write_text(ast.unparse(ast.parse(source)), encoding="utf-8")  # unparsed, like every mutant
-        status, clean_s, failure = run_tests(work, target.tests, limit_s=1800)
+        status, clean_s, failure = run_tests(work, target.tests, limit_s=3600, trace=mutated)
         if status != "survived":
             raise SystemExit(f"the clean run fails ({status}: {failure}); fix the tests before mutating")
-        limit = clean_s * factor + 10
-        print(f"  clean run: {clean_s:.1f} s; each mutant gets {limit:.0f} s", flush=True)
+        coverage = json.loads((work / ".coverage.json").read_text(encoding="utf-8"))
+        print(f"  clean run (traced): {clean_s:.1f} s, {len(coverage['durations'])} tests", flush=True)
         for mutant, text in chosen:
-            mutated.write_text(text, encoding="utf-8")
-            mutant.status, mutant.seconds, mutant.killed_by = run_tests(work, target.tests, limit)
+            tests = _tests_for(mutant, coverage, target.tests if full else None)
+            mutant.tests = len(tests)
+            if not tests:
+                mutant.status, mutant.killed_by = "survived", "(no test runs this line)"
+            else:
+                limit = factor * sum(coverage["durations"].get(t, 1.0) for t in tests) + 15
+                mutated.write_text(text, encoding="utf-8")
+                mutant.status, mutant.seconds, mutant.killed_by = run_tests(work, tests, limit)
+                mutated.write_text(source, encoding="utf-8")
             flag = {"killed": ".", "timeout": "T", "survived": "S"}[mutant.status]
             print(f"  {flag} #{mutant.index:<3} line {mutant.line:<4} {mutant.kind:24} {mutant.before!r} -> "
-                  f"{mutant.after!r}  ({mutant.seconds:.1f} s)", flush=True)
+                  f"{mutant.after!r}  ({mutant.tests} tests, {mutant.seconds:.1f} s)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if recheck and previous.exists():  # merge: the rechecked ones replace their old verdicts
@@ -356,7 +424,7 @@ def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float
     report = {"module": target.path, "scope": list(target.scope), "tests": list(target.tests),
               "mutants": results, "killed": killed, "total": len(results),
               "score": round(100 * killed / len(results), 1) if results else None,
-              "clean_run_s": round(clean_s, 1), "date": time.strftime("%Y-%m-%d %H:%M")}
+              "clean_run_s": round(clean_s, 1), "full_tests": full, "date": time.strftime("%Y-%m-%d %H:%M")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     survivors = [m for m in results if m["status"] == "survived"]
@@ -371,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help=f"of: {', '.join(TARGETS)} (default: all, one at a time)")
     parser.add_argument("--recheck", action="store_true", help="rerun only the last run's survivors")
     parser.add_argument("--only", help="comma-separated mutant indexes")
+    parser.add_argument("--full", action="store_true",
+                        help="run every test of the module's list per mutant, not only those that run its line "
+                        "(catches what a cache hides from the line tracing; slow: use with --recheck)")
     parser.add_argument("--timeout-factor", type=float, default=2.0, help="times the clean run, per mutant")
     parser.add_argument("--list", action="store_true", help="show the modules, their tests and mutant counts")
     args = parser.parse_args(argv)
@@ -390,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.modules or list(TARGETS):
         if name not in TARGETS:
             parser.error(f"unknown module {name!r}; one of {', '.join(TARGETS)}")
-        run_module(name, recheck=args.recheck, only=only, factor=args.timeout_factor)
+        run_module(name, recheck=args.recheck, only=only, factor=args.timeout_factor, full=args.full)
     return 0
 
 
