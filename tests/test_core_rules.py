@@ -370,3 +370,39 @@ def test_config_command_says_not_set_without_secrets(
     assert providers["gemini"]["access_token"] == "<not set>"
     assert providers["openai_compatible"]["lmstudio"]["api_key"] == "<not set>"
     assert not any(key.endswith((".api_key", ".access_token")) for key in printed["sources"])
+
+
+# --- the trace: usage over every attempt ---------------------------------------------------------
+
+TOKENS = {"ollama": ("prompt_tokens", "completion_tokens"), "gemini": ("prompt_tokens", "completion_tokens"),
+          "anthropic": ("input_tokens", "output_tokens")}
+
+
+@pytest.mark.parametrize("provider", per_provider())
+async def test_usage_adds_up_every_answer_of_the_call(serve: Serve, fakes: Fakes, provider: Provider) -> None:  # noqa: F811
+    tokens_in, tokens_out = TOKENS[provider.name]
+    fake = fakes.of(provider)
+    fake.enqueue({"city": 42}, **{tokens_in: 100, tokens_out: 7})  # invalid: re-asked
+    fake.enqueue(GOOD, **{tokens_in: 130, tokens_out: 11})
+    async with serve(max_repairs=1) as client:
+        result, _ = await generate(client, provider.model)
+    assert tries(result) == [(provider.model, "invalid_output", "invalid_output"), (provider.model, "ok", None)]
+    assert result["usage"] == {"input_tokens": 230, "output_tokens": 18}
+    assert result["latency_ms"] >= sum(a["latency_ms"] for a in result["attempts"]) > 0
+
+
+# --- retries: exponential backoff with jitter, between the documented bounds ---------------------
+
+
+async def test_retries_back_off_exponentially_with_jitter(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    # Router logic, the same for every provider. Waits: 0.5 s then 1 s, each plus up to 0.5 s of
+    # jitter (RETRY_INITIAL_WAIT_S = 0.5): 1.5 to 2.5 s in all, whatever the machine's load
+    # adds to the calls themselves (those are timed apart, in each attempt's latency).
+    for _ in range(2):
+        fakes.ollama.enqueue(**fault_kwargs(OLLAMA, "503"))
+    fakes.ollama.enqueue(GOOD)
+    async with serve(max_retries=2, timeout_s=30) as client:
+        result, _ = await generate(client, OLLAMA.model)
+    assert tries(result) == [(OLLAMA.model, "error", "server_error")] * 2 + [(OLLAMA.model, "ok", None)]
+    waited_s = (result["latency_ms"] - sum(a["latency_ms"] for a in result["attempts"])) / 1000
+    assert 1.5 <= waited_s <= 2.5 + 1.0, f"the two backoffs took {waited_s:.2f} s in all, not 1.5 to 2.5 s"
