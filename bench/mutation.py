@@ -28,6 +28,7 @@ import contextlib
 import copy
 import json
 import os
+import random
 import shutil
 import signal
 import sys
@@ -63,6 +64,9 @@ TARGETS: dict[str, Target] = {
         "tests/test_router.py",
         CORE_RULES,
         "tests/test_faults.py",
+        "tests/test_server.py::test_generate_structured_returns_valid_data_and_trace",
+        "tests/test_image_fit.py::test_the_fit_is_redone_for_each_fallback",
+        "tests/test_image_fit.py::test_a_text_model_falls_back_to_a_vision_model",
     )),
     "structured": Target("mcp_llm/structured.py", (
         "tests/test_structured.py",
@@ -81,6 +85,7 @@ TARGETS: dict[str, Target] = {
         f"{CORE_RULES}::test_config_command_redacts_every_secret_and_says_where_it_came_from",
         f"{CORE_RULES}::test_config_command_json_redacts_every_secret",
         f"{CORE_RULES}::test_config_command_says_not_set_without_secrets",
+        f"{CORE_RULES}::test_each_secret_is_read_from_the_variable_its_config_names",
         "tests/test_config.py",
     ), scope=("describe", "load_settings", "_first_env")),
     "images": Target("mcp_llm/images.py", (
@@ -378,7 +383,7 @@ def _tests_for(mutant: Mutant, coverage: dict[str, Any], full: tuple[str, ...] |
 
 
 def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float,
-               full: bool = False) -> dict[str, object]:
+               full: bool = False, budget_s: float = 0) -> dict[str, object]:
     target = TARGETS[name]
     module = ROOT / target.path
     source = module.read_text(encoding="utf-8")
@@ -399,7 +404,13 @@ def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float
             raise SystemExit(f"the clean run fails ({status}: {failure}); fix the tests before mutating")
         coverage = json.loads((work / ".coverage.json").read_text(encoding="utf-8"))
         print(f"  clean run (traced): {clean_s:.1f} s, {len(coverage['durations'])} tests", flush=True)
+        if budget_s:  # a uniform sample when the budget runs out: not just the top of the file
+            random.Random(0).shuffle(chosen)
+        loop_started = time.monotonic()
         for mutant, text in chosen:
+            if budget_s and time.monotonic() - loop_started > budget_s:
+                print(f"  the budget ({budget_s / 60:.0f} min) is spent: stopping here", flush=True)
+                break
             tests = _tests_for(mutant, coverage, target.tests if full else None)
             mutant.tests = len(tests)
             if not tests:
@@ -414,6 +425,7 @@ def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float
                   f"{mutant.after!r}  ({mutant.tests} tests, {mutant.seconds:.1f} s)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    chosen = sorted(((m, text) for m, text in chosen if m.status), key=lambda pair: pair[0].index)
     if recheck and previous.exists():  # merge: the rechecked ones replace their old verdicts
         merged = {m["index"]: m for m in json.loads(previous.read_text())["mutants"]}
         merged.update({m.index: asdict(m) for m, _ in chosen})
@@ -422,13 +434,15 @@ def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float
         results = [asdict(m) for m, _ in chosen]
     killed = sum(1 for m in results if m["status"] != "survived")
     report = {"module": target.path, "scope": list(target.scope), "tests": list(target.tests),
-              "mutants": results, "killed": killed, "total": len(results),
+              "mutants": results, "killed": killed, "total": len(results), "mutants_in_module": len(all_mutants),
               "score": round(100 * killed / len(results), 1) if results else None,
               "clean_run_s": round(clean_s, 1), "full_tests": full, "date": time.strftime("%Y-%m-%d %H:%M")}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     survivors = [m for m in results if m["status"] == "survived"]
-    print(f"{name}: {killed}/{len(results)} killed ({report['score']} %), {len(survivors)} survived", flush=True)
+    print(f"{name}: {killed}/{len(results)} killed ({report['score']} %), {len(survivors)} survived"
+          + (f"; {len(results)} of the module's {len(all_mutants)} mutants run" if len(results) < len(all_mutants)
+             else ""), flush=True)
     for m in survivors:
         print(f"  survived #{m['index']} line {m['line']}: {m['kind']}: {m['before']!r} -> {m['after']!r}")
     return report
@@ -443,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run every test of the module's list per mutant, not only those that run its line "
                         "(catches what a cache hides from the line tracing; slow: use with --recheck)")
     parser.add_argument("--timeout-factor", type=float, default=2.0, help="times the clean run, per mutant")
+    parser.add_argument("--budget-min", type=float, default=0,
+                        help="stop a module after this many minutes; the mutants are then run in a seeded random "
+                        "order, so what ran is a uniform sample (default: no limit)")
     parser.add_argument("--list", action="store_true", help="show the modules, their tests and mutant counts")
     args = parser.parse_args(argv)
     if args.list:
@@ -461,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.modules or list(TARGETS):
         if name not in TARGETS:
             parser.error(f"unknown module {name!r}; one of {', '.join(TARGETS)}")
-        run_module(name, recheck=args.recheck, only=only, factor=args.timeout_factor, full=args.full)
+        run_module(name, recheck=args.recheck, only=only, factor=args.timeout_factor, full=args.full,
+                   budget_s=args.budget_min * 60)
     return 0
 
 

@@ -25,6 +25,7 @@ import pytest
 
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.cli import main as cli_main
+from mcp_llm.config import load_settings
 from tests.conftest import call
 from tests.test_faults import (  # noqa: F401  (fakes, running_fakes and serve are fixtures)
     GEMINI,
@@ -406,3 +407,19 @@ async def test_retries_back_off_exponentially_with_jitter(serve: Serve, fakes: F
     assert tries(result) == [(OLLAMA.model, "error", "server_error")] * 2 + [(OLLAMA.model, "ok", None)]
     waited_s = (result["latency_ms"] - sum(a["latency_ms"] for a in result["attempts"])) / 1000
     assert 1.5 <= waited_s <= 2.5 + 1.0, f"the two backoffs took {waited_s:.2f} s in all, not 1.5 to 2.5 s"
+
+
+def test_each_secret_is_read_from_the_variable_its_config_names(tmp_path: Path) -> None:
+    # Redaction hides the values; the adapters must still get the right ones (the value, not the name).
+    path = tmp_path / "config.toml"
+    path.write_text(VERTEX_CONFIG, encoding="utf-8")
+    settings = load_settings(path, env=SECRETS)
+    providers = settings.providers
+    assert providers.gemini.access_token is not None
+    assert providers.gemini.access_token.get_secret_value() == SECRETS["VERTEX_TOKEN"]
+    assert providers.openai_compatible["lmstudio"].api_key.get_secret_value() == SECRETS["LMSTUDIO_KEY"]
+    assert settings.server.token is not None and settings.server.token.get_secret_value() == SECRETS["MCP_HTTP_TOKEN"]
+    for name, variable in (("ollama", "OLLAMA_API_KEY"), ("gemini", "GEMINI_API_KEY"),
+                           ("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY")):
+        key = settings.provider_settings(name).api_key
+        assert key is not None and key.get_secret_value() == SECRETS[variable], name
