@@ -90,6 +90,11 @@ TARGETS: dict[str, Target] = {
     ), scope=("describe", "load_settings", "_first_env")),
     "images": Target("mcp_llm/images.py", (
         "tests/test_images.py",
+        f"{CORE_RULES}::test_max_bytes_holds_for_inline_images_too",
+        f"{CORE_RULES}::test_a_path_outside_the_roots_names_every_allowed_root",
+        f"{CORE_RULES}::test_a_path_inside_the_configured_roots_needs_no_client_root",
+        f"{CORE_RULES}::test_surrounding_whitespace_is_ignored",
+        f"{CORE_RULES}::test_a_long_url_is_clipped_in_errors",
         "tests/test_image_fit.py",
     ), scope=("load_image", "_checked_path")),
 }

@@ -13,8 +13,11 @@ Provider-level tests run on every provider of tests/test_faults.py (its fixtures
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -22,11 +25,15 @@ from typing import Any
 import anyio
 import jsonschema
 import pytest
+from PIL import Image
 
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.cli import main as cli_main
-from mcp_llm.config import load_settings
+from mcp_llm.config import ImageSettings, load_settings
+from mcp_llm.errors import ImageError
+from mcp_llm.images import load_image
 from tests.conftest import call
+from tests.images import png_bytes
 from tests.test_faults import (  # noqa: F401  (fakes, running_fakes and serve are fixtures)
     GEMINI,
     GOOD,
@@ -423,3 +430,80 @@ def test_each_secret_is_read_from_the_variable_its_config_names(tmp_path: Path) 
                            ("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY")):
         key = settings.provider_settings(name).api_key
         assert key is not None and key.get_secret_value() == SECRETS[variable], name
+
+
+# --- images: the roots, the size limit on every form, what errors name ---------------------------
+
+
+@pytest.fixture
+def image_settings(image_root: Path) -> ImageSettings:
+    return ImageSettings(roots=[image_root], max_bytes=200_000, max_pixels=4096 * 4096)
+
+
+def noise_png(side: int = 300) -> bytes:
+    """A PNG that does not compress: about 3 × side² bytes."""
+    image = Image.frombytes("RGB", (side, side), random.Random(7).randbytes(side * side * 3))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("form", ["data-uri", "base64"])
+async def test_max_bytes_holds_for_inline_images_too(image_settings: ImageSettings, form: str) -> None:
+    raw = noise_png()
+    assert len(raw) > image_settings.max_bytes
+    encoded = base64.b64encode(raw).decode()
+    spec = f"data:image/png;base64,{encoded}" if form == "data-uri" else encoded
+    with pytest.raises(ImageError, match=r"over the 0\.2 MB limit"):
+        await load_image(spec, image_settings)
+
+
+async def test_a_path_outside_the_roots_names_every_allowed_root(image_settings: ImageSettings, image_root: Path,
+                                                                 tmp_path: Path) -> None:
+    declared = tmp_path / "declared"
+    declared.mkdir()
+    (tmp_path / "cat.png").write_bytes(png_bytes())
+
+    async def client_roots() -> list[Path]:
+        return [declared]
+
+    with pytest.raises(ImageError) as info:
+        await load_image(str(tmp_path / "cat.png"), image_settings, client_roots)
+    message = info.value.user_message()
+    assert f"outside the allowed roots ({image_root}, {declared})" in message
+    with pytest.raises(ImageError, match=r"outside the allowed roots \(\(none\)\)"):
+        await load_image(str(tmp_path / "cat.png"), ImageSettings(roots=[]))
+
+
+async def test_a_path_inside_the_configured_roots_needs_no_client_root(image_settings: ImageSettings,
+                                                                       image_root: Path, tmp_path: Path) -> None:
+    (image_root / "cat.png").write_bytes(png_bytes())
+    asked: list[bool] = []
+
+    async def client_roots() -> list[Path]:
+        asked.append(True)
+        return [tmp_path / "elsewhere"]
+
+    loaded = await load_image(str(image_root / "cat.png"), image_settings, client_roots)
+    assert loaded.mime_type == "image/png"
+    assert not asked, "the client was asked for its roots about a path images.roots already allows"
+
+
+async def test_surrounding_whitespace_is_ignored(image_settings: ImageSettings, image_root: Path) -> None:
+    (image_root / "cat.png").write_bytes(png_bytes())
+    assert (await load_image(f"  {image_root / 'cat.png'}\n", image_settings)).mime_type == "image/png"
+    data_uri = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    assert (await load_image(f"\n{data_uri} ", image_settings)).mime_type == "image/png"
+
+
+async def test_a_long_url_is_clipped_in_errors(image_settings: ImageSettings) -> None:
+    from tests.fakes.ollama_server import FakeOllama
+
+    enabled = image_settings.model_copy(update={"allow_urls": True, "allow_private_urls": True})
+    with FakeOllama() as fake:  # `/` answers text, which is not an image
+        url = f"{fake.url}/?{'q' * 300}"
+        with pytest.raises(ImageError) as info:
+            await load_image(url, enabled)
+    message = info.value.user_message()
+    assert "not an image" in message
+    assert url[:200] + "…" in message and url not in message
