@@ -39,6 +39,7 @@ from tests.test_faults import (  # noqa: F401  (fakes, running_fakes and serve a
     GOOD,
     OLLAMA,
     PROVIDERS,
+    SCHEMA,
     Fakes,
     Provider,
     Serve,
@@ -507,3 +508,56 @@ async def test_a_long_url_is_clipped_in_errors(image_settings: ImageSettings) ->
     message = info.value.user_message()
     assert "not an image" in message
     assert url[:200] + "…" in message and url not in message
+
+
+# --- the router: what a request carries, the deadline over the chain, what errors say -------------
+
+
+async def test_a_schema_call_tells_the_model_the_schema_and_a_free_text_call_does_not(
+    serve: Serve, fakes: Fakes  # noqa: F811
+) -> None:
+    fakes.ollama.enqueue(GOOD)
+    async with serve() as client:
+        await call(client, "generate_structured", prompt="A city.", schema=SCHEMA, model=OLLAMA.model,
+                   system="Be brief.")
+        system = fakes.ollama.chat_requests[-1].json["messages"][0]
+        assert system["role"] == "system"
+        assert system["content"].startswith("Be brief.\n\nAnswer with a single JSON value")
+        assert json.dumps(SCHEMA, separators=(",", ":")) in system["content"]
+
+        image = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+        fakes.ollama.enqueue("A grey square.")
+        text = await call(client, "analyze_image", image=image, prompt="What is it?", model="ollama/llava:7b")
+        assert text["text"] == "A grey square."
+        sent = fakes.ollama.chat_requests[-1].json
+        assert not any("JSON" in m["content"] for m in sent["messages"]), "a free-text call was told to answer JSON"
+        assert "format" not in sent or not sent["format"]
+
+
+async def test_after_the_deadline_no_fallback_is_tried(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    fakes.ollama.enqueue(hang=True)
+    async with serve(max_retries=0, fallback=[OLLAMA.fallback]) as client:
+        text, elapsed = await generate_error(client, OLLAMA.model, timeout_s=1)
+    assert "did not answer" in text and f"(1 attempt with {OLLAMA.model}: timeout)" in text
+    assert fakes.completions(OLLAMA.fallback_provider) == 0
+    assert elapsed < 3
+
+
+async def test_a_skipped_provider_says_why_and_when_it_is_tried_again(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    fakes.ollama.enqueue(**fault_kwargs(OLLAMA, "503"))
+    async with serve(max_retries=0, defaults="circuit_failures = 1\ncircuit_cooldown_s = 30") as client:
+        await generate_error(client, OLLAMA.model)
+        text, _ = await generate_error(client, OLLAMA.model)
+    assert "ollama is skipped: it failed 1 time in a row." in text
+    assert "It is tried again in 2" in text or "It is tried again in 3" in text  # of 30 s, a few passed
+    assert f"(1 attempt with {OLLAMA.model}: circuit_open)" in text
+
+
+async def test_usage_is_zero_when_the_provider_reports_none(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    line = {"model": "llama3.2:3b", "created_at": "2026-01-01T00:00:00Z", "done": True, "done_reason": "stop",
+            "message": {"role": "assistant", "content": json.dumps(GOOD)}}
+    fakes.ollama.enqueue(raw_body=(json.dumps(line) + "\n").encode(), headers={"Content-Type": "application/x-ndjson"})
+    async with serve() as client:
+        result, _ = await generate(client, OLLAMA.model)
+    assert result["data"] == GOOD
+    assert result["usage"] == {"input_tokens": 0, "output_tokens": 0}
