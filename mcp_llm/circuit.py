@@ -68,8 +68,10 @@ class CircuitBreakers:
         circuit = self._get(provider)
         circuit.trial_running = False
         circuit.failures += 1
-        if circuit.opened_at is not None or circuit.failures >= self.threshold:
-            circuit.opened_at = time.monotonic()  # (re)open: a failed trial starts a new cool-down
+        # Failures only grow until a success resets them, so an open or half-open circuit is
+        # always at or past the threshold: a failed trial (re)opens it for a new cool-down.
+        if circuit.failures >= self.threshold:
+            circuit.opened_at = time.monotonic()
 
     def release(self, provider: str) -> None:
         """A trial call ended without a verdict (cancelled, or not the provider's fault)."""

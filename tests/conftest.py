@@ -116,3 +116,26 @@ async def call_error(client: Client, tool: str, **arguments: Any) -> str:
     result = await client.call_tool(tool, arguments)
     assert result.is_error, f"expected a tool error, got {result.structured_content!r}"
     return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+# --- the report: the product's tests and the fakes' self-tests, counted apart ---------------------
+
+_OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line per group, so the product's count is not inflated by the fakes' self-tests."""
+    counts: dict[str, dict[str, set[str]]] = {"product": {}, "fakes_selftest": {}}
+    for outcome in _OUTCOMES:
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if not nodeid:
+                continue
+            group = "fakes_selftest" if "fakes_selftest" in getattr(report, "keywords", {}) else "product"
+            counts[group].setdefault(outcome, set()).add(nodeid)
+    if not any(counts.values()):
+        return
+    terminalreporter.section("tests by group")
+    for group, label in (("product", "mcp_llm (product)"), ("fakes_selftest", "fake servers' self-tests")):
+        parts = [f"{len(ids)} {outcome}" for outcome in _OUTCOMES if (ids := counts[group].get(outcome))]
+        terminalreporter.write_line(f"{label:26} {', '.join(parts) or 'none run'}")

@@ -61,10 +61,10 @@ async def test_cancelled_call_closes_the_provider_request(
         async with anyio.create_task_group() as tg:
             tg.start_soon(client.call_tool, "generate_structured",
                           {"prompt": "wait", "schema": SCHEMA, "model": MODELS[provider]})
-            with anyio.fail_after(30):  # the first call may import the provider's SDK (~2 s for anthropic)
-                while not _generation_requests(fake):
-                    await anyio.sleep(0.02)
-            await anyio.sleep(0.1)  # the request is in flight, and the fake is hanging on it
+            # The first call may import the provider's SDK (~2 s for anthropic). Once the fake has
+            # the request, it is in flight, and the fake is hanging on it.
+            arrived = await anyio.to_thread.run_sync(fake.wait_for, lambda: _generation_requests(fake), 30)
+            assert arrived, f"{provider}: the request never reached the fake"
             tg.cancel_scope.cancel()
         cancelled_at = time.monotonic()
         closed = await anyio.to_thread.run_sync(fake.wait_for_disconnect, DISCONNECT_BOUND_S)
@@ -89,10 +89,8 @@ async def test_cancelled_call_over_stdio_closes_the_provider_request(tmp_path: P
         async with Client(params) as client:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(client.call_tool, "generate_structured", {"prompt": "wait", "schema": SCHEMA})
-                with anyio.fail_after(30):
-                    while not fake.chat_requests:
-                        await anyio.sleep(0.02)
-                await anyio.sleep(0.1)
+                arrived = await anyio.to_thread.run_sync(fake.wait_for, lambda: fake.chat_requests, 30)
+                assert arrived, "the request never reached the fake"
                 tg.cancel_scope.cancel()
             assert await anyio.to_thread.run_sync(fake.wait_for_disconnect, DISCONNECT_BOUND_S)
             result = await call(client, "generate_structured", prompt="again", schema=SCHEMA)

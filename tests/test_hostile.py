@@ -258,9 +258,9 @@ async def test_over_stdio_no_hostile_input_kills_or_stalls_the_server(fake: Fake
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(hostile)
-                    with anyio.fail_after(10):
-                        while len(fake.chat_requests) == seen:
-                            await anyio.sleep(0.01)
+                    arrived = await anyio.to_thread.run_sync(
+                        fake.wait_for, lambda seen=seen: len(fake.chat_requests) > seen, 10)
+                    assert arrived, "the hostile request never reached the fake"
                     await anyio.sleep(0.25)  # the hostile reply has arrived and is being read
                     started = time.monotonic()
                     await client.read_resource("mcp-llm://presets")  # needs nothing but the event loop

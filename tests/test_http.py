@@ -60,7 +60,7 @@ def http_server(fake_ollama: FakeOllama, tmp_path: Path) -> Iterator[str]:
             _, stderr = process.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-            _, stderr = process.communicate()
+            _, stderr = process.communicate(timeout=10)
         assert TOKEN.encode() not in stderr, "the token was logged"
 
 

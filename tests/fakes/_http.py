@@ -262,6 +262,7 @@ class FakeProvider(Generic[ReplyT, RequestT]):
         self._requests: list[RequestT] = []
         self._queue: deque[ReplyT] = deque()
         self._lock = threading.Lock()
+        self._arrived = threading.Condition()  # notified on every request: `wait_for` waits on it, not on sleeps
         self._stopping = threading.Event()
         self._server: FakeHTTPServer[Any] | None = None
         self._thread: threading.Thread | None = None
@@ -345,12 +346,23 @@ class FakeProvider(Generic[ReplyT, RequestT]):
     def wait_for_disconnect(self, timeout: float = 2) -> bool:
         return self.disconnected.wait(timeout)
 
+    def wait_for(self, condition: Callable[[], object], timeout: float = 5) -> bool:
+        """Block until `condition()` is true, checked as each request arrives; False after `timeout` s.
+
+        E.g. `fake.wait_for(lambda: fake.chat_requests)`; from async code, through
+        `anyio.to_thread.run_sync`, so the event loop (and a server in it) keeps running.
+        """
+        with self._arrived:
+            return bool(self._arrived.wait_for(condition, timeout))
+
     # --- the handler's per-request steps ---
 
     def _record(self, request: RequestT) -> None:
         if self.keep_requests:
             with self._lock:
                 self._requests.append(request)
+        with self._arrived:
+            self._arrived.notify_all()
 
     def _push(self, reply: ReplyT) -> None:
         with self._lock:

@@ -264,8 +264,7 @@ def test_stop_ends_a_hung_request_promptly() -> None:
 
     caller = threading.Thread(target=call)
     caller.start()
-    while not fake.chat_requests:
-        time.sleep(0.01)
+    assert fake.wait_for(lambda: fake.chat_requests, timeout=10), "the request never reached the fake"
     started = time.monotonic()
     fake.stop()
     caller.join(timeout=5)

@@ -23,11 +23,17 @@ LOCAL_ID = f"llamacpp/{MODEL_ALIAS}"
 ANTHROPIC_ID = f"anthropic/{MODEL_ALIAS}"
 
 
+REAL_TEST_TIMEOUT_S = 3600
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         if Path(str(item.fspath)).is_relative_to(here):
             item.add_marker(pytest.mark.real)
+            # a real model on a busy 2-core machine, and on a fresh one the first test's fixture builds
+            # llama-server (minutes): the suite's 120 s per test is too short here
+            item.add_marker(pytest.mark.timeout(REAL_TEST_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,493 @@
+"""Mutation testing of the core: plant one small bug at a time, and see whether a test notices.
+
+    python bench/mutation.py circuit                 # one module (see TARGETS), all its mutants
+    python bench/mutation.py router --recheck        # only the survivors of the last run
+    python bench/mutation.py --list                  # the modules, and the tests each one runs
+
+A small AST mutator, so it needs nothing but pytest: for each mutation point in the module (a
+comparison flipped, an arithmetic or boolean operator swapped, `not` dropped, a constant changed,
+a statement deleted, a value no longer returned) it writes the mutant into a scratch copy of the
+repository and runs the tests that cover that module against it, stopping at the first failure
+(`-x`). A mutant is *killed* when a test fails (or the run outlives its time limit), and
+*survives* when every test passes: then either a test is missing or the mutant is equivalent
+(it changes no behaviour), and each survivor needs one or the other as its answer.
+
+Runs are bounded and cheap on a shared machine: the script runs at the lowest priority (`nice`),
+one mutant at a time; the heavy imports (the MCP SDK, pydantic, jsonschema, the provider SDKs)
+are done once, and each mutant's pytest runs in a forked child, so a mutant costs what its
+tests cost. Each mutant gets `--timeout-factor` (2) times the clean run's time (plus 10 s). The
+results go to `bench/mutation-results/<module>.json`; `--recheck` reruns only that file's
+survivors (after adding a test, say).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import copy
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "mutation-results"
+
+
+@dataclass(frozen=True)
+class Target:
+    path: str
+    tests: tuple[str, ...]  # pytest node ids or files, fastest first: `-x` stops at the first failure
+    scope: tuple[str, ...] = ()  # only these functions (and methods) are mutated; empty = the whole module
+
+
+CORE_RULES = "tests/test_core_rules.py"
+TARGETS: dict[str, Target] = {
+    "circuit": Target("mcp_llm/circuit.py", (
+        f"{CORE_RULES}::test_circuit_states_step_by_step",
+        f"{CORE_RULES}::test_half_open_lets_one_trial_through_at_a_time",
+        CORE_RULES,
+        "tests/test_faults.py::test_circuit_opens_skips_the_provider_and_closes_after_a_good_trial",
+        "tests/test_faults.py::test_a_failed_trial_opens_the_circuit_again",
+        "tests/test_faults.py::test_provider_health_shows_the_circuit_as_it_is_now",
+    )),
+    "router": Target("mcp_llm/router.py", (
+        "tests/test_router.py",
+        CORE_RULES,
+        "tests/test_faults.py",
+        "tests/test_server.py::test_generate_structured_returns_valid_data_and_trace",
+        "tests/test_image_fit.py::test_the_fit_is_redone_for_each_fallback",
+        "tests/test_image_fit.py::test_a_text_model_falls_back_to_a_vision_model",
+        "tests/test_cancellation.py",
+    )),
+    "structured": Target("mcp_llm/structured.py", (
+        "tests/test_structured.py",
+        "tests/test_router.py",
+        "tests/test_properties.py",
+        "tests/test_hostile.py",
+    )),
+    "schema_dialects": Target("mcp_llm/schema_dialects.py", (
+        "tests/test_schema_dialects.py",
+        f"{CORE_RULES}::test_gemini_schema_rewrites_are_in_the_trace_and_in_what_it_was_sent",
+        f"{CORE_RULES}::test_schema_rewrites_are_those_of_the_model_that_answered",
+        "tests/test_properties.py",
+        "tests/test_cloud_e2e.py",
+    )),
+    "config": Target("mcp_llm/config.py", (
+        f"{CORE_RULES}::test_config_command_redacts_every_secret_and_says_where_it_came_from",
+        f"{CORE_RULES}::test_config_command_json_redacts_every_secret",
+        f"{CORE_RULES}::test_config_command_says_not_set_without_secrets",
+        f"{CORE_RULES}::test_each_secret_is_read_from_the_variable_its_config_names",
+        "tests/test_config.py",
+    ), scope=("describe", "load_settings", "_first_env")),
+    "images": Target("mcp_llm/images.py", (
+        "tests/test_images.py",
+        f"{CORE_RULES}::test_max_bytes_holds_for_inline_images_too",
+        f"{CORE_RULES}::test_a_path_outside_the_roots_names_every_allowed_root",
+        f"{CORE_RULES}::test_a_path_inside_the_configured_roots_needs_no_client_root",
+        f"{CORE_RULES}::test_surrounding_whitespace_is_ignored",
+        f"{CORE_RULES}::test_a_long_url_is_clipped_in_errors",
+        "tests/test_image_fit.py",
+    ), scope=("load_image", "_checked_path")),
+}
+
+# Heavy imports done once in the parent, before any fork (never `mcp_llm` or `tests`: the child
+# imports those fresh from the scratch copy, mutant included).
+PRELOAD = ("pytest", "anyio", "pydantic", "jsonschema", "httpx", "mcp", "mcp.client", "mcp.server.mcpserver",
+           "tenacity", "PIL.Image", "ollama", "anthropic", "google.genai")
+
+
+# --- mutation points ------------------------------------------------------------------------------
+
+COMPARE = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
+           ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+BINARY = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
+          ast.Mod: ast.FloorDiv, ast.BitOr: ast.BitAnd, ast.BitAnd: ast.BitOr}
+BOOL = {ast.And: ast.Or, ast.Or: ast.And}
+DELETABLE = (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Raise, ast.Continue, ast.Break)
+
+
+@dataclass
+class Mutant:
+    index: int
+    line: int
+    end_line: int
+    kind: str
+    before: str
+    after: str
+    status: str = ""  # killed, timeout, survived (`tests` says how many ran it: 0 = no test runs that line)
+    tests: int = 0
+    seconds: float = 0.0
+    killed_by: str = ""
+
+
+@dataclass
+class Point:
+    node: ast.AST
+    kind: str
+    apply: object = field(repr=False)  # node copy → mutated node (or None to delete a statement)
+
+
+def _is_docstring(node: ast.AST, parent: ast.AST | None) -> bool:
+    return (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+            and parent is not None and getattr(parent, "body", [None])[0] is node)
+
+
+def _is_type_alias(node: ast.AST) -> bool:
+    """`State = Literal[...]`: read by annotations only, which are never evaluated; deleting it changes nothing."""
+    return (isinstance(node, ast.Assign) and isinstance(node.value, ast.Subscript)
+            and isinstance(node.value.value, ast.Name) and node.value.value.id in ("Literal", "Union", "Optional"))
+
+
+def _points(tree: ast.Module, scope: tuple[str, ...]) -> Iterator[Point]:
+    """Every mutation point, in a fixed order (so an index names the same mutant run after run)."""
+
+    def walk(node: ast.AST, parent: ast.AST | None, in_scope: bool) -> Iterator[Point]:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            in_scope = in_scope or node.name in scope
+        yield from here(node, parent, in_scope)
+        for name, value in ast.iter_fields(node):
+            if name in ("annotation", "returns", "decorator_list") or (name == "type_comment"):
+                continue  # annotations are never evaluated (`from __future__ import annotations`)
+            children = value if isinstance(value, list) else [value]
+            for child in children:
+                if isinstance(child, ast.AST):
+                    yield from walk(child, node, in_scope)
+
+    def here(node: ast.AST, parent: ast.AST | None, in_scope: bool) -> Iterator[Point]:
+        if not in_scope:
+            return
+        if isinstance(node, ast.Compare):
+            for i, op in enumerate(node.ops):
+                if type(op) in COMPARE:
+                    yield Point(node, f"compare {type(op).__name__}->{COMPARE[type(op)].__name__}",
+                                lambda n, i=i: _with_op(n, i))
+        elif isinstance(node, ast.BinOp) and type(node.op) in BINARY:
+            yield Point(node, f"binop {type(node.op).__name__}->{BINARY[type(node.op)].__name__}",
+                        lambda n: _replace(n, op=BINARY[type(n.op)]()))
+        elif isinstance(node, ast.BoolOp):
+            yield Point(node, f"boolop {type(node.op).__name__}->{BOOL[type(node.op)].__name__}",
+                        lambda n: _replace(n, op=BOOL[type(n.op)]()))
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            yield Point(node, "drop not", lambda n: n.operand)
+        elif isinstance(node, ast.Constant) and not isinstance(parent, ast.JoinedStr | ast.FormattedValue):
+            value = node.value
+            if isinstance(value, bool):
+                yield Point(node, "flip bool", lambda n: ast.Constant(not n.value))
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                yield Point(node, "number+1", lambda n: ast.Constant(n.value + 1))
+                if value != 0:
+                    yield Point(node, "number->0", lambda n: ast.Constant(type(n.value)(0)))
+        elif isinstance(node, ast.Return) and node.value is not None and not (
+                isinstance(node.value, ast.Constant) and node.value.value is None):
+            yield Point(node, "return None", lambda n: ast.Return(ast.Constant(None)))
+        if isinstance(node, DELETABLE) and not _is_docstring(node, parent) and not _is_type_alias(node):
+            yield Point(node, f"delete {type(node).__name__.lower()}", lambda n: None)
+
+    yield from walk(tree, None, not scope)
+
+
+def _with_op(node: ast.Compare, i: int) -> ast.Compare:
+    ops = list(node.ops)
+    ops[i] = COMPARE[type(ops[i])]()
+    return _replace(node, ops=ops)
+
+
+def _replace(node: ast.AST, **changes: object) -> ast.AST:
+    new = copy.copy(node)
+    for name, value in changes.items():
+        setattr(new, name, value)
+    return new
+
+
+class _Swap(ast.NodeTransformer):
+    """Replace one node (found by identity in a deep copy, via a path of field positions)."""
+
+    def __init__(self, target: ast.AST, replacement: ast.AST | None) -> None:
+        self.target, self.replacement = target, replacement
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        for name, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                new: list[object] = []
+                for item in value:
+                    if item is self.target:
+                        if self.replacement is None:
+                            continue
+                        new.append(self.replacement)
+                    else:
+                        new.append(self.visit(item) if isinstance(item, ast.AST) else item)
+                if name in ("body", "orelse", "finalbody") and not new and value:
+                    new = [ast.Pass()]  # a block must not end up empty
+                setattr(node, name, new)
+            elif value is self.target:
+                setattr(node, name, self.replacement)
+            elif isinstance(value, ast.AST):
+                self.visit(value)
+        return node
+
+
+def mutants(source: str, scope: tuple[str, ...]) -> list[tuple[Mutant, str]]:
+    """Each mutant with the module's source as mutated (unparsed from the AST)."""
+    out: list[tuple[Mutant, str]] = []
+    lines = source.splitlines()
+    count = sum(1 for _ in _points(ast.parse(source), scope))
+    for index in range(count):
+        tree = ast.parse(source)  # fresh each time: a mutation must not leak into the next
+        point = list(_points(tree, scope))[index]
+        replacement = point.apply(point.node)  # type: ignore[operator]
+        _Swap(point.node, replacement).visit(tree)
+        ast.fix_missing_locations(tree)
+        line = getattr(point.node, "lineno", 0)
+        end_line = getattr(point.node, "end_lineno", line) or line
+        before = ast.unparse(point.node)
+        after = ast.unparse(replacement) if replacement is not None else "pass"
+        if len(before) > 90:
+            before = lines[line - 1].strip() if line else before[:90]
+        out.append((Mutant(index, line, end_line, point.kind, before[:160], after[:160]), ast.unparse(tree)))
+    return out
+
+
+# --- running ----------------------------------------------------------------------------------------
+
+
+def scratch_copy() -> Path:
+    """The repository's code and tests in a temp dir, where mutants are written (never in the worktree)."""
+    work = Path(tempfile.mkdtemp(prefix="mcp-llm-mutation-"))
+    for name in ("mcp_llm", "tests", "bench"):
+        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__", "mutation-results"))
+    for name in ("pyproject.toml", "config.example.toml", "README.md", "CHANGELOG.md"):
+        if (ROOT / name).exists():
+            shutil.copy2(ROOT / name, work / name)
+    return work
+
+
+class _Collector:
+    """A pytest plugin: the first failing test's id; in the clean run, also which test runs which line.
+
+    The clean run traces the target module (and nothing else: other frames are not traced) in
+    every thread, and notes each test's lines and duration, so a mutant runs only the tests that
+    execute its lines, quickest first. Lines run at import (module constants, class bodies) belong
+    to every test.
+    """
+
+    def __init__(self, path: Path, trace: str | None = None) -> None:
+        self.path, self.trace = path, trace
+        self.current = ""
+        self.lines: dict[str, set[int]] = {}
+        self.durations: dict[str, float] = {}
+
+    def _tracer(self, frame: object, event: str, arg: object) -> object:
+        if frame.f_code.co_filename != self.trace:  # type: ignore[attr-defined]
+            return None
+        lines = self.lines.setdefault(self.current, set())
+        lines.add(frame.f_lineno)  # type: ignore[attr-defined]
+
+        def local(frame: object, event: str, arg: object) -> object:
+            if event == "line":
+                lines.add(frame.f_lineno)  # type: ignore[attr-defined]
+            return local
+
+        return local
+
+    def start(self) -> None:
+        """Before pytest starts: conftest.py files import the package before any hook runs."""
+        if self.trace:
+            import threading
+
+            sys.settrace(self._tracer)
+            threading.settrace(self._tracer)
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        self.current = nodeid
+
+    def pytest_runtest_logfinish(self) -> None:
+        self.current = ""
+
+    def pytest_runtest_logreport(self, report: object) -> None:
+        nodeid = getattr(report, "nodeid", "?")
+        self.durations[nodeid] = self.durations.get(nodeid, 0.0) + float(getattr(report, "duration", 0.0))
+        if getattr(report, "failed", False) and not self.path.exists():
+            self.path.write_text(nodeid, encoding="utf-8")
+
+    def pytest_unconfigure(self) -> None:
+        if self.trace:
+            sys.settrace(None)
+            coverage = {"lines": {k: sorted(v) for k, v in self.lines.items()}, "durations": self.durations}
+            (self.path.parent / ".coverage.json").write_text(json.dumps(coverage), encoding="utf-8")
+
+
+def run_tests(work: Path, tests: tuple[str, ...], limit_s: float, trace: Path | None = None) -> tuple[str, float, str]:
+    """Run pytest in a forked child, in `work`; → (killed | survived | timeout, seconds, first failure)."""
+    marker = work / ".first-failure"
+    marker.unlink(missing_ok=True)
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: its own process group, so a timeout kills whatever it started too
+        code = 3
+        try:
+            os.setpgid(0, 0)
+            os.chdir(work)
+            sys.path.insert(0, str(work))
+            os.environ["PYTHONPATH"] = str(work)
+            if not os.environ.get("MUTATION_VERBOSE"):  # set it to see the tests' output
+                with open(os.devnull, "w") as devnull:
+                    os.dup2(devnull.fileno(), 1)
+                    os.dup2(devnull.fileno(), 2)
+            import pytest
+
+            # The preloaded plugins (hypothesis, anyio) cannot have their asserts rewritten: fine.
+            plugin = _Collector(marker, str(trace) if trace else None)
+            plugin.start()
+            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning",
+                                "--rootdir", str(work), *dict.fromkeys(tests)], plugins=[plugin])
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(int(code))
+    deadline = started + limit_s
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "timeout", time.monotonic() - started, ""
+        time.sleep(0.05)
+    seconds = time.monotonic() - started
+    code = os.waitstatus_to_exitcode(status)
+    failure = marker.read_text(encoding="utf-8") if marker.exists() else ""
+    if code == 0:
+        return "survived", seconds, ""
+    if code == 1:
+        return "killed", seconds, failure
+    return "killed", seconds, failure or f"pytest exit {code} (collection or import error)"
+
+
+def _tests_for(mutant: Mutant, coverage: dict[str, Any], full: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The tests that run the mutant's lines, quickest first; everything, for a module-level line or `full`."""
+    if full is not None:
+        return full
+    span = set(range(mutant.line, mutant.end_line + 1))
+    if span & set(coverage["lines"].get("", [])):  # run at import: every test depends on it
+        return tuple(sorted(coverage["durations"], key=coverage["durations"].get))
+    covering = [test for test, lines in coverage["lines"].items() if test and span & set(lines)]
+    return tuple(sorted(covering, key=lambda t: coverage["durations"].get(t, 0.0)))
+
+
+def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float,
+               full: bool = False, budget_s: float = 0) -> dict[str, object]:
+    target = TARGETS[name]
+    module = ROOT / target.path
+    source = module.read_text(encoding="utf-8")
+    all_mutants = mutants(source, target.scope)
+    previous = RESULTS / f"{name}.json"
+    if recheck:
+        survivors = {m["index"] for m in json.loads(previous.read_text())["mutants"] if m["status"] == "survived"}
+        only = survivors if only is None else only & survivors
+    chosen = [(m, text) for m, text in all_mutants if only is None or m.index in only]
+    print(f"{name}: {len(all_mutants)} mutants in {target.path}"
+          + (f" (scope: {', '.join(target.scope)})" if target.scope else "")
+          + f"; running {len(chosen)}", flush=True)
+    work = scratch_copy()
+    try:
+        mutated = work / target.path
+        status, clean_s, failure = run_tests(work, target.tests, limit_s=3600, trace=mutated)
+        if status != "survived":
+            raise SystemExit(f"the clean run fails ({status}: {failure}); fix the tests before mutating")
+        coverage = json.loads((work / ".coverage.json").read_text(encoding="utf-8"))
+        print(f"  clean run (traced): {clean_s:.1f} s, {len(coverage['durations'])} tests", flush=True)
+        if budget_s:  # a uniform sample when the budget runs out: not just the top of the file
+            random.Random(0).shuffle(chosen)
+        loop_started = time.monotonic()
+        for mutant, text in chosen:
+            if budget_s and time.monotonic() - loop_started > budget_s:
+                print(f"  the budget ({budget_s / 60:.0f} min) is spent: stopping here", flush=True)
+                break
+            tests = _tests_for(mutant, coverage, target.tests if full else None)
+            mutant.tests = len(tests)
+            if not tests:
+                mutant.status, mutant.killed_by = "survived", "(no test runs this line)"
+            else:
+                limit = factor * sum(coverage["durations"].get(t, 1.0) for t in tests) + 15
+                mutated.write_text(text, encoding="utf-8")
+                mutant.status, mutant.seconds, mutant.killed_by = run_tests(work, tests, limit)
+                mutated.write_text(source, encoding="utf-8")
+            flag = {"killed": ".", "timeout": "T", "survived": "S"}[mutant.status]
+            print(f"  {flag} #{mutant.index:<3} line {mutant.line:<4} {mutant.kind:24} {mutant.before!r} -> "
+                  f"{mutant.after!r}  ({mutant.tests} tests, {mutant.seconds:.1f} s)", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    chosen = sorted(((m, text) for m, text in chosen if m.status), key=lambda pair: pair[0].index)
+    if recheck and previous.exists():  # merge: the rechecked ones replace their old verdicts
+        merged = {m["index"]: m for m in json.loads(previous.read_text())["mutants"]}
+        merged.update({m.index: asdict(m) for m, _ in chosen})
+        results = [merged[i] for i in sorted(merged)]
+    else:
+        results = [asdict(m) for m, _ in chosen]
+    killed = sum(1 for m in results if m["status"] != "survived")
+    report = {"module": target.path, "scope": list(target.scope), "tests": list(target.tests),
+              "mutants": results, "killed": killed, "total": len(results), "mutants_in_module": len(all_mutants),
+              "score": round(100 * killed / len(results), 1) if results else None,
+              "clean_run_s": round(clean_s, 1), "full_tests": full, "date": time.strftime("%Y-%m-%d %H:%M")}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    survivors = [m for m in results if m["status"] == "survived"]
+    print(f"{name}: {killed}/{len(results)} killed ({report['score']} %), {len(survivors)} survived"
+          + (f"; {len(results)} of the module's {len(all_mutants)} mutants run" if len(results) < len(all_mutants)
+             else ""), flush=True)
+    for m in survivors:
+        print(f"  survived #{m['index']} line {m['line']}: {m['kind']}: {m['before']!r} -> {m['after']!r}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help=f"of: {', '.join(TARGETS)} (default: all, one at a time)")
+    parser.add_argument("--recheck", action="store_true", help="rerun only the last run's survivors")
+    parser.add_argument("--only", help="comma-separated mutant indexes")
+    parser.add_argument("--full", action="store_true",
+                        help="run every test of the module's list per mutant, not only those that run its line "
+                        "(catches what a cache hides from the line tracing; slow: use with --recheck)")
+    parser.add_argument("--timeout-factor", type=float, default=2.0, help="times the clean run, per mutant")
+    parser.add_argument("--budget-min", type=float, default=0,
+                        help="stop a module after this many minutes; the mutants are then run in a seeded random "
+                        "order, so what ran is a uniform sample (default: no limit)")
+    parser.add_argument("--list", action="store_true", help="show the modules, their tests and mutant counts")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, target in TARGETS.items():
+            count = len(list(_points(ast.parse((ROOT / target.path).read_text()), target.scope)))
+            print(f"{name:16} {target.path:28} {count:4} mutants  tests: {' '.join(target.tests)}")
+        return 0
+    with contextlib.suppress(OSError):
+        os.nice(19)
+    sys.dont_write_bytecode = True  # a stale .pyc of a same-sized mutant would hide the next one
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    for module in PRELOAD:
+        with contextlib.suppress(ImportError):
+            __import__(module)
+    only = {int(i) for i in args.only.split(",")} if args.only else None
+    for name in args.modules or list(TARGETS):
+        if name not in TARGETS:
+            parser.error(f"unknown module {name!r}; one of {', '.join(TARGETS)}")
+        run_module(name, recheck=args.recheck, only=only, factor=args.timeout_factor, full=args.full,
+                   budget_s=args.budget_min * 60)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,563 @@
+"""The core rules that mutation testing (bench/mutation.py) found untested, each through the real interfaces.
+
+- A non-transient error (auth 401/403, 404, 400) is never retried, falls back at once, and never
+  counts toward opening the provider's circuit: it is the request's fault, not the provider's health.
+- A half-open circuit lets one trial call through at a time; the others are skipped meanwhile. A
+  trial that ends without a verdict (a non-transient error) frees the next trial.
+- `schema_rewrites` in the trace are the rewrites for the model that answered: Gemini's end to end,
+  and none after a fallback to a provider that takes the schema as is.
+- `mcp-llm config` shows every secret, the Vertex access token included, only as `<set>`.
+
+Provider-level tests run on every provider of tests/test_faults.py (its fixtures serve all three fakes).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import jsonschema
+import pytest
+from PIL import Image
+
+from mcp_llm.circuit import CircuitBreakers
+from mcp_llm.cli import main as cli_main
+from mcp_llm.config import ImageSettings, load_settings
+from mcp_llm.errors import ImageError
+from mcp_llm.images import load_image
+from tests.conftest import call
+from tests.images import png_bytes
+from tests.test_faults import (  # noqa: F401  (fakes, running_fakes and serve are fixtures)
+    GEMINI,
+    GOOD,
+    OLLAMA,
+    PROVIDERS,
+    SCHEMA,
+    Fakes,
+    Provider,
+    Serve,
+    assert_next_call_ok,
+    fakes,
+    fault_kwargs,
+    generate,
+    generate_error,
+    health,
+    per_provider,
+    running_fakes,
+    serve,
+    tries,
+)
+
+pytestmark = pytest.mark.anyio
+
+# The status a provider answers → the error kind its attempt shows. None of them is transient.
+NON_TRANSIENT = {400: "bad_request", 401: "auth", 403: "auth", 404: "model_not_found"}
+COOL_DOWN_S = 1.0
+
+
+def non_transient(provider: Provider, status: int) -> dict[str, Any]:
+    message_key = "message" if provider.name == "anthropic" else "error"
+    return {"status": status, message_key: f"simulated {status}"}
+
+
+def matrix() -> list[Any]:
+    return [pytest.param(p, s, id=f"{p.name}-{s}") for p in PROVIDERS for s in NON_TRANSIENT]
+
+
+async def wait_for_completions(servers: Fakes, provider: Provider, count: int) -> None:
+    """Until the provider's fake has received `count` completion requests (an event, not a poll)."""
+    fake = servers.of(provider)
+    arrived = await anyio.to_thread.run_sync(fake.wait_for, lambda: servers.completions(provider) >= count, 30)
+    assert arrived, f"{provider}: request {count} never reached the fake"
+
+
+async def open_the_circuit(client: Any, servers: Fakes, provider: Provider) -> None:
+    """One transient failure (with `circuit_failures = 1`) opens it; the call falls back; the cool-down passes."""
+    servers.of(provider).enqueue(**fault_kwargs(provider, "503"))
+    started = time.monotonic()
+    first, _ = await generate(client, provider.model)
+    assert tries(first) == [(provider.model, "error", "server_error"), (provider.fallback, "ok", None)]
+    state = (await health(client, provider))["circuit"]
+    if time.monotonic() - started < COOL_DOWN_S:  # on a loaded machine the cool-down may be over already
+        assert state == "open"
+    await anyio.sleep(COOL_DOWN_S + 0.1)  # a clock, not a race: the cool-down is time itself
+    assert (await health(client, provider))["circuit"] == "half_open"
+
+
+@pytest.fixture(autouse=True)
+def fresh_health(monkeypatch: pytest.MonkeyPatch) -> None:
+    # provider_health caches its probes for 5 s; a cached entry would hide the circuit's changes.
+    monkeypatch.setattr("mcp_llm.app.HEALTH_CACHE_S", 0.0)
+
+
+# --- the circuit breaker, state by state -----------------------------------------------------------
+
+
+def test_circuit_states_step_by_step() -> None:
+    breakers = CircuitBreakers(threshold=2, cooldown_s=60)
+    assert (breakers.state("p"), breakers.allow("p"), breakers.retry_in("p")) == ("closed", True, 0.0)
+    breakers.failure("p")
+    assert (breakers.state("p"), breakers.allow("p"), breakers.retry_in("p")) == ("closed", True, 0.0)
+    breakers.success("p")  # a success forgets the failures before it: two more are needed
+    breakers.failure("p")
+    assert breakers.state("p") == "closed"
+    breakers.failure("p")
+    assert (breakers.state("p"), breakers.allow("p")) == ("open", False)
+    assert 59 < breakers.retry_in("p") <= 60
+    assert (breakers.state("q"), breakers.allow("q"), breakers.retry_in("q")) == ("closed", True, 0.0)
+    breakers.release("p")  # no trial is running: releasing changes nothing
+    breakers.release("never-called")
+    assert (breakers.state("p"), breakers.allow("p")) == ("open", False)
+
+
+def test_half_open_lets_one_trial_through_at_a_time() -> None:
+    breakers = CircuitBreakers(threshold=1, cooldown_s=0.05)
+    breakers.failure("p")
+    assert breakers.state("p") == "open"
+    time.sleep(0.06)  # the cool-down is a clock: nothing to wait on but time
+    assert (breakers.state("p"), breakers.retry_in("p")) == ("half_open", 0.0)
+    assert breakers.allow("p") is True, "the trial call"
+    assert breakers.allow("p") is False, "a second call while the trial runs"
+    assert breakers.allow("p") is False
+    assert breakers.state("p") == "half_open"
+    breakers.release("p")  # the trial ended without a verdict: the next call is the trial
+    assert breakers.allow("p") is True
+    breakers.failure("p")  # a failed trial: open again, for a whole new cool-down
+    assert (breakers.state("p"), breakers.allow("p")) == ("open", False)
+    assert breakers.retry_in("p") > 0.03
+    time.sleep(0.06)
+    assert breakers.allow("p") is True
+    breakers.success("p")  # a good trial closes it, and every call goes through
+    assert (breakers.state("p"), breakers.allow("p"), breakers.allow("p")) == ("closed", True, True)
+    breakers.failure("p")  # and it takes `threshold` failures again to open it
+    assert breakers.state("p") == "open"
+
+
+# --- non-transient errors: no retry, fallback at once, the circuit untouched -----------------------
+
+
+@pytest.mark.parametrize(("provider", "status"), matrix())
+async def test_a_non_transient_error_is_not_retried_and_does_not_open_the_circuit(
+    serve: Serve, fakes: Fakes, provider: Provider, status: int  # noqa: F811
+) -> None:
+    kind = NON_TRANSIENT[status]
+    fakes.of(provider).enqueue(**non_transient(provider, status))
+    fakes.of(provider.fallback_provider).enqueue(GOOD)
+    async with serve(max_retries=2, fallback=[provider.fallback], defaults="circuit_failures = 1") as client:
+        result, elapsed = await generate(client, provider.model)
+        assert tries(result) == [(provider.model, "error", kind), (provider.fallback, "ok", None)]
+        assert fakes.completions(provider) == 1, f"a {status} was retried"
+        assert elapsed < 0.5 + 5, "the fallback waited on a retry backoff"
+        assert (await health(client, provider))["circuit"] == "closed", f"a {status} opened the circuit"
+        await assert_next_call_ok(client, provider.model, provider.name)
+
+
+@pytest.mark.parametrize("provider", per_provider())
+async def test_a_non_transient_error_without_fallback_is_reported_after_one_attempt(
+    serve: Serve, fakes: Fakes, provider: Provider  # noqa: F811
+) -> None:
+    fakes.of(provider).enqueue(**non_transient(provider, 401))
+    async with serve(max_retries=2) as client:
+        text, _ = await generate_error(client, provider.model)
+        assert "simulated 401" in text
+        assert f"(1 attempt with {provider.model}: auth)" in text
+        assert fakes.completions(provider) == 1
+        await assert_next_call_ok(client, provider.model, provider.name)
+
+
+# --- half-open: one trial call at a time ---------------------------------------------------------
+
+CIRCUIT = f"circuit_failures = 1\ncircuit_cooldown_s = {COOL_DOWN_S}"
+
+
+@pytest.mark.parametrize("provider", per_provider())
+async def test_half_open_sends_one_trial_and_skips_the_calls_meanwhile(
+    serve: Serve, fakes: Fakes, provider: Provider  # noqa: F811
+) -> None:
+    async with serve(max_retries=0, fallback=[provider.fallback], defaults=CIRCUIT) as client:
+        await open_the_circuit(client, fakes, provider)
+        fakes.of(provider).enqueue(GOOD, delay_s=4.0)  # the trial is slow: other calls come while it runs
+        trial: dict[str, Any] = {}
+
+        async def run_trial() -> None:
+            trial["result"], _ = await generate(client, provider.model)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_trial)
+                await wait_for_completions(fakes, provider, 2)  # the trial is in flight
+                for _ in range(2):
+                    meanwhile, elapsed = await generate(client, provider.model)
+                    assert [(a["provider"], a["outcome"], a["error"]) for a in meanwhile["attempts"]] == [
+                        (provider.name, "skipped", "circuit_open"), (provider.fallback_provider, "ok", None)]
+                    assert elapsed < 3.0, "a call during the trial waited for it instead of falling back"
+                assert fakes.completions(provider) == 2, "a half-open circuit let a second call through"
+        assert tries(trial["result"]) == [(provider.model, "ok", None)]
+        assert (await health(client, provider))["circuit"] == "closed"
+        await assert_next_call_ok(client, provider.model, provider.name)
+
+
+@pytest.mark.parametrize("provider", per_provider())
+async def test_a_trial_ending_in_a_non_transient_error_frees_the_next_trial(
+    serve: Serve, fakes: Fakes, provider: Provider  # noqa: F811
+) -> None:
+    async with serve(max_retries=0, fallback=[provider.fallback], defaults=CIRCUIT) as client:
+        await open_the_circuit(client, fakes, provider)
+        fakes.of(provider).enqueue(**non_transient(provider, 400))
+        trial, _ = await generate(client, provider.model)
+        assert tries(trial) == [(provider.model, "error", "bad_request"), (provider.fallback, "ok", None)]
+        assert (await health(client, provider))["circuit"] == "half_open", "a 400 decided the trial"
+        # The next call is the trial now (not skipped), and its success closes the circuit.
+        await assert_next_call_ok(client, provider.model, provider.name)
+        assert (await health(client, provider))["circuit"] == "closed"
+
+
+# --- schema_rewrites: the answering model's, end to end -------------------------------------------
+
+# Gemini takes none of `$schema`, `oneOf`, `const`, `patternProperties`: each is rewritten, and said so.
+REWRITTEN = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "population": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]},
+        "country": {"const": "France"},
+    },
+    "patternProperties": {"^x-": {"type": "string"}},
+    "required": ["city", "population", "country"],
+}
+GEMINI_REWRITES = [
+    "dropped `$schema` at $",
+    "dropped `patternProperties` at $ (Gemini does not take it; the answer is still checked for it)",
+    "`oneOf` became `anyOf` at $.population",
+    "`const` became a one-value `enum` at $.country",
+]
+ANSWER = {"city": "Lyon", "population": 522250, "country": "France"}
+
+
+async def generate_with(client: Any, model: str, schema: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    started = time.perf_counter()
+    result = await call(client, "generate_structured", prompt="A French city, please.", schema=schema, model=model)
+    jsonschema.validate(result["data"], schema)
+    return result, time.perf_counter() - started
+
+
+def sent_schema(servers: Fakes, provider: Provider) -> Any:
+    body = json.loads(servers.last_completion(provider))
+    if provider.name == "gemini":
+        return body["generationConfig"]["responseJsonSchema"]
+    return body["format"]
+
+
+async def test_gemini_schema_rewrites_are_in_the_trace_and_in_what_it_was_sent(
+    serve: Serve, fakes: Fakes  # noqa: F811
+) -> None:
+    fakes.gemini.enqueue(ANSWER)
+    async with serve() as client:
+        result, _ = await generate_with(client, GEMINI.model, REWRITTEN)
+    assert sorted(result["schema_rewrites"]) == sorted(GEMINI_REWRITES)
+    assert result["data"] == ANSWER
+    sent = sent_schema(fakes, GEMINI)
+    assert "$schema" not in sent and "patternProperties" not in sent
+    assert sent["properties"]["population"] == {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}]}
+    assert sent["properties"]["country"] == {"enum": ["France"]}
+
+
+async def test_schema_rewrites_are_those_of_the_model_that_answered(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    fakes.gemini.enqueue(**fault_kwargs(GEMINI, "503"))
+    fakes.ollama.enqueue(ANSWER)
+    async with serve(max_retries=0, fallback=[OLLAMA.model]) as client:
+        fell_back, _ = await generate_with(client, GEMINI.model, REWRITTEN)
+        assert (fell_back["model"], fell_back["schema_rewrites"]) == (OLLAMA.model, [])
+        assert sent_schema(fakes, OLLAMA) == REWRITTEN, "Ollama takes the caller's schema as is"
+
+    fakes.ollama.enqueue(**fault_kwargs(OLLAMA, "503"))
+    fakes.gemini.enqueue(ANSWER)
+    async with serve(max_retries=0, fallback=[GEMINI.model]) as client:
+        to_gemini, _ = await generate_with(client, OLLAMA.model, REWRITTEN)
+        assert to_gemini["model"] == GEMINI.model
+        assert sorted(to_gemini["schema_rewrites"]) == sorted(GEMINI_REWRITES)
+
+
+async def test_the_reply_is_validated_against_the_callers_schema_not_the_rewritten_one(
+    serve: Serve, fakes: Fakes  # noqa: F811
+) -> None:
+    # Gemini was sent no `patternProperties` and an `anyOf`; the caller's schema still rules the answer.
+    bad = {**ANSWER, "x-note": 7}  # `x-` keys must be strings
+    fakes.gemini.enqueue(bad)
+    fakes.gemini.enqueue(ANSWER)
+    async with serve(max_repairs=1) as client:
+        result, _ = await generate_with(client, GEMINI.model, REWRITTEN)
+    assert tries(result) == [(GEMINI.model, "invalid_output", "invalid_output"), (GEMINI.model, "ok", None)]
+    assert "7 is not of type 'string'" in fakes.last_completion(GEMINI)
+    jsonschema.validate(result["data"], REWRITTEN)
+
+
+# --- `mcp-llm config`: every secret redacted -----------------------------------------------------
+
+SECRETS = {
+    "OLLAMA_API_KEY": "canary-ollama-1111",
+    "GEMINI_API_KEY": "canary-gemini-2222",
+    "ANTHROPIC_API_KEY": "canary-anthropic-3333",
+    "OPENAI_API_KEY": "canary-openai-4444",
+    "VERTEX_TOKEN": "canary-vertex-token-5555",
+    "LMSTUDIO_KEY": "canary-lmstudio-6666",
+    "MCP_HTTP_TOKEN": "canary-http-token-7777",
+}
+VERTEX_CONFIG = """
+[providers.gemini]
+backend = "vertex"
+project = "proj-x"
+access_token_env = "VERTEX_TOKEN"
+
+[providers.openai_compatible.lmstudio]
+endpoint = "http://127.0.0.1:1234/v1"
+api_key_env = "LMSTUDIO_KEY"
+
+[server]
+token_env = "MCP_HTTP_TOKEN"
+"""
+
+
+def run_config_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                       env: dict[str, str], *args: str) -> str:
+    """`mcp-llm --config … config [args]` through the CLI's own entry point; its stdout."""
+    for name in (*SECRETS, "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_CLOUD_PROJECT", "OLLAMA_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    root = logging.getLogger()  # main() sets up its stderr logging: undone after the test
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    path = tmp_path / "config.toml"
+    path.write_text(VERTEX_CONFIG, encoding="utf-8")
+    assert cli_main(["--config", str(path), "config", *args]) == 0
+    out, err = capsys.readouterr()
+    for secret in SECRETS.values():
+        assert secret not in out + err, f"`mcp-llm config` printed a secret: {secret}"
+    return out
+
+
+def test_config_command_redacts_every_secret_and_says_where_it_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = run_config_command(tmp_path, monkeypatch, capsys, SECRETS).splitlines()
+    for name, variable in (("ollama", "OLLAMA_API_KEY"), ("gemini", "GEMINI_API_KEY"),
+                           ("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY")):
+        assert f'providers.{name}.api_key = "<set>"    # env:{variable}' in lines
+    assert 'providers.gemini.access_token = "<set>"    # env:VERTEX_TOKEN' in lines
+    assert 'providers.openai_compatible.lmstudio.api_key = "<set>"    # env:LMSTUDIO_KEY' in lines
+    assert 'server.token_env = "MCP_HTTP_TOKEN"    # file' in lines  # the variable's name, never its value
+
+
+def test_config_command_json_redacts_every_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    printed = json.loads(run_config_command(tmp_path, monkeypatch, capsys, SECRETS, "--json"))
+    providers = printed["config"]["providers"]
+    for name in ("ollama", "gemini", "anthropic", "openai"):
+        assert providers[name]["api_key"] == "<set>", name
+    assert providers["gemini"]["access_token"] == "<set>"
+    assert providers["openai_compatible"]["lmstudio"]["api_key"] == "<set>"
+    assert printed["sources"]["providers.gemini.access_token"] == "env:VERTEX_TOKEN"
+
+
+def test_config_command_says_not_set_without_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    printed = json.loads(run_config_command(tmp_path, monkeypatch, capsys, {}, "--json"))
+    providers = printed["config"]["providers"]
+    for name in ("ollama", "gemini", "anthropic", "openai"):
+        assert providers[name]["api_key"] == "<not set>", name
+    assert providers["gemini"]["access_token"] == "<not set>"
+    assert providers["openai_compatible"]["lmstudio"]["api_key"] == "<not set>"
+    assert not any(key.endswith((".api_key", ".access_token")) for key in printed["sources"])
+
+
+# --- the trace: usage over every attempt ---------------------------------------------------------
+
+TOKENS = {"ollama": ("prompt_tokens", "completion_tokens"), "gemini": ("prompt_tokens", "completion_tokens"),
+          "anthropic": ("input_tokens", "output_tokens")}
+
+
+@pytest.mark.parametrize("provider", per_provider())
+async def test_usage_adds_up_every_answer_of_the_call(serve: Serve, fakes: Fakes, provider: Provider) -> None:  # noqa: F811
+    tokens_in, tokens_out = TOKENS[provider.name]
+    fake = fakes.of(provider)
+    fake.enqueue({"city": 42}, **{tokens_in: 100, tokens_out: 7})  # invalid: re-asked
+    fake.enqueue(GOOD, **{tokens_in: 130, tokens_out: 11})
+    async with serve(max_repairs=1) as client:
+        result, _ = await generate(client, provider.model)
+    assert tries(result) == [(provider.model, "invalid_output", "invalid_output"), (provider.model, "ok", None)]
+    assert result["usage"] == {"input_tokens": 230, "output_tokens": 18}
+    assert result["latency_ms"] >= sum(a["latency_ms"] for a in result["attempts"]) > 0
+
+
+# --- retries: exponential backoff with jitter, between the documented bounds ---------------------
+
+
+async def test_retries_back_off_exponentially_with_jitter(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    # Router logic, the same for every provider. Waits: 0.5 s then 1 s, each plus up to 0.5 s of
+    # jitter (RETRY_INITIAL_WAIT_S = 0.5): 1.5 to 2.5 s in all, whatever the machine's load
+    # adds to the calls themselves (those are timed apart, in each attempt's latency).
+    for _ in range(2):
+        fakes.ollama.enqueue(**fault_kwargs(OLLAMA, "503"))
+    fakes.ollama.enqueue(GOOD)
+    async with serve(max_retries=2, timeout_s=30) as client:
+        result, _ = await generate(client, OLLAMA.model)
+    assert tries(result) == [(OLLAMA.model, "error", "server_error")] * 2 + [(OLLAMA.model, "ok", None)]
+    waited_s = (result["latency_ms"] - sum(a["latency_ms"] for a in result["attempts"])) / 1000
+    assert 1.5 <= waited_s <= 2.5 + 1.0, f"the two backoffs took {waited_s:.2f} s in all, not 1.5 to 2.5 s"
+
+
+def test_each_secret_is_read_from_the_variable_its_config_names(tmp_path: Path) -> None:
+    # Redaction hides the values; the adapters must still get the right ones (the value, not the name).
+    path = tmp_path / "config.toml"
+    path.write_text(VERTEX_CONFIG, encoding="utf-8")
+    settings = load_settings(path, env=SECRETS)
+    providers = settings.providers
+    assert providers.gemini.access_token is not None
+    assert providers.gemini.access_token.get_secret_value() == SECRETS["VERTEX_TOKEN"]
+    assert providers.openai_compatible["lmstudio"].api_key.get_secret_value() == SECRETS["LMSTUDIO_KEY"]
+    assert settings.server.token is not None and settings.server.token.get_secret_value() == SECRETS["MCP_HTTP_TOKEN"]
+    for name, variable in (("ollama", "OLLAMA_API_KEY"), ("gemini", "GEMINI_API_KEY"),
+                           ("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY")):
+        key = settings.provider_settings(name).api_key
+        assert key is not None and key.get_secret_value() == SECRETS[variable], name
+
+
+# --- images: the roots, the size limit on every form, what errors name ---------------------------
+
+
+@pytest.fixture
+def image_settings(image_root: Path) -> ImageSettings:
+    return ImageSettings(roots=[image_root], max_bytes=200_000, max_pixels=4096 * 4096)
+
+
+def noise_png(side: int = 300) -> bytes:
+    """A PNG that does not compress: about 3 × side² bytes."""
+    image = Image.frombytes("RGB", (side, side), random.Random(7).randbytes(side * side * 3))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("form", ["data-uri", "base64"])
+async def test_max_bytes_holds_for_inline_images_too(image_settings: ImageSettings, form: str) -> None:
+    raw = noise_png()
+    assert len(raw) > image_settings.max_bytes
+    encoded = base64.b64encode(raw).decode()
+    spec = f"data:image/png;base64,{encoded}" if form == "data-uri" else encoded
+    with pytest.raises(ImageError, match=r"over the 0\.2 MB limit"):
+        await load_image(spec, image_settings)
+
+
+async def test_a_path_outside_the_roots_names_every_allowed_root(image_settings: ImageSettings, image_root: Path,
+                                                                 tmp_path: Path) -> None:
+    declared = tmp_path / "declared"
+    declared.mkdir()
+    (tmp_path / "cat.png").write_bytes(png_bytes())
+
+    async def client_roots() -> list[Path]:
+        return [declared]
+
+    with pytest.raises(ImageError) as info:
+        await load_image(str(tmp_path / "cat.png"), image_settings, client_roots)
+    message = info.value.user_message()
+    assert f"outside the allowed roots ({image_root}, {declared})" in message
+    with pytest.raises(ImageError, match=r"outside the allowed roots \(\(none\)\)"):
+        await load_image(str(tmp_path / "cat.png"), ImageSettings(roots=[]))
+
+
+async def test_a_path_inside_the_configured_roots_needs_no_client_root(image_settings: ImageSettings,
+                                                                       image_root: Path, tmp_path: Path) -> None:
+    (image_root / "cat.png").write_bytes(png_bytes())
+    asked: list[bool] = []
+
+    async def client_roots() -> list[Path]:
+        asked.append(True)
+        return [tmp_path / "elsewhere"]
+
+    loaded = await load_image(str(image_root / "cat.png"), image_settings, client_roots)
+    assert loaded.mime_type == "image/png"
+    assert not asked, "the client was asked for its roots about a path images.roots already allows"
+
+
+async def test_surrounding_whitespace_is_ignored(image_settings: ImageSettings, image_root: Path) -> None:
+    (image_root / "cat.png").write_bytes(png_bytes())
+    assert (await load_image(f"  {image_root / 'cat.png'}\n", image_settings)).mime_type == "image/png"
+    data_uri = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    assert (await load_image(f"\n{data_uri} ", image_settings)).mime_type == "image/png"
+
+
+async def test_a_long_url_is_clipped_in_errors(image_settings: ImageSettings) -> None:
+    from tests.fakes.ollama_server import FakeOllama
+
+    enabled = image_settings.model_copy(update={"allow_urls": True, "allow_private_urls": True})
+    with FakeOllama() as fake:  # `/` answers text, which is not an image
+        url = f"{fake.url}/?{'q' * 300}"
+        with pytest.raises(ImageError) as info:
+            await load_image(url, enabled)
+    message = info.value.user_message()
+    assert "not an image" in message
+    assert url[:200] + "…" in message and url not in message
+
+
+# --- the router: what a request carries, the deadline over the chain, what errors say -------------
+
+
+async def test_a_schema_call_tells_the_model_the_schema_and_a_free_text_call_does_not(
+    serve: Serve, fakes: Fakes  # noqa: F811
+) -> None:
+    fakes.ollama.enqueue(GOOD)
+    async with serve() as client:
+        await call(client, "generate_structured", prompt="A city.", schema=SCHEMA, model=OLLAMA.model,
+                   system="Be brief.")
+        system = fakes.ollama.chat_requests[-1].json["messages"][0]
+        assert system["role"] == "system"
+        assert system["content"].startswith("Be brief.\n\nAnswer with a single JSON value")
+        assert json.dumps(SCHEMA, separators=(",", ":")) in system["content"]
+
+        image = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+        fakes.ollama.enqueue("A grey square.")
+        text = await call(client, "analyze_image", image=image, prompt="What is it?", model="ollama/llava:7b")
+        assert text["text"] == "A grey square."
+        sent = fakes.ollama.chat_requests[-1].json
+        assert not any("JSON" in m["content"] for m in sent["messages"]), "a free-text call was told to answer JSON"
+        assert "format" not in sent or not sent["format"]
+
+
+async def test_after_the_deadline_no_fallback_is_tried(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    fakes.ollama.enqueue(hang=True)
+    async with serve(max_retries=0, fallback=[OLLAMA.fallback]) as client:
+        text, elapsed = await generate_error(client, OLLAMA.model, timeout_s=1)
+    assert "did not answer" in text and f"(1 attempt with {OLLAMA.model}: timeout)" in text
+    assert fakes.completions(OLLAMA.fallback_provider) == 0
+    assert elapsed < 3
+
+
+async def test_a_skipped_provider_says_why_and_when_it_is_tried_again(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    fakes.ollama.enqueue(**fault_kwargs(OLLAMA, "503"))
+    async with serve(max_retries=0, defaults="circuit_failures = 1\ncircuit_cooldown_s = 30") as client:
+        await generate_error(client, OLLAMA.model)
+        text, _ = await generate_error(client, OLLAMA.model)
+    assert "ollama is skipped: it failed 1 time in a row." in text
+    assert "It is tried again in 2" in text or "It is tried again in 3" in text  # of 30 s, a few passed
+    assert f"(1 attempt with {OLLAMA.model}: circuit_open)" in text
+
+
+async def test_usage_is_zero_when_the_provider_reports_none(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    line = {"model": "llama3.2:3b", "created_at": "2026-01-01T00:00:00Z", "done": True, "done_reason": "stop",
+            "message": {"role": "assistant", "content": json.dumps(GOOD)}}
+    fakes.ollama.enqueue(raw_body=(json.dumps(line) + "\n").encode(), headers={"Content-Type": "application/x-ndjson"})
+    async with serve() as client:
+        result, _ = await generate(client, OLLAMA.model)
+    assert result["data"] == GOOD
+    assert result["usage"] == {"input_tokens": 0, "output_tokens": 0}
