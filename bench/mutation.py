@@ -67,6 +67,7 @@ TARGETS: dict[str, Target] = {
         "tests/test_server.py::test_generate_structured_returns_valid_data_and_trace",
         "tests/test_image_fit.py::test_the_fit_is_redone_for_each_fallback",
         "tests/test_image_fit.py::test_a_text_model_falls_back_to_a_vision_model",
+        "tests/test_image_fit.py::test_a_model_without_vision_is_refused_before_sending",
         "tests/test_cancellation.py",
     )),
     "structured": Target("mcp_llm/structured.py", (

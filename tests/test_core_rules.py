@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 import jsonschema
 import pytest
+from mcp import Client
 from PIL import Image
 
 from mcp_llm.circuit import CircuitBreakers
@@ -32,7 +33,9 @@ from mcp_llm.cli import main as cli_main
 from mcp_llm.config import ImageSettings, load_settings
 from mcp_llm.errors import ImageError
 from mcp_llm.images import load_image
-from tests.conftest import call
+from mcp_llm.server import build_server
+from tests.conftest import call, ollama_config
+from tests.fakes.ollama_server import FakeOllama
 from tests.images import png_bytes
 from tests.test_faults import (  # noqa: F401  (fakes, running_fakes and serve are fixtures)
     GEMINI,
@@ -561,3 +564,28 @@ async def test_usage_is_zero_when_the_provider_reports_none(serve: Serve, fakes:
         result, _ = await generate(client, OLLAMA.model)
     assert result["data"] == GOOD
     assert result["usage"] == {"input_tokens": 0, "output_tokens": 0}
+
+
+async def test_provider_concurrency_bounds_the_requests_in_flight(fake_ollama: FakeOllama, image_root: Path,
+                                                                 make_settings: Any) -> None:
+    config = ollama_config(fake_ollama, image_root).replace("[providers.ollama]\n",
+                                                            "[providers.ollama]\nconcurrency = 1\n", 1)
+    fake_ollama.enqueue(GOOD, delay_s=1.5)
+    fake_ollama.enqueue(GOOD)
+    chats = lambda: len(fake_ollama.chat_requests)  # noqa: E731
+    answers: list[Any] = []
+
+    async with Client(build_server(make_settings(config))) as client:
+
+        async def one() -> None:
+            answers.append((await call(client, "generate_structured", prompt="A city.", schema=SCHEMA))["data"])
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one)
+                tg.start_soon(one)
+                assert await anyio.to_thread.run_sync(fake_ollama.wait_for, lambda: chats() >= 1, 20)
+                second = await anyio.to_thread.run_sync(fake_ollama.wait_for, lambda: chats() >= 2, 0.8)
+                assert not second, "providers.ollama.concurrency = 1, yet a second request went out"
+    assert answers == [GOOD, GOOD]
+    assert chats() == 2
