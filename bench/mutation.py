@@ -72,6 +72,13 @@ TARGETS: dict[str, Target] = {
     )),
     "structured": Target("mcp_llm/structured.py", (
         "tests/test_structured.py",
+        f"{CORE_RULES}::test_the_first_valid_value_wins_even_right_after_another",
+        f"{CORE_RULES}::test_every_fenced_block_is_tried_in_turn",
+        f"{CORE_RULES}::test_integers_are_bounded_at_64_digits_sign_apart",
+        f"{CORE_RULES}::test_a_schema_exactly_at_the_depth_limit_is_accepted",
+        f"{CORE_RULES}::test_a_schema_that_is_not_json_says_where",
+        f"{CORE_RULES}::test_gemini_schema_rewrites_are_in_the_trace_and_in_what_it_was_sent",
+        f"{CORE_RULES}::test_the_reply_is_validated_against_the_callers_schema_not_the_rewritten_one",
         "tests/test_router.py",
         "tests/test_properties.py",
         "tests/test_hostile.py",

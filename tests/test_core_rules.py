@@ -31,9 +31,11 @@ from PIL import Image
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.cli import main as cli_main
 from mcp_llm.config import ImageSettings, load_settings
-from mcp_llm.errors import ImageError
+from mcp_llm.errors import ImageError, OutputError, SchemaError
 from mcp_llm.images import load_image
+from mcp_llm.schema_gate import SchemaLimits, json_depth
 from mcp_llm.server import build_server
+from mcp_llm.structured import check_schema, parse_and_validate, parse_schema_argument
 from tests.conftest import call, ollama_config
 from tests.fakes.ollama_server import FakeOllama
 from tests.images import png_bytes
@@ -589,3 +591,45 @@ async def test_provider_concurrency_bounds_the_requests_in_flight(fake_ollama: F
                 assert not second, "providers.ollama.concurrency = 1, yet a second request went out"
     assert answers == [GOOD, GOOD]
     assert chats() == 2
+
+
+# --- reading a reply, and the caller's schema, at their boundaries --------------------------------
+
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def test_the_first_valid_value_wins_even_right_after_another() -> None:
+    assert parse_and_validate('{"note": 1}{"city": "Lyon"}', CITY) == {"city": "Lyon"}
+    assert parse_and_validate('See [1]. {"city": "Lyon"}', CITY) == {"city": "Lyon"}
+
+
+def test_every_fenced_block_is_tried_in_turn() -> None:
+    reply = 'First try:\n```\nnot json\n```\nThen:\n```json\n"Lyon"\n```\n'
+    assert parse_and_validate(reply, {"type": "string"}) == "Lyon"
+
+
+def test_integers_are_bounded_at_64_digits_sign_apart() -> None:
+    schema = {"type": "integer"}
+    assert parse_and_validate("9" * 64, schema) == int("9" * 64)
+    assert parse_and_validate("-" + "9" * 64, schema) == -int("9" * 64)
+    for too_long in ("9" * 65, "-" + "9" * 65):
+        with pytest.raises(OutputError, match="an integer of 65 digits"):
+            parse_and_validate(too_long, schema)
+
+
+def test_a_schema_exactly_at_the_depth_limit_is_accepted() -> None:
+    limits = SchemaLimits(max_depth=6)
+    schema: dict[str, Any] = {"type": "string"}
+    while json_depth(schema, 100) < limits.max_depth:
+        schema = {"type": "array", "items": schema}  # one level each
+    assert json_depth(schema, 100) == limits.max_depth
+    check_schema(schema, limits)
+    deeper = {"type": "array", "items": schema}
+    with pytest.raises(SchemaError, match="nested more than 6 levels"):
+        check_schema(deeper, limits)
+
+
+def test_a_schema_that_is_not_json_says_where() -> None:
+    with pytest.raises(SchemaError) as info:
+        parse_schema_argument('{"type": ')
+    assert "The schema is not valid JSON: Expecting value at line 1 column 9." in info.value.user_message()
