@@ -74,6 +74,7 @@ TARGETS: dict[str, Target] = {
         "tests/test_structured.py",
         f"{CORE_RULES}::test_the_first_valid_value_wins_even_right_after_another",
         f"{CORE_RULES}::test_every_fenced_block_is_tried_in_turn",
+        f"{CORE_RULES}::test_only_top_level_values_in_prose_count",
         f"{CORE_RULES}::test_integers_are_bounded_at_64_digits_sign_apart",
         f"{CORE_RULES}::test_a_schema_exactly_at_the_depth_limit_is_accepted",
         f"{CORE_RULES}::test_a_schema_that_is_not_json_says_where",

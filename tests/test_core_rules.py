@@ -633,3 +633,9 @@ def test_a_schema_that_is_not_json_says_where() -> None:
     with pytest.raises(SchemaError) as info:
         parse_schema_argument('{"type": ')
     assert "The schema is not valid JSON: Expecting value at line 1 column 9." in info.value.user_message()
+
+
+def test_only_top_level_values_in_prose_count() -> None:
+    # The value inside the first one is part of it, not an answer of its own.
+    with pytest.raises(OutputError, match="does not match the schema"):
+        parse_and_validate('Result: {"wrapper": {"city": "Lyon"}} done.', CITY)
