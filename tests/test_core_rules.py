@@ -639,3 +639,20 @@ def test_only_top_level_values_in_prose_count() -> None:
     # The value inside the first one is part of it, not an answer of its own.
     with pytest.raises(OutputError, match="does not match the schema"):
         parse_and_validate('Result: {"wrapper": {"city": "Lyon"}} done.', CITY)
+
+
+def test_up_to_eight_fenced_blocks_are_tried() -> None:
+    misses = "".join(f"Try {i}:\n```\nnot json {i}\n```\n" for i in range(7))
+    assert parse_and_validate(misses + '```json\n"Lyon"\n```', {"type": "string"}) == "Lyon"
+    with pytest.raises(OutputError):
+        parse_and_validate(misses + '```\nnope\n```\n```json\n"Lyon"\n```', {"type": "string"})
+
+
+def test_a_wrapped_answer_without_its_wrapper_key_is_re_asked_for_it() -> None:
+    schema = {"type": "array", "items": {"type": "string"}}
+    assert parse_and_validate('{"value": ["a"]}', schema, unwrap="value") == ["a"]
+    for reply in ('{"other": ["a"]}', '["a"]'):
+        with pytest.raises(OutputError) as info:
+            parse_and_validate(reply, schema, unwrap="value")
+        assert info.value.message == "The model's JSON lacks the wrapper key."
+        assert info.value.errors == ["at $: 'value' is missing"]
