@@ -77,6 +77,7 @@ TARGETS: dict[str, Target] = {
         f"{CORE_RULES}::test_only_top_level_values_in_prose_count",
         f"{CORE_RULES}::test_up_to_eight_fenced_blocks_are_tried",
         f"{CORE_RULES}::test_a_wrapped_answer_without_its_wrapper_key_is_re_asked_for_it",
+        f"{CORE_RULES}::test_a_reply_too_slow_to_check_is_refused_not_let_through",
         f"{CORE_RULES}::test_integers_are_bounded_at_64_digits_sign_apart",
         f"{CORE_RULES}::test_a_schema_exactly_at_the_depth_limit_is_accepted",
         f"{CORE_RULES}::test_a_schema_that_is_not_json_says_where",

@@ -35,7 +35,7 @@ from mcp_llm.errors import ImageError, OutputError, SchemaError
 from mcp_llm.images import load_image
 from mcp_llm.schema_gate import SchemaLimits, json_depth
 from mcp_llm.server import build_server
-from mcp_llm.structured import check_schema, parse_and_validate, parse_schema_argument
+from mcp_llm.structured import ReplyLimits, check_schema, parse_and_validate, parse_schema_argument
 from tests.conftest import call, ollama_config
 from tests.fakes.ollama_server import FakeOllama
 from tests.images import png_bytes
@@ -656,3 +656,12 @@ def test_a_wrapped_answer_without_its_wrapper_key_is_re_asked_for_it() -> None:
             parse_and_validate(reply, schema, unwrap="value")
         assert info.value.message == "The model's JSON lacks the wrapper key."
         assert info.value.errors == ["at $: 'value' is missing"]
+
+
+def test_a_reply_too_slow_to_check_is_refused_not_let_through() -> None:
+    schema = {"type": "array", "items": {"type": "object", "properties": {"a": {"type": "string", "pattern": "^x+$"}}}}
+    reply = json.dumps([{"a": "x" * 20} for _ in range(10_000)])
+    with pytest.raises(OutputError) as info:
+        parse_and_validate(reply, schema, limits=ReplyLimits(timeout_s=0.001))
+    assert info.value.message == "The model's JSON could not be checked within 0.001 s."
+    assert info.value.errors == ["at $: the answer is too large or too complex to check: answer briefly"]
