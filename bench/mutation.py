@@ -67,10 +67,22 @@ TARGETS: dict[str, Target] = {
         "tests/test_server.py::test_generate_structured_returns_valid_data_and_trace",
         "tests/test_image_fit.py::test_the_fit_is_redone_for_each_fallback",
         "tests/test_image_fit.py::test_a_text_model_falls_back_to_a_vision_model",
+        "tests/test_image_fit.py::test_a_model_without_vision_is_refused_before_sending",
         "tests/test_cancellation.py",
     )),
     "structured": Target("mcp_llm/structured.py", (
         "tests/test_structured.py",
+        f"{CORE_RULES}::test_the_first_valid_value_wins_even_right_after_another",
+        f"{CORE_RULES}::test_every_fenced_block_is_tried_in_turn",
+        f"{CORE_RULES}::test_only_top_level_values_in_prose_count",
+        f"{CORE_RULES}::test_up_to_eight_fenced_blocks_are_tried",
+        f"{CORE_RULES}::test_a_wrapped_answer_without_its_wrapper_key_is_re_asked_for_it",
+        f"{CORE_RULES}::test_a_reply_too_slow_to_check_is_refused_not_let_through",
+        f"{CORE_RULES}::test_integers_are_bounded_at_64_digits_sign_apart",
+        f"{CORE_RULES}::test_a_schema_exactly_at_the_depth_limit_is_accepted",
+        f"{CORE_RULES}::test_a_schema_that_is_not_json_says_where",
+        f"{CORE_RULES}::test_gemini_schema_rewrites_are_in_the_trace_and_in_what_it_was_sent",
+        f"{CORE_RULES}::test_the_reply_is_validated_against_the_callers_schema_not_the_rewritten_one",
         "tests/test_router.py",
         "tests/test_properties.py",
         "tests/test_hostile.py",
@@ -145,7 +157,8 @@ def _is_docstring(node: ast.AST, parent: ast.AST | None) -> bool:
 def _is_type_alias(node: ast.AST) -> bool:
     """`State = Literal[...]`: read by annotations only, which are never evaluated; deleting it changes nothing."""
     return (isinstance(node, ast.Assign) and isinstance(node.value, ast.Subscript)
-            and isinstance(node.value.value, ast.Name) and node.value.value.id in ("Literal", "Union", "Optional"))
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id in ("Literal", "Union", "Optional", "Callable"))
 
 
 def _points(tree: ast.Module, scope: tuple[str, ...]) -> Iterator[Point]:

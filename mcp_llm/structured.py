@@ -241,7 +241,7 @@ def _finite_float(text: str) -> float:
 
 
 def _bounded_int(text: str) -> int:
-    if len(text) > MAX_INTEGER_DIGITS + 1:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:  # the sign is not a digit
         raise _Refused(f"an integer of {len(text.lstrip('-')):,} digits (at most {MAX_INTEGER_DIGITS})")
     return int(text)
 

@@ -25,14 +25,19 @@ from typing import Any
 import anyio
 import jsonschema
 import pytest
+from mcp import Client
 from PIL import Image
 
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.cli import main as cli_main
 from mcp_llm.config import ImageSettings, load_settings
-from mcp_llm.errors import ImageError
+from mcp_llm.errors import ImageError, OutputError, SchemaError
 from mcp_llm.images import load_image
-from tests.conftest import call
+from mcp_llm.schema_gate import SchemaLimits, json_depth
+from mcp_llm.server import build_server
+from mcp_llm.structured import ReplyLimits, check_schema, parse_and_validate, parse_schema_argument
+from tests.conftest import call, ollama_config
+from tests.fakes.ollama_server import FakeOllama
 from tests.images import png_bytes
 from tests.test_faults import (  # noqa: F401  (fakes, running_fakes and serve are fixtures)
     GEMINI,
@@ -561,3 +566,102 @@ async def test_usage_is_zero_when_the_provider_reports_none(serve: Serve, fakes:
         result, _ = await generate(client, OLLAMA.model)
     assert result["data"] == GOOD
     assert result["usage"] == {"input_tokens": 0, "output_tokens": 0}
+
+
+async def test_provider_concurrency_bounds_the_requests_in_flight(fake_ollama: FakeOllama, image_root: Path,
+                                                                 make_settings: Any) -> None:
+    config = ollama_config(fake_ollama, image_root).replace("[providers.ollama]\n",
+                                                            "[providers.ollama]\nconcurrency = 1\n", 1)
+    fake_ollama.enqueue(GOOD, delay_s=1.5)
+    fake_ollama.enqueue(GOOD)
+    chats = lambda: len(fake_ollama.chat_requests)  # noqa: E731
+    answers: list[Any] = []
+
+    async with Client(build_server(make_settings(config))) as client:
+
+        async def one() -> None:
+            answers.append((await call(client, "generate_structured", prompt="A city.", schema=SCHEMA))["data"])
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one)
+                tg.start_soon(one)
+                assert await anyio.to_thread.run_sync(fake_ollama.wait_for, lambda: chats() >= 1, 20)
+                second = await anyio.to_thread.run_sync(fake_ollama.wait_for, lambda: chats() >= 2, 0.8)
+                assert not second, "providers.ollama.concurrency = 1, yet a second request went out"
+    assert answers == [GOOD, GOOD]
+    assert chats() == 2
+
+
+# --- reading a reply, and the caller's schema, at their boundaries --------------------------------
+
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def test_the_first_valid_value_wins_even_right_after_another() -> None:
+    assert parse_and_validate('{"note": 1}{"city": "Lyon"}', CITY) == {"city": "Lyon"}
+    assert parse_and_validate('See [1]. {"city": "Lyon"}', CITY) == {"city": "Lyon"}
+
+
+def test_every_fenced_block_is_tried_in_turn() -> None:
+    reply = 'First try:\n```\nnot json\n```\nThen:\n```json\n"Lyon"\n```\n'
+    assert parse_and_validate(reply, {"type": "string"}) == "Lyon"
+
+
+def test_integers_are_bounded_at_64_digits_sign_apart() -> None:
+    schema = {"type": "integer"}
+    assert parse_and_validate("9" * 64, schema) == int("9" * 64)
+    assert parse_and_validate("-" + "9" * 64, schema) == -int("9" * 64)
+    for too_long in ("9" * 65, "-" + "9" * 65):
+        with pytest.raises(OutputError, match="an integer of 65 digits"):
+            parse_and_validate(too_long, schema)
+
+
+def test_a_schema_exactly_at_the_depth_limit_is_accepted() -> None:
+    limits = SchemaLimits(max_depth=6)
+    schema: dict[str, Any] = {"type": "string"}
+    while json_depth(schema, 100) < limits.max_depth:
+        schema = {"type": "array", "items": schema}  # one level each
+    assert json_depth(schema, 100) == limits.max_depth
+    check_schema(schema, limits)
+    deeper = {"type": "array", "items": schema}
+    with pytest.raises(SchemaError, match="nested more than 6 levels"):
+        check_schema(deeper, limits)
+
+
+def test_a_schema_that_is_not_json_says_where() -> None:
+    with pytest.raises(SchemaError) as info:
+        parse_schema_argument('{"type": ')
+    assert "The schema is not valid JSON: Expecting value at line 1 column 9." in info.value.user_message()
+
+
+def test_only_top_level_values_in_prose_count() -> None:
+    # The value inside the first one is part of it, not an answer of its own.
+    with pytest.raises(OutputError, match="does not match the schema"):
+        parse_and_validate('Result: {"wrapper": {"city": "Lyon"}} done.', CITY)
+
+
+def test_up_to_eight_fenced_blocks_are_tried() -> None:
+    misses = "".join(f"Try {i}:\n```\nnot json {i}\n```\n" for i in range(7))
+    assert parse_and_validate(misses + '```json\n"Lyon"\n```', {"type": "string"}) == "Lyon"
+    with pytest.raises(OutputError):
+        parse_and_validate(misses + '```\nnope\n```\n```json\n"Lyon"\n```', {"type": "string"})
+
+
+def test_a_wrapped_answer_without_its_wrapper_key_is_re_asked_for_it() -> None:
+    schema = {"type": "array", "items": {"type": "string"}}
+    assert parse_and_validate('{"value": ["a"]}', schema, unwrap="value") == ["a"]
+    for reply in ('{"other": ["a"]}', '["a"]'):
+        with pytest.raises(OutputError) as info:
+            parse_and_validate(reply, schema, unwrap="value")
+        assert info.value.message == "The model's JSON lacks the wrapper key."
+        assert info.value.errors == ["at $: 'value' is missing"]
+
+
+def test_a_reply_too_slow_to_check_is_refused_not_let_through() -> None:
+    schema = {"type": "array", "items": {"type": "object", "properties": {"a": {"type": "string", "pattern": "^x+$"}}}}
+    reply = json.dumps([{"a": "x" * 20} for _ in range(10_000)])
+    with pytest.raises(OutputError) as info:
+        parse_and_validate(reply, schema, limits=ReplyLimits(timeout_s=0.001))
+    assert info.value.message == "The model's JSON could not be checked within 0.001 s."
+    assert info.value.errors == ["at $: the answer is too large or too complex to check: answer briefly"]
