@@ -502,17 +502,23 @@ async def test_surrounding_whitespace_is_ignored(image_settings: ImageSettings, 
     assert (await load_image(f"\n{data_uri} ", image_settings)).mime_type == "image/png"
 
 
-async def test_a_long_url_is_clipped_in_errors(image_settings: ImageSettings) -> None:
+@pytest.mark.parametrize("length", [200, 201, 400])
+async def test_a_url_over_200_characters_is_clipped_in_errors(image_settings: ImageSettings, length: int) -> None:
     from tests.fakes.ollama_server import FakeOllama
 
     enabled = image_settings.model_copy(update={"allow_urls": True, "allow_private_urls": True})
     with FakeOllama() as fake:  # `/` answers text, which is not an image
-        url = f"{fake.url}/?{'q' * 300}"
+        base = f"{fake.url}/?"
+        url = base + "q" * (length - len(base))
+        assert len(url) == length
         with pytest.raises(ImageError) as info:
             await load_image(url, enabled)
     message = info.value.user_message()
     assert "not an image" in message
-    assert url[:200] + "…" in message and url not in message
+    if length <= 200:
+        assert url in message and "…" not in message
+    else:
+        assert url[:200] + "…" in message and url not in message
 
 
 # --- the router: what a request carries, the deadline over the chain, what errors say -------------
