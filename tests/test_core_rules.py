@@ -671,3 +671,20 @@ def test_a_reply_too_slow_to_check_is_refused_not_let_through() -> None:
         parse_and_validate(reply, schema, limits=ReplyLimits(timeout_s=0.001))
     assert info.value.message == "The model's JSON could not be checked within 0.001 s."
     assert info.value.errors == ["at $: the answer is too large or too complex to check: answer briefly"]
+
+
+@pytest.mark.parametrize("provider", per_provider())
+async def test_a_cancelled_trial_is_no_verdict(serve: Serve, fakes: Fakes, provider: Provider) -> None:  # noqa: F811
+    async with serve(max_retries=0, fallback=[provider.fallback], defaults=CIRCUIT) as client:
+        await open_the_circuit(client, fakes, provider)
+        fakes.of(provider).enqueue(hang=True)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.call_tool, "generate_structured",
+                              {"prompt": "wait", "schema": SCHEMA, "model": provider.model})
+                await wait_for_completions(fakes, provider, 2)  # the trial is in flight
+                tg.cancel_scope.cancel()
+        assert await anyio.to_thread.run_sync(fakes.of(provider).wait_for_disconnect, 10)
+        assert (await health(client, provider))["circuit"] == "half_open", "a cancelled trial decided the circuit"
+        await assert_next_call_ok(client, provider.model, provider.name)  # the next call is the trial
+        assert (await health(client, provider))["circuit"] == "closed"
