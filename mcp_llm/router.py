@@ -12,6 +12,7 @@ Every try is recorded as an `Attempt`, so the result (or the final error) says w
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -382,7 +383,20 @@ def _kinds(call: _Call, model_id: str) -> str:
     return ", ".join(kinds) or "not tried"
 
 
+REPLY_EXCERPT_CHARS = 160
+
+
 def _describe(error: LLMError) -> str:
-    if isinstance(error, OutputError) and error.errors:
-        return f"{error.message} Last problems: {'; '.join(error.errors[:3])}."
-    return error.message
+    """The error's message; for an unusable answer, also its problems and how the answer began,
+    so the caller sees what the model actually said (prose, a cut-off object, a wrong shape)."""
+    if not isinstance(error, OutputError):
+        return error.message
+    text = error.message
+    if error.errors:
+        text += f" Last problems: {'; '.join(error.errors[:3])}."
+    reply = " ".join(error.reply.split())
+    if reply:
+        if len(reply) > REPLY_EXCERPT_CHARS:
+            reply = reply[: REPLY_EXCERPT_CHARS - 1] + "…"
+        text += f" The answer began: {json.dumps(reply, ensure_ascii=False)}."
+    return text

@@ -350,18 +350,18 @@ def _check_size(text: str, limits: ReplyLimits) -> None:
         raise OutputError(
             f"The model's answer is {len(text):,} characters, over the {limits.max_bytes:,} limit.",
             errors=[f"the answer is too long: answer with at most {limits.max_bytes:,} characters of JSON"],
-            reply=text[:2_000],
+            reply=text,
         )
 
 
 def _not_json(text: str, problems: list[str]) -> OutputError:
     if problems:
         return OutputError("The model's JSON cannot be used: " + problems[0] + ".",
-                           errors=[f"at $: {p}" for p in problems[:3]], reply=text[:2_000])
+                           errors=[f"at $: {p}" for p in problems[:3]], reply=text)
     return NotJSONError(
         "The model's answer is not JSON (prose, or JSON cut off by max_tokens).",
         errors=["the answer holds no JSON value: answer with JSON only, no prose"],
-        reply=text[:2_000],
+        reply=text,
     )
 
 
@@ -411,18 +411,18 @@ def parse_and_validate(
         if unwrap is not None:
             if not isinstance(value, dict) or unwrap not in value:
                 first_error = first_error or OutputError("The model's JSON lacks the wrapper key.",
-                                                         errors=[f"at $: '{unwrap}' is missing"], reply=text[:2_000])
+                                                         errors=[f"at $: '{unwrap}' is missing"], reply=text)
                 continue
             value = value[unwrap]
         try:
             errors = validation_errors(value, schema, limits.timeout_s)
         except OutputError as exc:
-            exc.reply = text[:2_000]
+            exc.reply = text
             raise
         if not errors:
             return value
         first_error = first_error or OutputError("The model's JSON does not match the schema.", errors=errors,
-                                                 reply=text[:2_000])
+                                                 reply=text)
     if first_error is not None:
         raise first_error
     raise _not_json(text, problems)

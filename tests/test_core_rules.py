@@ -40,6 +40,7 @@ from tests.conftest import call, ollama_config
 from tests.fakes.ollama_server import FakeOllama
 from tests.images import png_bytes
 from tests.test_faults import (  # noqa: F401  (fakes, running_fakes and serve are fixtures)
+    BY_NAME,
     GEMINI,
     GOOD,
     OLLAMA,
@@ -688,3 +689,38 @@ async def test_a_cancelled_trial_is_no_verdict(serve: Serve, fakes: Fakes, provi
         assert (await health(client, provider))["circuit"] == "half_open", "a cancelled trial decided the circuit"
         await assert_next_call_ok(client, provider.model, provider.name)  # the next call is the trial
         assert (await health(client, provider))["circuit"] == "closed"
+
+
+# --- what the caller is told when every answer was unusable ----------------------------------------
+
+
+async def test_the_final_error_shows_how_the_last_answer_began(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    # The model's own words make a failure diagnosable (prose instead of JSON, a cut-off object):
+    # shown with their whitespace collapsed, clipped at 160 characters.
+    prose = "Sure!\n\n   Lyon is a   city " + "x" * 300
+    fakes.ollama.enqueue("I think the answer is Paris.")
+    fakes.ollama.enqueue(prose)
+    async with serve(max_repairs=1) as client:
+        text, _ = await generate_error(client, OLLAMA.model)
+    collapsed = " ".join(prose.split())
+    assert f'The answer began: "{collapsed[:159]}…".' in text
+    assert "Paris" not in text, "the error showed an earlier answer, not the last"
+
+
+async def test_a_short_answer_is_shown_whole(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    answer = "Lyon" * 40  # exactly 160 characters: no clipping
+    fakes.ollama.enqueue(answer)
+    async with serve(max_repairs=0) as client:
+        text, _ = await generate_error(client, OLLAMA.model)
+    assert f'The answer began: "{answer}".' in text
+
+
+async def test_a_failed_chain_is_counted_under_its_last_error(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    # mcp-llm://stats counts a failed call under the kind of its last error (the one the caller acted on).
+    fakes.ollama.enqueue(**non_transient(OLLAMA, 401))
+    fakes.of(BY_NAME[OLLAMA.fallback_provider]).enqueue("no JSON here")
+    async with serve(max_retries=0, max_repairs=0, fallback=[OLLAMA.fallback]) as client:
+        await generate_error(client, OLLAMA.model)
+        resource = await client.read_resource("mcp-llm://stats")
+    stats = json.loads(resource.contents[0].text)  # type: ignore[union-attr]
+    assert stats["calls"]["failures"] == {"not_json": 1}
