@@ -2,6 +2,7 @@
 
     python bench/mutation.py circuit                 # one module (see TARGETS), all its mutants
     python bench/mutation.py router --recheck        # only the survivors of the last run
+    python bench/mutation.py router --unrun          # only what a sampled (--budget-min) run did not reach
     python bench/mutation.py --list                  # the modules, and the tests each one runs
 
 A small AST mutator, so it needs nothing but pytest: for each mutation point in the module (a
@@ -140,6 +141,7 @@ class Mutant:
     tests: int = 0
     seconds: float = 0.0
     killed_by: str = ""
+    key: str = ""  # what the mutant is, whatever its line: "kind | before | after | occurrence"
 
 
 @dataclass
@@ -267,6 +269,24 @@ def mutants(source: str, scope: tuple[str, ...]) -> list[tuple[Mutant, str]]:
         if len(before) > 90:
             before = lines[line - 1].strip() if line else before[:90]
         out.append((Mutant(index, line, end_line, point.kind, before[:160], after[:160]), ast.unparse(tree)))
+    seen: dict[tuple[str, str, str], int] = {}
+    for mutant, _ in out:
+        what = (mutant.kind, mutant.before, mutant.after)
+        seen[what] = seen.get(what, 0) + 1
+        mutant.key = " | ".join((*what, str(seen[what])))
+    return out
+
+
+def _previous_indexes(entries: list[dict[str, Any]], current: list[Mutant]) -> dict[int, dict[str, Any]]:
+    """The last run's verdicts by the current index of the same mutant: matched by key (so an edit
+    elsewhere in the module does not mismatch them), or by index for results saved without keys.
+    Verdicts of mutants that no longer exist are dropped."""
+    by_key = {m.key: m.index for m in current}
+    out = {}
+    for entry in entries:
+        index = by_key.get(entry["key"]) if entry.get("key") else entry["index"]
+        if index is not None and index < len(current):
+            out[index] = {**entry, "index": index, "line": current[index].line, "key": current[index].key}
     return out
 
 
@@ -402,15 +422,20 @@ def _tests_for(mutant: Mutant, coverage: dict[str, Any], full: tuple[str, ...] |
 
 
 def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float,
-               full: bool = False, budget_s: float = 0) -> dict[str, object]:
+               full: bool = False, budget_s: float = 0, unrun: bool = False) -> dict[str, object]:
     target = TARGETS[name]
     module = ROOT / target.path
     source = module.read_text(encoding="utf-8")
     all_mutants = mutants(source, target.scope)
     previous = RESULTS / f"{name}.json"
+    earlier = (_previous_indexes(json.loads(previous.read_text())["mutants"], [m for m, _ in all_mutants])
+               if (recheck or unrun) and previous.exists() else {})
     if recheck:
-        survivors = {m["index"] for m in json.loads(previous.read_text())["mutants"] if m["status"] == "survived"}
+        survivors = {index for index, m in earlier.items() if m["status"] == "survived"}
         only = survivors if only is None else only & survivors
+    if unrun:  # finish a sampled run: only the mutants the last run did not reach
+        missing = {m.index for m, _ in all_mutants} - set(earlier)
+        only = missing if only is None else only & missing
     chosen = [(m, text) for m, text in all_mutants if only is None or m.index in only]
     print(f"{name}: {len(all_mutants)} mutants in {target.path}"
           + (f" (scope: {', '.join(target.scope)})" if target.scope else "")
@@ -445,8 +470,8 @@ def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float
     finally:
         shutil.rmtree(work, ignore_errors=True)
     chosen = sorted(((m, text) for m, text in chosen if m.status), key=lambda pair: pair[0].index)
-    if recheck and previous.exists():  # merge: the rechecked ones replace their old verdicts
-        merged = {m["index"]: m for m in json.loads(previous.read_text())["mutants"]}
+    if (recheck or unrun) and previous.exists():  # merge: the rerun ones replace their old verdicts
+        merged = dict(earlier)
         merged.update({m.index: asdict(m) for m, _ in chosen})
         results = [merged[i] for i in sorted(merged)]
     else:
@@ -471,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help=f"of: {', '.join(TARGETS)} (default: all, one at a time)")
     parser.add_argument("--recheck", action="store_true", help="rerun only the last run's survivors")
+    parser.add_argument("--unrun", action="store_true",
+                        help="run only the mutants the last run did not reach (after a --budget-min sample)")
     parser.add_argument("--only", help="comma-separated mutant indexes")
     parser.add_argument("--full", action="store_true",
                         help="run every test of the module's list per mutant, not only those that run its line "
@@ -498,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in TARGETS:
             parser.error(f"unknown module {name!r}; one of {', '.join(TARGETS)}")
         run_module(name, recheck=args.recheck, only=only, factor=args.timeout_factor, full=args.full,
-                   budget_s=args.budget_min * 60)
+                   budget_s=args.budget_min * 60, unrun=args.unrun)
     return 0
 
 
