@@ -180,6 +180,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     transport = args.transport or settings.server.transport
     if transport == "stdio":
         server = build_server(settings)
+        # Ctrl-C ends a stdio server at once. asyncio's own handler would cancel the main task and
+        # wait for it, but the SDK reads stdin in a worker thread that only a line or the end of
+        # input wakes (on a terminal, neither comes): the process would hang, or print a traceback
+        # at the second Ctrl-C. Nothing is lost: every answer is flushed when it is written.
+        # Installed before the notice, so a Ctrl-C as soon as it shows takes the same path.
+        signal.signal(signal.SIGINT, _exit_interrupted)
         if sys.stdin.isatty():
             sys.stderr.write(
                 f"mcp-llm {__version__}: waiting for an MCP client on stdin (this is a stdio MCP server; "
@@ -187,11 +193,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 "  To try it: npx @modelcontextprotocol/inspector -- mcp-llm serve\n"
                 "  or one call from a shell: mcp-llm call \"Say hi\" --schema '{\"type\": \"object\"}'\n"
                 "  Ctrl-C to stop.\n")
-        # Ctrl-C ends a stdio server at once. asyncio's own handler would cancel the main task and
-        # wait for it, but the SDK reads stdin in a worker thread that only a line or the end of
-        # input wakes (on a terminal, neither comes): the process would hang, or print a traceback
-        # at the second Ctrl-C. Nothing is lost: every answer is flushed when it is written.
-        signal.signal(signal.SIGINT, _exit_interrupted)
         server.run()
         return EXIT_OK
     host = args.host or settings.server.host

@@ -201,7 +201,6 @@ def test_serve_on_a_terminal_says_it_waits_on_stdin_and_ctrl_c_is_quiet(fake_oll
         notice = read_until(process.stderr, "Ctrl-C to stop.", 30)
         assert "waiting for an MCP client on stdin" in notice
         assert "npx @modelcontextprotocol/inspector -- mcp-llm serve" in notice
-        time.sleep(0.5)  # into the server's loop
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=15)
     finally:

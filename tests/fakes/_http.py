@@ -176,6 +176,7 @@ class FakeHandler(BaseHTTPRequestHandler, Generic[FakeT]):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        self.server.fake._note_answered()
 
     def _json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload).encode(), headers=headers)
@@ -196,6 +197,7 @@ class FakeHandler(BaseHTTPRequestHandler, Generic[FakeT]):
 
     def _end_stream(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
+        self.server.fake._note_answered()
 
     def _begin(self, reply: Reply) -> bool:
         """Carry out a reply's delay, hang or dropped connection; False when nothing more is to be sent."""
@@ -259,10 +261,11 @@ class FakeProvider(Generic[ReplyT, RequestT]):
         self._handler = handler
         self._reply_type = reply_type
         self._disconnects = 0
+        self._answered = 0
         self._requests: list[RequestT] = []
         self._queue: deque[ReplyT] = deque()
         self._lock = threading.Lock()
-        self._arrived = threading.Condition()  # notified on every request: `wait_for` waits on it, not on sleeps
+        self._arrived = threading.Condition()  # notified on every request and answer: `wait_for` waits on it
         self._stopping = threading.Event()
         self._server: FakeHTTPServer[Any] | None = None
         self._thread: threading.Thread | None = None
@@ -326,6 +329,7 @@ class FakeProvider(Generic[ReplyT, RequestT]):
             self._requests.clear()
             self._queue.clear()
             self._disconnects = 0
+            self._answered = 0
         self.disconnected.clear()
         self.errors.clear()
         self.picker = None
@@ -343,11 +347,17 @@ class FakeProvider(Generic[ReplyT, RequestT]):
         with self._lock:
             return self._disconnects
 
+    @property
+    def answered(self) -> int:
+        """How many requests the fake has answered to the end (the last byte written), since the last reset."""
+        with self._lock:
+            return self._answered
+
     def wait_for_disconnect(self, timeout: float = 2) -> bool:
         return self.disconnected.wait(timeout)
 
     def wait_for(self, condition: Callable[[], object], timeout: float = 5) -> bool:
-        """Block until `condition()` is true, checked as each request arrives; False after `timeout` s.
+        """Block until `condition()` is true, checked as each request arrives or is answered; False after `timeout` s.
 
         E.g. `fake.wait_for(lambda: fake.chat_requests)`; from async code, through
         `anyio.to_thread.run_sync`, so the event loop (and a server in it) keeps running.
@@ -376,6 +386,12 @@ class FakeProvider(Generic[ReplyT, RequestT]):
     def _next_reply(self) -> ReplyT:
         with self._lock:
             return self._queue.popleft() if self._queue else self._reply_type()
+
+    def _note_answered(self) -> None:
+        with self._lock:
+            self._answered += 1
+        with self._arrived:
+            self._arrived.notify_all()
 
     def _note_disconnect(self) -> None:
         with self._lock:

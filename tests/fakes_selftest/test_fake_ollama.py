@@ -295,6 +295,20 @@ def test_responder_recording_and_reset(fake: FakeOllama) -> None:
     assert fake.responder is default_responder
 
 
+def test_answered_counts_replies_sent_to_the_end_and_wakes_wait_for(fake: FakeOllama) -> None:
+    fake.enqueue({"a": 1}, chunk_delay_s=0.05)
+    fake.enqueue(drop_connection=True)
+    with ollama.Client(host=fake.url, timeout=5) as c:
+        assert fake.answered == 0
+        list(c.chat(TEXT, USER, stream=True))  # the streamed reply, read to its last line
+        assert fake.wait_for(lambda: fake.answered == 1, timeout=5), "the streamed reply was not counted"
+        with pytest.raises(httpx.HTTPError):
+            c.chat(TEXT, USER, stream=False)  # the dropped connection was not an answer
+    assert fake.answered == 1
+    fake.reset()
+    assert fake.answered == 0
+
+
 def test_default_responder_by_format() -> None:
     assert default_responder({"model": TEXT, "format": "json"}) == "{}"
     assert default_responder({"model": TEXT}) == f"This is a fake reply from {TEXT}."
