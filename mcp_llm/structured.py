@@ -268,12 +268,13 @@ def _candidates(text: str, limits: ReplyLimits) -> Iterator[_Candidate]:
         return
     for block in _fenced_blocks(stripped):
         yield _decode(block.strip(), limits)
-    covered_until = -1
-    for tried, match in enumerate(_BRACKET.finditer(stripped)):
-        if tried >= MAX_PROSE_STARTS:
-            break
+    covered_until, tried = -1, 0
+    for match in _BRACKET.finditer(stripped):
         if match.start() < covered_until:
-            continue  # inside a value already found: only top-level values count
+            continue  # inside a value already found: only top-level values count (and cost no try)
+        if tried == MAX_PROSE_STARTS:
+            break
+        tried += 1
         try:
             value, end = _DECODER.raw_decode(stripped, match.start())
         except (ValueError, RecursionError) as exc:

@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,12 @@ from PIL import Image
 
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.cli import main as cli_main
-from mcp_llm.config import ImageSettings, load_settings
+from mcp_llm.config import ImageSettings, LimitSettings, load_settings
 from mcp_llm.errors import ImageError, OutputError, SchemaError
 from mcp_llm.images import load_image
 from mcp_llm.schema_gate import SchemaLimits, json_depth
 from mcp_llm.server import build_server
-from mcp_llm.structured import ReplyLimits, check_schema, parse_and_validate, parse_schema_argument
+from mcp_llm.structured import ReplyLimits, check_schema, limits_from, parse_and_validate, parse_schema_argument
 from tests.conftest import call, ollama_config
 from tests.fakes.ollama_server import FakeOllama
 from tests.images import png_bytes
@@ -64,6 +65,7 @@ from tests.test_faults import (  # noqa: F401  (fakes, running_fakes and serve a
 pytestmark = pytest.mark.anyio
 
 # The status a provider answers → the error kind its attempt shows. None of them is transient.
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config.example.toml"
 NON_TRANSIENT = {400: "bad_request", 401: "auth", 403: "auth", 404: "model_not_found"}
 COOL_DOWN_S = 1.0
 
@@ -724,3 +726,27 @@ async def test_a_failed_chain_is_counted_under_its_last_error(serve: Serve, fake
         resource = await client.read_resource("mcp-llm://stats")
     stats = json.loads(resource.contents[0].text)  # type: ignore[union-attr]
     assert stats["calls"]["failures"] == {"not_json": 1}
+
+
+# --- reading a reply: the bounds, exactly ----------------------------------------------------------
+
+
+def test_the_limits_code_uses_by_default_are_those_the_config_documents() -> None:
+    # `[limits]` in config.example.toml, the config's defaults and the readers' own defaults are one set of numbers.
+    documented = tomllib.loads(EXAMPLE_CONFIG.read_text(encoding="utf-8"))["limits"]
+    assert LimitSettings(**documented) == LimitSettings()
+    assert limits_from(LimitSettings()) == (SchemaLimits(), ReplyLimits())
+
+
+def test_up_to_sixteen_starting_points_in_prose_are_tried() -> None:
+    misses = "".join(f"[not json {i}, " for i in range(15))  # each `[` starts a try that fails
+    assert parse_and_validate(f'{misses} answer: {{"city": "Lyon"}}', CITY) == {"city": "Lyon"}
+    with pytest.raises(OutputError, match="not JSON"):
+        parse_and_validate(f'{misses} [nope, answer: {{"city": "Lyon"}}', CITY)
+
+
+def test_brackets_inside_a_value_found_cost_no_try() -> None:
+    # An example with many inner brackets, then the answer: the inner ones are part of the example,
+    # not starting points of their own, so they do not use up the tries before the answer is reached.
+    example = json.dumps({"cities": [{"name": f"c{i}", "tags": []} for i in range(20)]})
+    assert parse_and_validate(f'For example {example}; my answer: {{"city": "Lyon"}}', CITY) == {"city": "Lyon"}
