@@ -128,30 +128,30 @@ def check_schema(schema: Any, limits: SchemaLimits = DEFAULT_SCHEMA_LIMITS, *, c
             f"The schema must be a JSON object, not {type(schema).__name__}.",
             hint='For example {"type": "object", "properties": {"name": {"type": "string"}}}.',
         )
-    if canonical is None:
-        try:
-            canonical = _canonical(schema)
-        except (TypeError, ValueError, RecursionError):
-            canonical = None  # refused below, in the same order as for a schema never seen
-    key = (canonical, limits)
-    if canonical is not None and key in _CHECKED:
-        _CHECKED.move_to_end(key)
-        return
-    if json_depth(schema, limits.max_depth + 1) > limits.max_depth:
-        raise SchemaError(f"The schema is nested more than {limits.max_depth} levels deep.",
-                          hint="Flatten it with $defs and $ref, or raise limits.schema_max_depth.")
     try:
         canonical = _canonical(schema) if canonical is None else canonical
-    except ValueError as exc:  # NaN or Infinity inside the schema
+    except (TypeError, ValueError, RecursionError) as exc:
+        _check_depth(schema, limits)  # too deep to serialize: say so, as for any schema too deep
         raise SchemaError(f"The schema holds a value JSON cannot express: {exc}.",
-                          hint="Use finite numbers only.") from None
+                          hint="Use strings, finite numbers, booleans, null, arrays and objects only.") from None
     key = (canonical, limits)
+    if key in _CHECKED:
+        _CHECKED.move_to_end(key)
+        return
+    _check_depth(schema, limits)
     _check_canonical_schema(schema, canonical, limits)
     _CHECKED[key] = None
-    while len(_CHECKED) > 256:
+    if len(_CHECKED) > CHECKED_SCHEMAS_KEPT:
         _CHECKED.popitem(last=False)
 
 
+def _check_depth(schema: dict[str, Any], limits: SchemaLimits) -> None:
+    if json_depth(schema, limits.max_depth + 1) > limits.max_depth:
+        raise SchemaError(f"The schema is nested more than {limits.max_depth} levels deep.",
+                          hint="Flatten it with $defs and $ref, or raise limits.schema_max_depth.")
+
+
+CHECKED_SCHEMAS_KEPT = 256
 _CHECKED: OrderedDict[tuple[str, SchemaLimits], None] = OrderedDict()  # schemas that passed, most recent last
 
 

@@ -29,6 +29,7 @@ import pytest
 from mcp import Client
 from PIL import Image
 
+from mcp_llm import structured
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.cli import main as cli_main
 from mcp_llm.config import ImageSettings, LimitSettings, load_settings
@@ -750,3 +751,88 @@ def test_brackets_inside_a_value_found_cost_no_try() -> None:
     # not starting points of their own, so they do not use up the tries before the answer is reached.
     example = json.dumps({"cities": [{"name": f"c{i}", "tags": []} for i in range(20)]})
     assert parse_and_validate(f'For example {example}; my answer: {{"city": "Lyon"}}', CITY) == {"city": "Lyon"}
+
+
+async def test_the_schema_instruction_keeps_the_callers_own_characters(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    schema = {"type": "object", "properties": {"ville": {"type": "string", "description": "Une ville française"}}}
+    fakes.ollama.enqueue({"ville": "Lyon"})
+    async with serve() as client:
+        await call(client, "generate_structured", prompt="Une ville.", schema=schema, model=OLLAMA.model)
+    (system,) = [m for m in fakes.ollama.chat_requests[-1].json["messages"] if m["role"] == "system"]
+    assert "Une ville française" in system["content"], "the schema the model reads was escaped to \\u00e7"
+
+
+# --- the caller's schema: what is refused, and in what order ---------------------------------------
+
+
+def test_a_schema_given_as_text_is_bounded_before_it_is_parsed() -> None:
+    limits = SchemaLimits(max_bytes=300)
+    padded = '{"type": "object"' + " " * 300
+    at_limit = padded[: 300 - 1] + "}"
+    assert parse_schema_argument(at_limit, limits) == ({"type": "object"}, None)
+    with pytest.raises(SchemaError) as info:
+        parse_schema_argument(at_limit[:-1] + " }", limits)
+    assert info.value.message == "The schema is 301 bytes, over the 300-byte limit."
+    assert info.value.hint == "Send a smaller schema, or raise limits.schema_max_bytes."
+
+
+def test_a_schema_holding_what_json_cannot_express_is_refused() -> None:
+    # Through the Python API (`mcp-llm` as a library): NaN, or a Python object JSON has no form for.
+    for value in (float("nan"), float("inf"), {1, 2}):
+        with pytest.raises(SchemaError) as info:
+            check_schema({"type": "number", "const": value})
+        assert info.value.message.startswith("The schema holds a value JSON cannot express: ")
+        assert info.value.hint is not None and "finite numbers" in info.value.hint
+
+
+def test_a_schema_too_deep_to_serialize_is_refused_as_too_deep() -> None:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(5_000):
+        schema = {"type": "array", "items": schema}
+    with pytest.raises(SchemaError) as info:
+        check_schema(schema)
+    assert info.value.message == "The schema is nested more than 64 levels deep."
+
+
+def test_a_schema_that_passed_is_checked_again_under_other_limits() -> None:
+    schema = {"$defs": {"a": {"type": "string"}}, "properties": {"x": {"$ref": "#/$defs/a"}}, "title": "limits-key"}
+    check_schema(schema)  # passes, and is remembered as passing under the default limits
+    with pytest.raises(SchemaError, match="more than 0 references"):
+        check_schema(schema, SchemaLimits(max_refs=0))
+    deep = {"properties": {"x": {"properties": {"y": {"type": "string"}}}}, "title": "depth-key"}
+    check_schema(deep)
+    with pytest.raises(SchemaError, match="nested more than 4 levels"):
+        check_schema(deep, SchemaLimits(max_depth=4))
+
+
+def test_references_are_counted_before_the_meta_schema_check() -> None:
+    # Counting is cheap and the meta-schema check of thousands of references is not: a schema that
+    # is both over the reference limit and invalid is refused for its references.
+    schema = {"type": 5, "$defs": {"a": {}}, "properties": {f"p{i}": {"$ref": "#/$defs/a"} for i in range(20)}}
+    with pytest.raises(SchemaError, match="more than 10 references"):
+        check_schema(schema, SchemaLimits(max_refs=10))
+    with pytest.raises(SchemaError, match="not a valid JSON Schema"):
+        check_schema(schema)
+
+
+def test_the_checked_schema_cache_keeps_the_most_recently_used() -> None:
+    # A bounded memory of schemas that passed (a stream of distinct schemas cannot grow it), least
+    # recently used out first: a schema used on every call stays remembered.
+    structured._CHECKED.clear()
+    kept = structured.CHECKED_SCHEMAS_KEPT
+    favourite = {"type": "object", "title": "favourite"}
+    check_schema(favourite)
+    for i in range(kept + 50):
+        check_schema({"type": "object", "title": f"schema {i}"})
+        check_schema(favourite)  # in use all along
+    titles = [json.loads(canonical)["title"] for canonical, _ in structured._CHECKED]
+    assert kept == 256 and len(titles) == kept
+    assert titles[-1] == "favourite", "the schema used last is not the most recent"
+    assert titles[:-1] == [f"schema {i}" for i in range(51, kept + 50)]
+
+
+def test_a_number_too_large_for_a_double_is_refused_and_named() -> None:
+    for reply, shown in (("1e999", "1e999"), ("-" + "9" * 400 + ".5", "-" + "9" * 23)):
+        with pytest.raises(OutputError) as info:
+            parse_and_validate(reply, {"type": "number"})
+        assert info.value.message == f"The model's JSON cannot be used: the number {shown} is too large for a double."
