@@ -96,6 +96,8 @@ TARGETS: dict[str, Target] = {
         f"{CORE_RULES}::test_the_schema_instruction_keeps_the_callers_own_characters",
         f"{CORE_RULES}::test_the_final_error_shows_how_the_last_answer_began",
         "tests/test_server.py::test_presets_by_name",
+        f"{CORE_RULES}::test_a_value_at_the_very_start_followed_by_prose_is_found",
+        f"{CORE_RULES}::test_a_refused_value_in_prose_is_named_in_the_error",
         f"{CORE_RULES}::test_gemini_schema_rewrites_are_in_the_trace_and_in_what_it_was_sent",
         f"{CORE_RULES}::test_the_reply_is_validated_against_the_callers_schema_not_the_rewritten_one",
         "tests/test_router.py",

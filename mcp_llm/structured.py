@@ -268,7 +268,7 @@ def _candidates(text: str, limits: ReplyLimits) -> Iterator[_Candidate]:
         return
     for block in _fenced_blocks(stripped):
         yield _decode(block.strip(), limits)
-    covered_until, tried = -1, 0
+    covered_until, tried = 0, 0
     for match in _BRACKET.finditer(stripped):
         if match.start() < covered_until:
             continue  # inside a value already found: only top-level values count (and cost no try)

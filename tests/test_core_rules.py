@@ -836,3 +836,18 @@ def test_a_number_too_large_for_a_double_is_refused_and_named() -> None:
         with pytest.raises(OutputError) as info:
             parse_and_validate(reply, {"type": "number"})
         assert info.value.message == f"The model's JSON cannot be used: the number {shown} is too large for a double."
+
+
+def test_a_value_at_the_very_start_followed_by_prose_is_found() -> None:
+    assert parse_and_validate('{"city": "Lyon"} is my answer.', CITY) == {"city": "Lyon"}
+    assert parse_and_validate('["Lyon"] (a list, as asked)', {"type": "array"}) == ["Lyon"]
+
+
+def test_a_refused_value_in_prose_is_named_in_the_error() -> None:
+    # Not "no JSON": the value was there, and why it cannot be used is what the model is told.
+    for reply, problem in (('The answer: {"n": 1e999} ok', "the number 1e999 is too large for a double"),
+                           ('Here: [NaN] done', "NaN is not a JSON number")):
+        with pytest.raises(OutputError) as info:
+            parse_and_validate(reply, {"type": "object"})
+        assert info.value.message == f"The model's JSON cannot be used: {problem}."
+        assert info.value.errors == [f"at $: {problem}"]
