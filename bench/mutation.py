@@ -98,6 +98,7 @@ TARGETS: dict[str, Target] = {
         "tests/test_server.py::test_presets_by_name",
         f"{CORE_RULES}::test_a_value_at_the_very_start_followed_by_prose_is_found",
         f"{CORE_RULES}::test_a_refused_value_in_prose_is_named_in_the_error",
+        f"{CORE_RULES}::test_a_schema_within_raised_limits_but_too_deep_to_check_is_refused_clearly",
         f"{CORE_RULES}::test_gemini_schema_rewrites_are_in_the_trace_and_in_what_it_was_sent",
         f"{CORE_RULES}::test_the_reply_is_validated_against_the_callers_schema_not_the_rewritten_one",
         "tests/test_router.py",

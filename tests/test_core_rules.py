@@ -851,3 +851,15 @@ def test_a_refused_value_in_prose_is_named_in_the_error() -> None:
             parse_and_validate(reply, {"type": "object"})
         assert info.value.message == f"The model's JSON cannot be used: {problem}."
         assert info.value.errors == [f"at $: {problem}"]
+
+
+def test_a_schema_within_raised_limits_but_too_deep_to_check_is_refused_clearly() -> None:
+    # `limits.schema_max_depth` goes up to 256; the meta-schema check recurses further than Python
+    # allows before that: a clear refusal, never a RecursionError.
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(200):
+        schema = {"type": "array", "items": schema}
+    with pytest.raises(SchemaError) as info:
+        check_schema(schema, SchemaLimits(max_depth=256))
+    assert info.value.message == "The schema is too deeply nested to check."
+    assert info.value.hint == "Flatten it with $defs and $ref."
