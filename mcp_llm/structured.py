@@ -328,22 +328,6 @@ def _problem(exc: BaseException, limits: ReplyLimits) -> str:
     return str(exc)
 
 
-def extract_json(text: str, limits: ReplyLimits = DEFAULT_REPLY_LIMITS) -> Any:
-    """The first JSON value in a reply: the whole text, a fenced block, or an object/array in prose."""
-    return _first_usable(text, limits).value
-
-
-def _first_usable(text: str, limits: ReplyLimits) -> _Candidate:
-    _check_size(text, limits)
-    problems = []
-    for candidate in _candidates(text, limits):
-        if candidate.problem is None:
-            return candidate
-        if candidate.problem:
-            problems.append(candidate.problem)
-    raise _not_json(text, problems)
-
-
 def _check_size(text: str, limits: ReplyLimits) -> None:
     if not text.strip():
         raise NotJSONError("The model returned an empty answer.", errors=["the answer is empty"], reply="")

@@ -33,7 +33,7 @@ from mcp_llm import structured
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.cli import main as cli_main
 from mcp_llm.config import ImageSettings, LimitSettings, load_settings
-from mcp_llm.errors import ImageError, OutputError, SchemaError
+from mcp_llm.errors import ImageError, NotJSONError, OutputError, SchemaError
 from mcp_llm.images import load_image
 from mcp_llm.schema_gate import SchemaLimits, json_depth
 from mcp_llm.server import build_server
@@ -675,6 +675,7 @@ def test_a_reply_too_slow_to_check_is_refused_not_let_through() -> None:
         parse_and_validate(reply, schema, limits=ReplyLimits(timeout_s=0.001))
     assert info.value.message == "The model's JSON could not be checked within 0.001 s."
     assert info.value.errors == ["at $: the answer is too large or too complex to check: answer briefly"]
+    assert info.value.reply == reply, "the final error could not show how the answer began"
 
 
 @pytest.mark.parametrize("provider", per_provider())
@@ -863,3 +864,77 @@ def test_a_schema_within_raised_limits_but_too_deep_to_check_is_refused_clearly(
         check_schema(schema, SchemaLimits(max_depth=256))
     assert info.value.message == "The schema is too deeply nested to check."
     assert info.value.hint == "Flatten it with $defs and $ref."
+
+
+# --- reading a reply: fenced blocks, bounds and messages, exactly ----------------------------------
+
+STRING = {"type": "string"}  # a string answer can only come from the whole text or a fence, never from prose
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ('```json\n"Lyon"\n```', "Lyon"),  # a fence at the very start
+    ('```"Lyon"```', "Lyon"),  # on one line, no label
+    ('```abcdefghijabcdefghij\n"Lyon"\n```', "Lyon"),  # a label of 20 characters is a label
+    ('```x``````"Lyon"```', "Lyon"),  # a fence right after another
+], ids=["at-start", "one-line", "20-char-label", "adjacent"])
+def test_fenced_blocks_are_read_wherever_they_are(reply: str, expected: str) -> None:
+    assert parse_and_validate(reply, STRING) == expected
+
+
+def test_a_first_line_over_20_characters_is_content_not_a_label() -> None:
+    with pytest.raises(OutputError, match="not JSON"):
+        parse_and_validate('```abcdefghijabcdefghijk\n"Lyon"\n```', STRING)
+
+
+def test_an_empty_answer_is_said_to_be_empty() -> None:
+    for reply in ("", "  \n\t "):
+        with pytest.raises(NotJSONError) as info:
+            parse_and_validate(reply, STRING)
+        assert info.value.message == "The model returned an empty answer."
+        assert info.value.errors == ["the answer is empty"]
+
+
+def test_an_answer_is_bounded_in_length_exactly() -> None:
+    limits = ReplyLimits(max_bytes=1_024)
+    at_limit = json.dumps("x" * 1_022)
+    assert parse_and_validate(at_limit, STRING, limits=limits) == "x" * 1_022
+    with pytest.raises(OutputError) as info:
+        parse_and_validate(at_limit + " ", STRING, limits=limits)
+    assert info.value.message == "The model's answer is 1,025 characters, over the 1,024 limit."
+    assert info.value.errors == ["the answer is too long: answer with at most 1,024 characters of JSON"]
+
+
+def test_an_answer_is_bounded_in_depth_exactly() -> None:
+    limits = ReplyLimits(max_depth=5)
+    at_limit = [[[[["deep"]]]]]
+    assert parse_and_validate(json.dumps(at_limit), {"type": "array"}, limits=limits) == at_limit
+    with pytest.raises(OutputError) as info:
+        parse_and_validate(json.dumps([at_limit]), {"type": "array"}, limits=limits)
+    assert info.value.message == "The model's JSON cannot be used: the JSON is nested more than 5 levels deep."
+
+
+def test_an_answer_too_deep_to_decode_says_so() -> None:
+    with pytest.raises(OutputError) as info:
+        parse_and_validate("[" * 100_000, {"type": "array"})
+    assert info.value.message == "The model's JSON cannot be used: the JSON is nested more than 64 levels deep."
+
+
+def test_at_most_three_problems_are_listed() -> None:
+    reply = "Values: [NaN] [Infinity] [-Infinity] [1e999] [NaN]"
+    with pytest.raises(OutputError) as info:
+        parse_and_validate(reply, {"type": "array"})
+    assert info.value.errors == ["at $: NaN is not a JSON number", "at $: Infinity is not a JSON number",
+                                 "at $: -Infinity is not a JSON number"]
+
+
+def test_an_answer_too_deep_for_the_validator_is_refused_not_crashed() -> None:
+    # reply_max_depth goes up to 200; a recursive schema makes the validator recurse further than
+    # Python allows before that: the answer is refused (and re-asked), never an internal error.
+    node = {"anyOf": [{"type": "string"}, {"allOf": [{"type": "array", "items": {"$ref": "#/$defs/node"}}]}]}
+    schema = {"$defs": {"node": node}, "$ref": "#/$defs/node"}
+    reply = "[" * 190 + "]" * 190
+    with pytest.raises(OutputError) as info:
+        parse_and_validate(reply, schema, limits=ReplyLimits(max_depth=200))
+    assert info.value.message == "The model's JSON is too deeply nested to check."
+    assert info.value.errors == ["at $: the answer is nested too deeply"]
+    assert info.value.reply == reply

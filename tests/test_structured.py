@@ -10,13 +10,13 @@ from mcp_llm.errors import OutputError, SchemaError
 from mcp_llm.presets import PRESETS
 from mcp_llm.structured import (
     check_schema,
-    extract_json,
     parse_and_validate,
     parse_schema_argument,
     repair_message,
     validation_errors,
 )
 
+ANY_VALUE: dict[str, object] = {}  # every JSON value is valid: what is found is what the reader extracts
 OBJ = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
 
 
@@ -67,7 +67,7 @@ def test_presets_are_valid_schemas(preset: str) -> None:
     ],
 )
 def test_json_is_pulled_out_of_replies(reply: str, expected: object) -> None:
-    assert extract_json(reply) == expected
+    assert parse_and_validate(reply, ANY_VALUE) == expected
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_json_is_pulled_out_of_replies(reply: str, expected: object) -> None:
 )
 def test_replies_without_usable_json_are_output_errors(reply: str) -> None:
     with pytest.raises(OutputError):
-        extract_json(reply)
+        parse_and_validate(reply, ANY_VALUE)
 
 
 def test_validation_errors_name_paths_and_are_bounded() -> None:
