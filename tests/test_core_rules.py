@@ -938,3 +938,22 @@ def test_an_answer_too_deep_for_the_validator_is_refused_not_crashed() -> None:
     assert info.value.message == "The model's JSON is too deeply nested to check."
     assert info.value.errors == ["at $: the answer is nested too deeply"]
     assert info.value.reply == reply
+
+
+@pytest.mark.parametrize(("length", "clipped"), [(300, False), (301, True)])
+def test_a_meta_schema_error_is_clipped_at_300_characters(length: int, clipped: bool) -> None:
+    problem = "' is not valid under any of the given schemas"
+    name = "x" * (length - len(problem) - 1)  # the problem reads 'xxx…' is not valid…
+    with pytest.raises(SchemaError) as info:
+        check_schema({"type": name})
+    shown = info.value.message.removeprefix("The schema is not a valid JSON Schema: ").removesuffix(" (at $.type).")
+    full = f"'{name}{problem}"
+    assert len(full) == length
+    assert shown == (full[:299] + "…" if clipped else full)
+
+
+def test_schemas_equal_but_for_key_order_are_checked_once() -> None:
+    structured._CHECKED.clear()
+    check_schema({"type": "object", "title": "order", "properties": {"a": {"type": "string"}}})
+    check_schema({"properties": {"a": {"type": "string"}}, "title": "order", "type": "object"})
+    assert len(structured._CHECKED) == 1
