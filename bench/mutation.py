@@ -70,6 +70,7 @@ TARGETS: dict[str, Target] = {
         "tests/test_image_fit.py::test_a_text_model_falls_back_to_a_vision_model",
         "tests/test_image_fit.py::test_a_model_without_vision_is_refused_before_sending",
         "tests/test_cancellation.py",
+        "tests/test_cli.py::test_call_prints_valid_data_and_trace",  # a call without progress reporting
     )),
     "structured": Target("mcp_llm/structured.py", (
         "tests/test_structured.py",
