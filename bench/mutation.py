@@ -71,6 +71,7 @@ TARGETS: dict[str, Target] = {
         "tests/test_image_fit.py::test_a_model_without_vision_is_refused_before_sending",
         "tests/test_cancellation.py",
         "tests/test_cli.py::test_call_prints_valid_data_and_trace",  # a call without progress reporting
+        "tests/test_stats.py::test_stats_count_the_calls_made",  # tokens per model, as mcp-llm://stats shows them
     )),
     "structured": Target("mcp_llm/structured.py", (
         "tests/test_structured.py",
