@@ -26,6 +26,7 @@ removes any `$ref` a rewrite left pointing nowhere.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -330,7 +331,7 @@ def _wrap_root(schema: dict[str, Any], rewrites: list[str]) -> dict[str, Any]:
     if not _root_refs(schema):
         return {"type": "object", "properties": {WRAP_KEY: inner}, "required": [WRAP_KEY], **defs}
     taken = set(defs.get("$defs", {}))
-    name = next(n for n in (f"root{i or ''}" for i in range(len(taken) + 1)) if n not in taken)
+    name = next(n for n in (f"root{i or ''}" for i in itertools.count()) if n not in taken)
     inner = copy.deepcopy(inner)
     new_defs = {k: copy.deepcopy(v) for k, v in defs.items()}
     new_defs["$defs"] = {**new_defs.get("$defs", {}), name: inner}
