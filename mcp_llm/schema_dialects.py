@@ -26,6 +26,7 @@ removes any `$ref` a rewrite left pointing nowhere.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -243,7 +244,8 @@ def _merge_object_branches(node: dict[str, Any], path: str, rewrites: list[str])
         required = list(dict.fromkeys([*node.get("required", []), *branch.get("required", [])]))
         if required:
             node["required"] = required
-        node.setdefault("type", "object")
+        if "type" in branch:  # the branch demands an object; one without `type` lets anything else through
+            node.setdefault("type", "object")
         rewrites.append(f"`allOf[{i}]` was merged into the object at {path}")
     if kept:
         node["allOf"] = kept
@@ -257,12 +259,14 @@ def _is_map(node: dict[str, Any]) -> bool:
 
 
 def _loosen_map(node: dict[str, Any], path: str, rewrites: list[str]) -> None:
-    """Closing a map would forbid the keys it exists for: it stays open, its patterns' schemas
-    applying to any other key (looser: the answer is still checked against the patterns). Such a
-    schema cannot go out as strict `output_config`; the adapter sends it as a forced tool instead."""
-    patterns = node.pop("patternProperties", None)
-    if patterns is None:
+    """Closing a map would forbid the keys it exists for: it stays open. When the other keys were
+    bound anyway (`additionalProperties` false or a schema), its patterns' schemas apply to any other
+    key (looser: the answer is still checked against the patterns); when they were free, binding them
+    to the patterns would be tighter, so the patterns go into the description instead. Such a schema
+    cannot go out as strict `output_config`; the adapter sends it as a forced tool instead."""
+    if "patternProperties" not in node or node.get("additionalProperties", True) is True:
         return
+    patterns = node.pop("patternProperties")
     others = [node["additionalProperties"]] if isinstance(node.get("additionalProperties"), dict) else []
     values = [*patterns.values(), *others]
     node["additionalProperties"] = values[0] if len(values) == 1 else {"anyOf": values}
@@ -272,13 +276,13 @@ def _loosen_map(node: dict[str, Any], path: str, rewrites: list[str]) -> None:
 
 def is_strict(schema: Any) -> bool:
     """Whether every object in a compiled schema is closed, as Anthropic's strict `output_config` needs."""
-    for node in _schema_nodes(schema):
-        if (node.get("type") == "object" or "properties" in node) and node.get("additionalProperties") is not False:
-            return False
-    return True
+    return all(node.get("additionalProperties") is False for node in _schema_nodes(schema)
+               if node.get("type") == "object" or "properties" in node)
 
 
 def _anthropic_rule(node: dict[str, Any], path: str, rewrites: list[str]) -> dict[str, Any]:
+    if isinstance(node.get("allOf"), list):  # first: what it merges in is then split by type like the rest
+        _merge_object_branches(node, path, rewrites)
     if isinstance(node.get("type"), list):
         _split_type_list(node, path, rewrites)
     if "oneOf" in node:
@@ -288,8 +292,6 @@ def _anthropic_rule(node: dict[str, Any], path: str, rewrites: list[str]) -> dic
         else:
             node["anyOf"] = one_of
         rewrites.append(f"`oneOf` became `anyOf` at {path}")
-    if isinstance(node.get("allOf"), list):
-        _merge_object_branches(node, path, rewrites)
     is_object = node.get("type") == "object" or "properties" in node
     if is_object and _is_map(node):
         _loosen_map(node, path, rewrites)
@@ -315,12 +317,8 @@ def _anthropic_rule(node: dict[str, Any], path: str, rewrites: list[str]) -> dic
 
 def _root_refs(schema: dict[str, Any]) -> bool:
     """Whether some `$ref` points at the root or into it outside `$defs`/`definitions`."""
-    for node in _schema_nodes(schema):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and (ref in ("#", "") or (ref.startswith("#/") and not
-                                     ref.startswith(("#/$defs/", "#/definitions/")))):
-            return True
-    return False
+    return any(isinstance(ref := node.get("$ref"), str) and (ref in ("#", "") or (
+        ref.startswith("#/") and not ref.startswith(("#/$defs/", "#/definitions/")))) for node in _schema_nodes(schema))
 
 
 def _wrap_root(schema: dict[str, Any], rewrites: list[str]) -> dict[str, Any]:
@@ -333,7 +331,7 @@ def _wrap_root(schema: dict[str, Any], rewrites: list[str]) -> dict[str, Any]:
     if not _root_refs(schema):
         return {"type": "object", "properties": {WRAP_KEY: inner}, "required": [WRAP_KEY], **defs}
     taken = set(defs.get("$defs", {}))
-    name = next(n for n in (f"root{i or ''}" for i in range(len(taken) + 1)) if n not in taken)
+    name = next(n for n in (f"root{i or ''}" for i in itertools.count()) if n not in taken)
     inner = copy.deepcopy(inner)
     new_defs = {k: copy.deepcopy(v) for k, v in defs.items()}
     new_defs["$defs"] = {**new_defs.get("$defs", {}), name: inner}
