@@ -2,7 +2,8 @@
 
     python bench/mutation.py circuit                 # one module (see TARGETS), all its mutants
     python bench/mutation.py router --recheck        # only the survivors of the last run
-    python bench/mutation.py router --unrun          # only what a sampled (--budget-min) run did not reach
+    python bench/mutation.py router --unrun          # only what a sampled or interrupted run did not reach
+    python bench/mutation.py router --shard 0/2 & python bench/mutation.py router --shard 1/2   # side by side
     python bench/mutation.py --list                  # the modules, and the tests each one runs
 
 A small AST mutator, so it needs nothing but pytest: for each mutation point in the module (a
@@ -27,6 +28,7 @@ import argparse
 import ast
 import contextlib
 import copy
+import fcntl
 import json
 import os
 import random
@@ -451,24 +453,52 @@ def _tests_for(mutant: Mutant, coverage: dict[str, Any], full: tuple[str, ...] |
 
 
 def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float,
-               full: bool = False, budget_s: float = 0, unrun: bool = False) -> dict[str, object]:
+               full: bool = False, budget_s: float = 0, unrun: bool = False,
+               shard: tuple[int, int] | None = None) -> dict[str, object]:
     target = TARGETS[name]
     module = ROOT / target.path
     source = module.read_text(encoding="utf-8")
     all_mutants = mutants(source, target.scope)
-    previous = RESULTS / f"{name}.json"
-    earlier = (_previous_indexes(json.loads(previous.read_text())["mutants"], [m for m, _ in all_mutants])
-               if (recheck or unrun) and previous.exists() else {})
+    current = [m for m, _ in all_mutants]
+    results_file = RESULTS / f"{name}.json"
+    merge = recheck or unrun or shard is not None  # else a fresh run: it replaces the file
+    earlier = _saved(results_file, current) if merge else {}
     if recheck:
         survivors = {index for index, m in earlier.items() if m["status"] == "survived"}
         only = survivors if only is None else only & survivors
-    if unrun:  # finish a sampled run: only the mutants the last run did not reach
-        missing = {m.index for m, _ in all_mutants} - set(earlier)
+    if unrun:  # finish a sampled or interrupted run: only the mutants no run has reached
+        missing = set(range(len(current))) - set(earlier)
         only = missing if only is None else only & missing
+    if shard is not None:  # one of several runs side by side, each on its own share of the mutants
+        mine = {i for i in range(len(current)) if i % shard[1] == shard[0]}
+        only = mine if only is None else only & mine
     chosen = [(m, text) for m, text in all_mutants if only is None or m.index in only]
     print(f"{name}: {len(all_mutants)} mutants in {target.path}"
           + (f" (scope: {', '.join(target.scope)})" if target.scope else "")
           + f"; running {len(chosen)}", flush=True)
+    done: list[Mutant] = []
+    clean_s = 0.0
+
+    def save() -> dict[str, Any]:
+        """After every mutant, so an interrupted run keeps its verdicts (`--unrun` goes on from them);
+        under a lock, merged with what other shards saved meanwhile."""
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        with open(RESULTS / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            merged = _saved(results_file, current) if merge else {}
+            merged.update({m.index: asdict(m) for m in done})
+            results = [merged[i] for i in sorted(merged)]
+            killed = sum(1 for m in results if m["status"] != "survived")
+            report = {"module": target.path, "scope": list(target.scope), "tests": list(target.tests),
+                      "mutants": results, "killed": killed, "total": len(results),
+                      "mutants_in_module": len(all_mutants),
+                      "score": round(100 * killed / len(results), 1) if results else None,
+                      "clean_run_s": round(clean_s, 1), "full_tests": full, "date": time.strftime("%Y-%m-%d %H:%M")}
+            scratch = results_file.with_suffix(".tmp")
+            scratch.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+            scratch.replace(results_file)
+        return report
+
     work = scratch_copy()
     try:
         mutated = work / target.path
@@ -493,32 +523,28 @@ def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float
                 mutated.write_text(text, encoding="utf-8")
                 mutant.status, mutant.seconds, mutant.killed_by = run_tests(work, tests, limit)
                 mutated.write_text(source, encoding="utf-8")
+            done.append(mutant)
+            save()
             flag = {"killed": ".", "timeout": "T", "survived": "S"}[mutant.status]
             print(f"  {flag} #{mutant.index:<3} line {mutant.line:<4} {mutant.kind:24} {mutant.before!r} -> "
                   f"{mutant.after!r}  ({mutant.tests} tests, {mutant.seconds:.1f} s)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    chosen = sorted(((m, text) for m, text in chosen if m.status), key=lambda pair: pair[0].index)
-    if (recheck or unrun) and previous.exists():  # merge: the rerun ones replace their old verdicts
-        merged = dict(earlier)
-        merged.update({m.index: asdict(m) for m, _ in chosen})
-        results = [merged[i] for i in sorted(merged)]
-    else:
-        results = [asdict(m) for m, _ in chosen]
-    killed = sum(1 for m in results if m["status"] != "survived")
-    report = {"module": target.path, "scope": list(target.scope), "tests": list(target.tests),
-              "mutants": results, "killed": killed, "total": len(results), "mutants_in_module": len(all_mutants),
-              "score": round(100 * killed / len(results), 1) if results else None,
-              "clean_run_s": round(clean_s, 1), "full_tests": full, "date": time.strftime("%Y-%m-%d %H:%M")}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    report = save()
+    results = report["mutants"]
     survivors = [m for m in results if m["status"] == "survived"]
-    print(f"{name}: {killed}/{len(results)} killed ({report['score']} %), {len(survivors)} survived"
+    print(f"{name}: {report['killed']}/{len(results)} killed ({report['score']} %), {len(survivors)} survived"
           + (f"; {len(results)} of the module's {len(all_mutants)} mutants run" if len(results) < len(all_mutants)
              else ""), flush=True)
     for m in survivors:
         print(f"  survived #{m['index']} line {m['line']}: {m['kind']}: {m['before']!r} -> {m['after']!r}")
     return report
+
+
+def _saved(results_file: Path, current: list[Mutant]) -> dict[int, dict[str, Any]]:
+    if not results_file.exists():
+        return {}
+    return _previous_indexes(json.loads(results_file.read_text(encoding="utf-8"))["mutants"], current)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -528,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unrun", action="store_true",
                         help="run only the mutants the last run did not reach (after a --budget-min sample)")
     parser.add_argument("--only", help="comma-separated mutant indexes")
+    parser.add_argument("--shard", help="K/N: run only the mutants whose index is K modulo N, merging into the "
+                        "same results file (start N runs side by side, K = 0 … N-1)")
     parser.add_argument("--full", action="store_true",
                         help="run every test of the module's list per mutant, not only those that run its line "
                         "(catches what a cache hides from the line tracing; slow: use with --recheck)")
@@ -550,11 +578,17 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(ImportError):
             __import__(module)
     only = {int(i) for i in args.only.split(",")} if args.only else None
+    shard = None
+    if args.shard:
+        k, _, n = args.shard.partition("/")
+        if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+            parser.error(f"--shard takes K/N with 0 <= K < N, not {args.shard!r}")
+        shard = (int(k), int(n))
     for name in args.modules or list(TARGETS):
         if name not in TARGETS:
             parser.error(f"unknown module {name!r}; one of {', '.join(TARGETS)}")
         run_module(name, recheck=args.recheck, only=only, factor=args.timeout_factor, full=args.full,
-                   budget_s=args.budget_min * 60, unrun=args.unrun)
+                   budget_s=args.budget_min * 60, unrun=args.unrun, shard=shard)
     return 0
 
 
