@@ -373,6 +373,8 @@ class _Collector:
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
         self.current = nodeid
+        if self.trace:  # again for each test: Python drops a tracer that raised (a test's RecursionError
+            sys.settrace(self._tracer)  # reaches into it), and every later test would look as if it ran nothing
 
     def pytest_runtest_logfinish(self) -> None:
         self.current = ""
@@ -461,7 +463,7 @@ def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float
     all_mutants = mutants(source, target.scope)
     current = [m for m, _ in all_mutants]
     results_file = RESULTS / f"{name}.json"
-    merge = recheck or unrun or shard is not None  # else a fresh run: it replaces the file
+    merge = recheck or unrun or shard is not None or only is not None  # else a fresh run replaces the file
     earlier = _saved(results_file, current) if merge else {}
     if recheck:
         survivors = {index for index, m in earlier.items() if m["status"] == "survived"}
@@ -516,6 +518,8 @@ def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float
                 break
             tests = _tests_for(mutant, coverage, target.tests if full else None)
             mutant.tests = len(tests)
+            if os.environ.get("MUTATION_VERBOSE"):
+                print("  tests:", *tests, sep="\n    ", flush=True)
             if not tests:
                 mutant.status, mutant.killed_by = "survived", "(no test runs this line)"
             else:
