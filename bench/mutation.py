@@ -113,6 +113,7 @@ TARGETS: dict[str, Target] = {
         f"{CORE_RULES}::test_an_answer_too_deep_for_the_validator_is_refused_not_crashed",
         f"{CORE_RULES}::test_a_meta_schema_error_is_clipped_at_300_characters",
         f"{CORE_RULES}::test_schemas_equal_but_for_key_order_are_checked_once",
+        f"{CORE_RULES}::test_an_interrupt_during_validation_is_never_taken_for_a_valid_answer",
         f"{CORE_RULES}::test_gemini_schema_rewrites_are_in_the_trace_and_in_what_it_was_sent",
         f"{CORE_RULES}::test_the_reply_is_validated_against_the_callers_schema_not_the_rewritten_one",
         "tests/test_router.py",

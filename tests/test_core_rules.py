@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import random
+import signal
 import time
 import tomllib
 from pathlib import Path
@@ -37,7 +38,14 @@ from mcp_llm.errors import ImageError, NotJSONError, OutputError, SchemaError
 from mcp_llm.images import load_image
 from mcp_llm.schema_gate import SchemaLimits, json_depth
 from mcp_llm.server import build_server
-from mcp_llm.structured import ReplyLimits, check_schema, limits_from, parse_and_validate, parse_schema_argument
+from mcp_llm.structured import (
+    ReplyLimits,
+    check_schema,
+    limits_from,
+    parse_and_validate,
+    parse_schema_argument,
+    validation_errors,
+)
 from tests.conftest import call, ollama_config
 from tests.fakes.ollama_server import FakeOllama
 from tests.images import png_bytes
@@ -957,3 +965,23 @@ def test_schemas_equal_but_for_key_order_are_checked_once() -> None:
     check_schema({"type": "object", "title": "order", "properties": {"a": {"type": "string"}}})
     check_schema({"properties": {"a": {"type": "string"}}, "title": "order", "type": "object"})
     assert len(structured._CHECKED) == 1
+
+
+def test_an_interrupt_during_validation_is_never_taken_for_a_valid_answer() -> None:
+    # Ctrl-C (or any BaseException but a pyo3 panic) while an answer is checked passes through:
+    # swallowed, the unchecked answer would come back as valid.
+    schema = {"type": "array", "items": {"type": "object", "properties": {"a": {"type": "string", "pattern": "^x+$"}}}}
+    value = [{"a": "x" * 20} for _ in range(200_000)]  # about 2 s to check, 50 ms to decode
+    validation_errors(value[:10], schema)  # the validator is built before the clock starts
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            validation_errors(value, schema, timeout_s=60)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
