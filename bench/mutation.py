@@ -74,6 +74,8 @@ TARGETS: dict[str, Target] = {
         "tests/test_cancellation.py",
         "tests/test_cli.py::test_call_prints_valid_data_and_trace",  # a call without progress reporting
         "tests/test_stats.py::test_stats_count_the_calls_made",  # tokens per model, as mcp-llm://stats shows them
+        "tests/test_zero_config.py",  # the model picked when none is given
+        "tests/test_sampling.py",  # the client's own model: no provider settings
     )),
     "structured": Target("mcp_llm/structured.py", (
         "tests/test_structured.py",

@@ -158,6 +158,7 @@ class Router:
             settings = self.registry.settings.provider_settings(provider)
             if settings is None:
                 settings = self.registry.settings.providers.openai_compatible.get(provider)
+            # The client's own model (sampling) has no `concurrency` setting: 4 requests at a time.
             self._limiters[provider] = anyio.CapacityLimiter(settings.concurrency if settings else 4)
         return self._limiters[provider]
 
