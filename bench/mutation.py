@@ -116,6 +116,7 @@ TARGETS: dict[str, Target] = {
         f"{CORE_RULES}::test_a_meta_schema_error_is_clipped_at_300_characters",
         f"{CORE_RULES}::test_schemas_equal_but_for_key_order_are_checked_once",
         f"{CORE_RULES}::test_an_interrupt_during_validation_is_never_taken_for_a_valid_answer",
+        "tests/test_stdio.py::test_stdout_carries_only_json_rpc",  # raw JSON-RPC: a schema holding NaN
         f"{CORE_RULES}::test_gemini_schema_rewrites_are_in_the_trace_and_in_what_it_was_sent",
         f"{CORE_RULES}::test_the_reply_is_validated_against_the_callers_schema_not_the_rewritten_one",
         "tests/test_router.py",
@@ -520,16 +521,16 @@ def run_module(name: str, *, recheck: bool, only: set[int] | None, factor: float
                 print(f"  the budget ({budget_s / 60:.0f} min) is spent: stopping here", flush=True)
                 break
             tests = _tests_for(mutant, coverage, target.tests if full else None)
+            if not tests:  # the tracing saw no test run it: make sure, with every test of the list (a
+                tests = target.tests  # RecursionError drops the tracer for the rest of that test)
             mutant.tests = len(tests)
             if os.environ.get("MUTATION_VERBOSE"):
                 print("  tests:", *tests, sep="\n    ", flush=True)
-            if not tests:
-                mutant.status, mutant.killed_by = "survived", "(no test runs this line)"
-            else:
-                limit = factor * sum(coverage["durations"].get(t, 1.0) for t in tests) + 15
-                mutated.write_text(text, encoding="utf-8")
-                mutant.status, mutant.seconds, mutant.killed_by = run_tests(work, tests, limit)
-                mutated.write_text(source, encoding="utf-8")
+            limit = factor * (sum(coverage["durations"].get(t, 1.0) for t in tests) if tests != target.tests
+                              else clean_s) + 15
+            mutated.write_text(text, encoding="utf-8")
+            mutant.status, mutant.seconds, mutant.killed_by = run_tests(work, tests, limit)
+            mutated.write_text(source, encoding="utf-8")
             done.append(mutant)
             save()
             flag = {"killed": ".", "timeout": "T", "survived": "S"}[mutant.status]

@@ -64,8 +64,11 @@ def check_limits(schema: Any, limits: SchemaLimits, canonical: str) -> None:
             f"The schema is {len(canonical):,} bytes, over the {limits.max_bytes:,}-byte limit.",
             hint="Send a smaller schema (describe long lists in the prompt), or raise limits.schema_max_bytes.",
         )
-    depth = json_depth(schema, limits.max_depth + 1)
-    if depth > limits.max_depth:
+    check_depth(schema, limits)
+
+
+def check_depth(schema: Any, limits: SchemaLimits) -> None:
+    if json_depth(schema, limits.max_depth + 1) > limits.max_depth:
         raise SchemaError(
             f"The schema is nested more than {limits.max_depth} levels deep.",
             hint="Flatten it with $defs and $ref, or raise limits.schema_max_depth.",

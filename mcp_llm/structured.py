@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from mcp_llm.errors import NotJSONError, OutputError, SchemaError
 from mcp_llm.schema_dialects import CompiledSchema, compile_anthropic, compile_gemini, compile_openai
-from mcp_llm.schema_gate import SchemaLimits, check_limits, check_references, count_references, json_depth
+from mcp_llm.schema_gate import (
+    SchemaLimits,
+    check_depth,
+    check_limits,
+    check_references,
+    count_references,
+    json_depth,
+)
 from mcp_llm.validation import ValidationTimeout, compiled_validator, dialect_class, errors_within, json_path
 
 if TYPE_CHECKING:
@@ -131,24 +138,17 @@ def check_schema(schema: Any, limits: SchemaLimits = DEFAULT_SCHEMA_LIMITS, *, c
     try:
         canonical = _canonical(schema) if canonical is None else canonical
     except (TypeError, ValueError, RecursionError) as exc:
-        _check_depth(schema, limits)  # too deep to serialize: say so, as for any schema too deep
+        check_depth(schema, limits)  # too deep to serialize: say so, as for any schema too deep
         raise SchemaError(f"The schema holds a value JSON cannot express: {exc}.",
                           hint="Use strings, finite numbers, booleans, null, arrays and objects only.") from None
     key = (canonical, limits)
     if key in _CHECKED:
         _CHECKED.move_to_end(key)
         return
-    _check_depth(schema, limits)
     _check_canonical_schema(schema, canonical, limits)
     _CHECKED[key] = None
     if len(_CHECKED) > CHECKED_SCHEMAS_KEPT:
         _CHECKED.popitem(last=False)
-
-
-def _check_depth(schema: dict[str, Any], limits: SchemaLimits) -> None:
-    if json_depth(schema, limits.max_depth + 1) > limits.max_depth:
-        raise SchemaError(f"The schema is nested more than {limits.max_depth} levels deep.",
-                          hint="Flatten it with $defs and $ref, or raise limits.schema_max_depth.")
 
 
 CHECKED_SCHEMAS_KEPT = 256

@@ -985,3 +985,4 @@ def test_an_interrupt_during_validation_is_never_taken_for_a_valid_answer() -> N
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+

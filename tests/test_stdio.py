@@ -372,3 +372,14 @@ def _session(stdin: IO[bytes], out: _LineReader) -> None:
     send({"id": 4, "method": "tools/call", "params": {"name": "list_models", "arguments": {"provider": "nope"}}})
     reply = out.until_response(4, CALL_TIMEOUT_S)
     assert reply["result"]["isError"] is True, reply
+    # JSON-RPC parsers (pydantic's among them) take a bare NaN: the schema is refused, the server serves on.
+    nan_schema = {"type": "object", "properties": {"x": {"type": "number", "maximum": float("nan")}}}
+    send({"id": 5, "method": "tools/call", "params": {"name": "generate_structured",
+                                                      "arguments": {"prompt": "hi", "schema": nan_schema}}})
+    reply = out.until_response(5, CALL_TIMEOUT_S)
+    assert reply["result"]["isError"] is True, reply
+    assert "The schema holds a value JSON cannot express" in reply["result"]["content"][0]["text"], reply
+    send({"id": 6, "method": "tools/call",
+          "params": {"name": "generate_structured", "arguments": {"prompt": "hi", "schema": PERSON}}})
+    reply = out.until_response(6, CALL_TIMEOUT_S)
+    assert reply["result"]["isError"] is False, reply
