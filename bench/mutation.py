@@ -76,6 +76,7 @@ TARGETS: dict[str, Target] = {
         "tests/test_stats.py::test_stats_count_the_calls_made",  # tokens per model, as mcp-llm://stats shows them
         "tests/test_zero_config.py",  # the model picked when none is given
         "tests/test_sampling.py",  # the client's own model: no provider settings
+        "tests/test_progress.py",  # progress notifications while a model streams
     )),
     "structured": Target("mcp_llm/structured.py", (
         "tests/test_structured.py",
