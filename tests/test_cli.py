@@ -261,7 +261,7 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert reader.stdout is not None and reader.stderr is not None
     reader.stdout.readline()
     reader.stdout.close()  # like `| head -1`: the reader is gone before the rest is written
-    errors = reader.stderr.read().decode()
-    reader.stderr.close()
-    assert reader.wait(timeout=60) == 0
+    _, stderr = reader.communicate(timeout=60)
+    errors = stderr.decode()
+    assert reader.returncode == 0
     assert "Traceback" not in errors and "BrokenPipe" not in errors, errors
