@@ -117,6 +117,10 @@ TARGETS: dict[str, Target] = {
         f"{CORE_RULES}::test_a_meta_schema_error_is_clipped_at_300_characters",
         f"{CORE_RULES}::test_schemas_equal_but_for_key_order_are_checked_once",
         f"{CORE_RULES}::test_an_interrupt_during_validation_is_never_taken_for_a_valid_answer",
+        f"{CORE_RULES}::test_small_schemas_are_checked_on_the_loop_and_larger_ones_in_a_worker",
+        f"{CORE_RULES}::test_small_replies_are_read_on_the_loop_and_larger_ones_in_a_worker",
+        f"{CORE_RULES}::test_a_cancelled_call_does_not_wait_for_the_check_of_a_large_reply",
+        f"{CORE_RULES}::test_a_cancelled_call_does_not_wait_for_the_check_of_a_large_schema",
         "tests/test_stdio.py::test_stdout_carries_only_json_rpc",  # raw JSON-RPC: a schema holding NaN
         f"{CORE_RULES}::test_gemini_schema_rewrites_are_in_the_trace_and_in_what_it_was_sent",
         f"{CORE_RULES}::test_the_reply_is_validated_against_the_callers_schema_not_the_rewritten_one",

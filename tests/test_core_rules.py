@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import signal
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -986,3 +987,98 @@ def test_an_interrupt_during_validation_is_never_taken_for_a_valid_answer() -> N
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
+
+
+# --- where the work runs: on the event loop only when it is small ---------------------------------
+
+
+class _OnTheLoop:
+    """Which of `functions` were called in this (the event loop's) thread, by a profile hook on it alone."""
+
+    def __init__(self, *functions: Any) -> None:
+        self.codes = {f.__code__: f.__name__ for f in functions}
+        self.called: list[str] = []
+
+    def _profile(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code in self.codes:
+            self.called.append(self.codes[frame.f_code])
+
+    def __enter__(self) -> _OnTheLoop:
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.setprofile(None)
+
+
+def _schema_text_of(length: int) -> str:
+    return '{"type": "object"' + " " * (length - len('{"type": "object"}')) + "}"
+
+
+def _schema_of(canonical_length: int, tag: str) -> dict[str, Any]:
+    base = {"title": "", "type": "object", "x-tag": tag}
+    padding = canonical_length - len(structured._canonical(base))
+    return {**base, "title": "t" * padding}
+
+
+async def test_small_schemas_are_checked_on_the_loop_and_larger_ones_in_a_worker() -> None:
+    check_schema({"type": "object"})  # jsonschema is loaded: only size decides now
+    limit = structured.OFF_LOOP_CHARS
+    assert limit == 1_024
+    for length, on_loop in ((limit, True), (limit + 1, False)):
+        text = _schema_text_of(length)
+        assert len(text) == length
+        with _OnTheLoop(structured.parse_schema_argument) as seen:
+            assert await structured.parse_schema_argument_off_loop(text) == ({"type": "object"}, None)
+        assert (seen.called == ["parse_schema_argument"]) is on_loop, (length, seen.called)
+
+        schema = _schema_of(length, f"dict-{length}")
+        assert len(structured._canonical(schema)) == length
+        with _OnTheLoop(structured.check_schema, structured.parse_schema_argument) as seen:
+            assert await structured.parse_schema_argument_off_loop(schema) == (schema, None)
+        assert (seen.called == ["check_schema"]) is on_loop, (length, seen.called)
+        with _OnTheLoop(structured.check_schema) as seen:  # checked before: a cache hit, on the loop
+            await structured.parse_schema_argument_off_loop(schema)
+        assert seen.called == ["check_schema"], (length, seen.called)
+
+
+async def test_small_replies_are_read_on_the_loop_and_larger_ones_in_a_worker() -> None:
+    limit = structured.OFF_LOOP_CHARS
+    for length, on_loop in ((limit, True), (limit + 1, False)):
+        reply = json.dumps("x" * (length - 2))
+        assert len(reply) == length
+        with _OnTheLoop(structured.parse_and_validate) as seen:
+            assert await structured.parse_and_validate_off_loop(reply, STRING) == "x" * (length - 2)
+        assert (seen.called == ["parse_and_validate"]) is on_loop, (length, seen.called)
+
+
+async def test_a_cancelled_call_does_not_wait_for_the_check_of_a_large_reply() -> None:
+    # The worker thread cannot be stopped, but the call it belongs to returns at once (it is abandoned).
+    schema = {"type": "array", "items": {"type": "object", "properties": {"a": {"type": "string", "pattern": "^x+$"}}}}
+    reply = json.dumps([{"a": "x" * 20} for _ in range(100_000)])
+    limits = ReplyLimits(max_bytes=len(reply), timeout_s=60)
+    started = time.perf_counter()
+    await structured.parse_and_validate_off_loop(reply, schema, limits=limits)
+    whole = time.perf_counter() - started
+    started = time.perf_counter()
+    with anyio.move_on_after(whole / 10):  # the check is under way in its worker by then
+        await structured.parse_and_validate_off_loop(reply, schema, limits=limits)
+    cancelled = time.perf_counter() - started
+    assert cancelled < whole / 4, f"the cancelled call waited {cancelled:.2f} s of the check's {whole:.2f} s"
+
+
+async def test_a_cancelled_call_does_not_wait_for_the_check_of_a_large_schema() -> None:
+    limits = SchemaLimits(max_bytes=10_000_000)
+
+    def large(tag: str) -> dict[str, Any]:  # distinct each time: a schema checked before is not checked again
+        properties = {f"p{i}": {"type": "string", "pattern": "^a+$", "description": tag} for i in range(5_000)}
+        return {"type": "object", "properties": properties}
+
+    started = time.perf_counter()
+    await structured.parse_schema_argument_off_loop(large("whole"), limits)
+    whole = time.perf_counter() - started
+    started = time.perf_counter()
+    with anyio.move_on_after(whole / 10):  # the check is under way in its worker by then
+        await structured.parse_schema_argument_off_loop(large("cancelled"), limits)
+    cancelled = time.perf_counter() - started
+    assert cancelled < whole / 3, f"the cancelled call waited {cancelled:.2f} s of the check's {whole:.2f} s"
