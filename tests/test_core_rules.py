@@ -47,7 +47,7 @@ from mcp_llm.structured import (
     parse_schema_argument,
     validation_errors,
 )
-from tests.conftest import call, ollama_config
+from tests.conftest import call, call_error, ollama_config
 from tests.fakes.ollama_server import FakeOllama
 from tests.images import png_bytes
 from tests.test_faults import (  # noqa: F401  (fakes, running_fakes and serve are fixtures)
@@ -1082,3 +1082,24 @@ async def test_a_cancelled_call_does_not_wait_for_the_check_of_a_large_schema() 
         await structured.parse_schema_argument_off_loop(large("cancelled"), limits)
     cancelled = time.perf_counter() - started
     assert cancelled < whole / 3, f"the cancelled call waited {cancelled:.2f} s of the check's {whole:.2f} s"
+
+
+async def test_the_final_error_lists_at_most_three_problems(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    schema = {"type": "object", "required": ["a", "b", "c", "d", "e"]}
+    fakes.ollama.enqueue({})
+    async with serve(max_repairs=0) as client:
+        text = await call_error(client, "generate_structured", prompt="x", schema=schema, model=OLLAMA.model)
+    problems = "; ".join(f"at $: '{name}' is a required property" for name in "abc")
+    assert f"Last problems: {problems}." in text, text
+    assert "'d'" not in text
+
+
+async def test_a_failed_call_counts_its_wall_time_in_the_stats(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    fakes.ollama.enqueue(delay_s=0.3, **non_transient(OLLAMA, 401))
+    async with serve(max_retries=0) as client:
+        started = time.perf_counter()
+        await generate_error(client, OLLAMA.model)
+        wall_ms = (time.perf_counter() - started) * 1000
+        resource = await client.read_resource("mcp-llm://stats")
+    latency = json.loads(resource.contents[0].text)["calls"]["latency_ms"]  # type: ignore[union-attr]
+    assert 300 <= latency["p50"] <= wall_ms, (latency, wall_ms)
