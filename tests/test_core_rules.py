@@ -1103,3 +1103,28 @@ async def test_a_failed_call_counts_its_wall_time_in_the_stats(serve: Serve, fak
         resource = await client.read_resource("mcp-llm://stats")
     latency = json.loads(resource.contents[0].text)["calls"]["latency_ms"]  # type: ignore[union-attr]
     assert 300 <= latency["p50"] <= wall_ms, (latency, wall_ms)
+
+
+async def test_a_fallback_is_tried_while_any_time_remains(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    # The first model fails with well under a second of the call's 3 s left: the fallback still gets its turn.
+    fakes.ollama.enqueue(delay_s=2.4, **non_transient(OLLAMA, 401))
+    fakes.of(BY_NAME[OLLAMA.fallback_provider]).enqueue(GOOD)
+    async with serve(max_retries=0, timeout_s=3, fallback=[OLLAMA.fallback]) as client:
+        result, _ = await generate(client, OLLAMA.model)
+    assert tries(result) == [(OLLAMA.model, "error", "auth"), (OLLAMA.fallback, "ok", None)]
+
+
+async def test_a_re_ask_is_made_while_any_time_remains(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    fakes.ollama.enqueue({"city": 42}, delay_s=2.4)  # invalid, with well under a second of 3 s left
+    fakes.ollama.enqueue(GOOD)
+    async with serve(max_repairs=1, timeout_s=3) as client:
+        result, _ = await generate(client, OLLAMA.model)
+    assert tries(result) == [(OLLAMA.model, "invalid_output", "invalid_output"), (OLLAMA.model, "ok", None)]
+
+
+async def test_a_fallback_id_that_is_not_a_model_is_listed_with_the_others(serve: Serve, fakes: Fakes) -> None:  # noqa: F811
+    fakes.ollama.enqueue(**non_transient(OLLAMA, 401))
+    async with serve(max_retries=0, fallback=["nope/x"]) as client:
+        text, _ = await generate_error(client, OLLAMA.model)
+    assert f"Every model in the fallback chain failed (1 attempts) — {OLLAMA.model}: " in text, text
+    assert "nope/x: Unknown model id 'nope/x'" in text, text
