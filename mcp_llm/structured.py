@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 MAX_INTEGER_DIGITS = 64
 MAX_FENCED_BLOCKS = 8
+MAX_LABEL_CHARS = 20  # a longer first line in a fence is content, not a language label
 MAX_PROSE_STARTS = 16
 OFF_LOOP_CHARS = 1_024  # replies (and schemas) larger than this are parsed and checked in a worker thread
 _BRACKET = re.compile(r"[\[{]")
@@ -286,19 +287,20 @@ def _candidates(text: str, limits: ReplyLimits) -> Iterator[_Candidate]:
 
 
 def _fenced_blocks(text: str) -> Iterator[str]:
+    """The bodies of the first MAX_FENCED_BLOCKS fenced blocks, without their label (```json)."""
     start = text.find("```")
-    found = 0
-    while start >= 0 and found < MAX_FENCED_BLOCKS:
-        body = start + 3
-        line_end = text.find("\n", body)
-        label = text[body:line_end] if line_end >= 0 else ""
-        if line_end >= 0 and len(label) <= 20 and label.strip().isalnum():
-            body = line_end + 1  # ```json
-        end = text.find("```", body)
-        if end < 0:
+    for _ in range(MAX_FENCED_BLOCKS):
+        if start < 0:
             return
+        body = start + 3
+        label, newline, _ = text[body : body + MAX_LABEL_CHARS + 1].partition("\n")
+        if newline and label.strip().isalnum():
+            body += len(label)  # its newline is left to the body, whose whitespace is stripped
+        try:
+            end = text.index("```", body)
+        except ValueError:
+            return  # never closed
         yield text[body:end]
-        found += 1
         start = text.find("```", end + 3)
 
 
