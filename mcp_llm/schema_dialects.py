@@ -236,26 +236,25 @@ def _split_type_list(node: dict[str, Any], path: str, rewrites: list[str]) -> li
     return branches
 
 
-Lookup = Callable[[Any], dict[str, Any] | None]
+Lookup = Callable[[Any], Any]
 
 
 def _definitions(schema: dict[str, Any]) -> Lookup:
-    """What a local `$ref` points at, if it is a schema object (found from the root: a nested `$id` is not
-    taken into account, as in `_repair_refs`); None for anything else."""
+    """What a local `$ref` points at (found from the root: a nested `$id` is not taken into account, as in
+    `_repair_refs`); None for what it cannot find."""
     from referencing import Registry
     from referencing.exceptions import Unresolvable
     from referencing.jsonschema import DRAFT202012
 
     root = Registry().resolver_with_root(DRAFT202012.create_resource(schema))
 
-    def lookup(ref: Any) -> dict[str, Any] | None:
+    def lookup(ref: Any) -> Any:
         if not isinstance(ref, str):
             return None
         try:
-            target = root.lookup(ref).contents
+            return root.lookup(ref).contents
         except Unresolvable:
             return None
-        return target if isinstance(target, dict) else None
 
     return lookup
 

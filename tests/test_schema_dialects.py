@@ -317,13 +317,17 @@ def test_anthropic_follows_a_chain_of_bases_and_a_ref_beside_the_branchs_own_key
                 "required": ["rank"]}},
         "type": "object", "properties": {"x": {
             "properties": {"name": {"type": "string"}, "id": {"minLength": 1}},
-            "allOf": [{"$ref": "#/definitions/Mid", "description": "a mid", "properties": {"note": {}}}]}}}
+            "allOf": [{"$ref": "#/definitions/Mid", "type": "object", "title": "every key a branch may have",
+                       "description": "a mid", "properties": {"note": {}}, "required": ["note"],
+                       "allOf": [{"properties": {"extra": {}}}]}]}}}
+    original = copy.deepcopy(schema)
     compiled = compile_anthropic(schema)
+    assert schema == original, "the caller's schema must not be changed in place"
     assert compiled.schema["properties"]["x"] == {
         "properties": {"name": {"type": "string"}, "id": {"allOf": [{"description": "{minLength: 1}"},
                                                                      {"type": "string"}]},
-                       "note": {}, "rank": {"type": "integer"}},
-        "required": ["rank", "id"], "type": "object", "additionalProperties": False}
+                       "note": {}, "extra": {}, "rank": {"type": "integer"}},
+        "required": ["note", "rank", "id"], "type": "object", "additionalProperties": False}
     assert compiled.schema["definitions"]["Mid"] == {
         "properties": {"rank": {"type": "integer"}, "id": {"type": "string"}}, "required": ["rank", "id"],
         "type": "object", "additionalProperties": False}
@@ -332,7 +336,7 @@ def test_anthropic_follows_a_chain_of_bases_and_a_ref_beside_the_branchs_own_key
     assert "`allOf[0]` was merged into the object at $.definitions.Mid, inlining `#/definitions/Base`" in \
         compiled.rewrites
     assert is_strict(compiled.schema)
-    assert_admits(schema, compiled, {"x": {"id": "1", "rank": 2, "name": "n", "note": [1]}})
+    assert_admits(schema, compiled, {"x": {"id": "1", "rank": 2, "name": "n", "note": [1], "extra": None}})
 
 
 def test_anthropic_a_recursive_base_is_merged_and_a_cycle_of_bases_is_left_open() -> None:
