@@ -14,9 +14,10 @@ tighter one could forbid every answer the caller's schema allows.
   (with `additionalProperties` when `patternProperties` had to go).
 - Anthropic (strict `output_config` json_schema): objects closed (`additionalProperties: false`)
   after `allOf` object branches are merged in (local `$ref`s followed, a bounded number of
-  them) and every required name is a property; an object that must hold together with an
-  `allOf` branch that cannot be merged is left open instead (closed apart, they would admit
-  nothing), and such a schema goes to Anthropic as a forced tool rather than strict output;
+  them) and every required name (its own or a kept `allOf` branch's) is a property; an object
+  that must hold together with an `allOf` branch that cannot be merged is left open instead
+  (closed apart, they would admit nothing), and such a schema goes to Anthropic as a forced tool
+  rather than strict output;
   `type` lists → `anyOf`, `oneOf` → `anyOf`, constraints it cannot enforce moved into the
   description (as the anthropic SDK's own `transform_schema` does), and a non-object root
   wrapped in `{"value": …}` (unwrapped again before validation; references to the root follow it).
@@ -295,10 +296,11 @@ def _flatten(branch: Any, lookup: Lookup, refs: list[str]) -> dict[str, Any] | N
     return flat
 
 
-def _merge_object_branches(node: dict[str, Any], path: str, rewrites: list[str], lookup: Lookup) -> None:
+def _merge_object_branches(node: dict[str, Any], path: str, rewrites: list[str], lookup: Lookup) -> list[Any]:
     """`allOf` branches that only add properties (themselves or through the schemas their `$ref`s point at) are
     merged into the node, so closing it does not forbid what they add (a closed node beside an `allOf`
-    that requires more keys admits nothing). The definitions stay as they are for other uses."""
+    that requires more keys admits nothing). The definitions stay as they are for other uses. Returns
+    the branches kept."""
     kept = []
     for i, branch in enumerate(node.get("allOf", [])):
         refs: list[str] = []
@@ -313,6 +315,7 @@ def _merge_object_branches(node: dict[str, Any], path: str, rewrites: list[str],
         node["allOf"] = kept
     else:
         node.pop("allOf", None)
+    return kept
 
 
 def _is_object(node: dict[str, Any]) -> bool:
@@ -321,11 +324,11 @@ def _is_object(node: dict[str, Any]) -> bool:
     return "properties" in node or types == "object" or (isinstance(types, list) and "object" in types)
 
 
-def _same_value(branch: Any, lookup: Lookup) -> list[dict[str, Any]]:
-    """`branch` and every schema that applies to the same value with it: `allOf`/`anyOf`/`oneOf` members and
-    the schemas their `$ref`s point at, followed through (each once)."""
+def _same_value(branches: list[Any], lookup: Lookup) -> list[dict[str, Any]]:
+    """`branches` and every schema that applies to the same value with them: `allOf`/`anyOf`/`oneOf` members
+    and the schemas their `$ref`s point at, followed through (each once)."""
     reached: dict[int, dict[str, Any]] = {}
-    stack = [branch]
+    stack = list(branches)
     while stack:
         node = stack.pop()
         if not isinstance(node, dict) or id(node) in reached:
@@ -337,17 +340,23 @@ def _same_value(branch: Any, lookup: Lookup) -> list[dict[str, Any]]:
     return list(reached.values())
 
 
+def _leave_open(parts: list[dict[str, Any]], keep_open: dict[int, dict[str, Any]]) -> bool:
+    """If one of `parts` (what the kept `allOf` branches of a node apply to its value) is an object, they all
+    stay open, and so does the node (True): each closed to its own properties, they would admit nothing
+    the caller's schema allows beyond the keys they share."""
+    if not any(_is_object(part) for part in parts):
+        return False
+    keep_open.update((id(part), part) for part in parts)
+    return True
+
+
 def _open_objects(schema: dict[str, Any], lookup: Lookup) -> dict[int, dict[str, Any]]:
-    """The caller's nodes (by id) to leave open: a node with an `allOf` branch that cannot be merged into it
-    and reaches an object, and every schema that branch applies to the same value. Each closed to its own
-    properties, they would admit nothing the caller's schema allows beyond the keys they share."""
+    """Before the walk, the caller's schemas (by id) to leave open, as `_leave_open` finds them: the walk
+    finds them again where it meets their node, but a definition may be compiled before that."""
     keep_open: dict[int, dict[str, Any]] = {}
     for node in _schema_nodes(schema):
-        for branch in node.get("allOf", []) if isinstance(node.get("allOf"), list) else []:
-            reached = _same_value(branch, lookup)
-            if not _flatten(branch, lookup, []) and any(_is_object(part) for part in reached):
-                keep_open[id(node)] = node
-                keep_open.update((id(part), part) for part in reached)
+        all_of = node.get("allOf") if isinstance(node.get("allOf"), list) else []
+        _leave_open(_same_value([branch for branch in all_of if not _flatten(branch, lookup, [])], lookup), keep_open)
     return keep_open
 
 
@@ -381,8 +390,11 @@ def _anthropic_rule(node: dict[str, Any], path: str, rewrites: list[str], lookup
                     keep_open: dict[int, dict[str, Any]]) -> dict[str, Any]:
     stays_open = id(node) in keep_open
     node = dict(node)
+    kept = []
     if isinstance(node.get("allOf"), list):  # first: what it merges in is then split by type like the rest
-        _merge_object_branches(node, path, rewrites, lookup)
+        kept = _merge_object_branches(node, path, rewrites, lookup)
+    parts = _same_value(kept, lookup)
+    stays_open = _leave_open(parts, keep_open) or stays_open  # also for the `allOf` a merge writes
     if isinstance(node.get("type"), list):
         branches = _split_type_list(node, path, rewrites)
         if stays_open:  # its object branch holds its properties now
@@ -402,8 +414,10 @@ def _anthropic_rule(node: dict[str, Any], path: str, rewrites: list[str], lookup
                         "one object with it, and closed apart they would admit nothing (so Anthropic gets this "
                         "schema as a forced tool, not strict output)")
     elif is_object and node.get("additionalProperties") is not False:
-        missing = [name for name in node.get("required", []) if name not in node.get("properties", {})]
-        if missing:  # closing would forbid a required name that only `additionalProperties` or patterns allowed
+        required = [*node.get("required", []), *(name for part in parts for name in part.get("required", []))]
+        missing = [name for name in dict.fromkeys(required) if name not in node.get("properties", {})]
+        if missing:  # closing would forbid a required name (here or in a kept `allOf` branch) that only
+            # `additionalProperties` or patterns allowed
             node["properties"] = {**node.get("properties", {}), **{name: {} for name in missing}}
             rewrites.append(f"required {', '.join(f'`{n}`' for n in missing)} listed under `properties` at {path}")
         had = node.get("additionalProperties", "absent")

@@ -458,6 +458,55 @@ def test_anthropic_follows_at_most_16_definitions_for_one_branch(length: int, me
     assert_admits(schema, compiled, {"last": 1, "p0": 2})
 
 
+def test_anthropic_a_definition_compiled_before_the_node_that_cannot_merge_it_is_left_open() -> None:
+    """`$defs` are compiled in order: `A` before `Z`, whose `allOf` names it; `A` is found open beforehand."""
+    schema = {"$defs": {"A": {"type": "object", "properties": {"a": {}}, "not": {"required": ["b"]}},
+                        "Z": {"properties": {"z": {}}, "allOf": [{"$ref": "#/$defs/A"}]}},
+              "type": "object", "properties": {"z": {"$ref": "#/$defs/Z"}}}
+    compiled = compile_anthropic(schema)
+    assert compiled.schema["$defs"] == {
+        "A": {"type": "object", "properties": {"a": {}}, "description": '{not: {"required": ["b"]}}'},
+        "Z": {"properties": {"z": {}}, "allOf": [{"$ref": "#/$defs/A"}]}}
+    assert compiled.rewrites == [closed("$"), left_open("$.$defs.A"),
+                                 f"moved `not` into the description at $.$defs.A {MOVED}", left_open("$.$defs.Z")]
+    assert_admits(schema, compiled, {"z": {"a": 1, "z": 2}})
+
+
+def test_anthropic_a_property_of_both_the_node_and_its_base_is_left_open_when_they_cannot_merge() -> None:
+    """The merge writes `allOf: [node's, base's]` for a shared name; that `allOf` is handled like the caller's."""
+    schema = {"$defs": {"B": {"type": "object", "properties": {"addr": {
+        "type": "object", "properties": {"zip": {}}, "oneOf": [{"required": ["zip"]}]}}}},
+        "type": "object", "properties": {"addr": {"type": "object", "properties": {"street": {}}}},
+        "allOf": [{"$ref": "#/$defs/B"}]}
+    compiled = compile_anthropic(schema)
+    addr = {"type": "object", "properties": {"zip": {}}, "anyOf": [{"required": ["zip"]}]}
+    assert compiled.schema["properties"] == {
+        "addr": {"allOf": [addr], "properties": {"street": {}}, "type": "object"}}
+    assert compiled.rewrites[2:5] == ["`allOf[0]` was merged into the object at $.addr", left_open("$.addr"),
+                                      "`oneOf` became `anyOf` at $.addr.allOf[0]"]
+    assert_admits(schema, compiled, {"addr": {"street": 1, "zip": 2}})
+
+
+def test_anthropic_names_required_in_kept_branches_are_listed_under_properties_before_closing() -> None:
+    schema = {"type": "object", "properties": {"a": {}}, "allOf": [
+        {"anyOf": [{"required": ["z"]}, {"required": ["a"]}]}, {"required": ["a", "y", "z"], "minProperties": 1}]}
+    compiled = compile_anthropic(schema)
+    assert compiled.schema == {
+        "type": "object", "properties": {"a": {}, "y": {}, "z": {}}, "additionalProperties": False,
+        "allOf": [{"anyOf": [{"required": ["z"]}, {"required": ["a"]}]},
+                  {"required": ["a", "y", "z"], "description": "{minProperties: 1}"}]}
+    assert compiled.rewrites[:2] == ["required `y`, `z` listed under `properties` at $", closed("$")]
+    assert is_strict(compiled.schema)
+    assert_admits(schema, compiled, {"a": 1, "y": 2, "z": 3})
+
+
+@pytest.mark.xfail(strict=True, reason="known gap, outside `allOf`: an object beside `anyOf`/`oneOf` object members "
+                   "is closed apart from them, so a value needs keys of both")
+def test_anthropic_an_object_beside_any_of_object_members_admits_what_the_caller_allows() -> None:
+    schema = {"type": "object", "properties": {"kind": {}}, "anyOf": [{"properties": {"a": {}}, "required": ["a"]}]}
+    assert_admits(schema, compile_anthropic(schema), {"kind": 1, "a": 1})
+
+
 def test_anthropic_merged_branches_set_no_type_the_caller_did_not() -> None:
     """A branch without `type` binds objects only; a `type` list is split after the merge, so the merged
     properties land in its object branch (they used to sit beside it, closed against each other)."""
