@@ -344,10 +344,10 @@ def _leave_open(parts: list[dict[str, Any]], keep_open: dict[int, dict[str, Any]
     """If one of `parts` (what the kept `allOf` branches of a node apply to its value) is an object, they all
     stay open, and so does the node (True): each closed to its own properties, they would admit nothing
     the caller's schema allows beyond the keys they share."""
-    if not any(_is_object(part) for part in parts):
-        return False
-    keep_open.update((id(part), part) for part in parts)
-    return True
+    opens = any(_is_object(part) for part in parts)
+    if opens:
+        keep_open.update((id(part), part) for part in parts)
+    return opens
 
 
 def _open_objects(schema: dict[str, Any], lookup: Lookup) -> dict[int, dict[str, Any]]:

@@ -392,6 +392,25 @@ def test_anthropic_a_branch_that_cannot_be_merged_leaves_its_objects_open() -> N
     assert_admits(patterned, compiled, {"id": 1, "x_1": 2, "z": "s"})
 
 
+def test_anthropic_an_object_left_open_keeps_the_callers_additional_properties() -> None:
+    """Left open: `additionalProperties: true` stays true (not closed); one the caller set false stays false,
+    with no word of leaving it open."""
+    branch = {"type": "object", "properties": {"b": {}}, "not": {"required": ["c"]}}
+    schema = {"type": "object", "properties": {
+        "free": {"properties": {"a": {}}, "additionalProperties": True, "allOf": [branch]},
+        "shut": {"properties": {"a": {}}, "additionalProperties": False, "allOf": [branch]}}}
+    compiled = compile_anthropic(schema)
+    described = {"type": "object", "properties": {"b": {}}, "description": '{not: {"required": ["c"]}}'}
+    assert compiled.schema["properties"] == {
+        "free": {"properties": {"a": {}}, "additionalProperties": True, "allOf": [described]},
+        "shut": {"properties": {"a": {}}, "additionalProperties": False, "allOf": [described]}}
+    assert compiled.rewrites == [closed("$"), left_open("$.free"), left_open("$.free.allOf[0]"),
+                                 f"moved `not` into the description at $.free.allOf[0] {MOVED}",
+                                 left_open("$.shut.allOf[0]"),
+                                 f"moved `not` into the description at $.shut.allOf[0] {MOVED}"]
+    assert_admits(schema, compiled, {"free": {"a": 1, "b": 2, "z": 3}, "shut": {}})
+
+
 def test_anthropic_left_open_reaches_a_type_list_object_and_splits_it_open() -> None:
     schema = {"type": "object", "properties": {"x": {
         "type": ["object", "null"], "properties": {"a": {}},
