@@ -13,19 +13,25 @@ tighter one could forbid every answer the caller's schema allows.
   `const` → `enum`, `definitions` → `$defs`, one-item `allOf` merged, the rest dropped
   (with `additionalProperties` when `patternProperties` had to go).
 - Anthropic (strict `output_config` json_schema): objects closed (`additionalProperties: false`)
-  after `allOf` object branches are merged in and every required name is a property,
+  after `allOf` object branches are merged in (local `$ref`s followed, a bounded number of
+  them) and every required name (its own or a kept `allOf` branch's) is a property; an object
+  that must hold together with an `allOf` branch that cannot be merged is left open instead
+  (closed apart, they would admit nothing), and such a schema goes to Anthropic as a forced tool
+  rather than strict output;
   `type` lists → `anyOf`, `oneOf` → `anyOf`, constraints it cannot enforce moved into the
   description (as the anthropic SDK's own `transform_schema` does), and a non-object root
   wrapped in `{"value": …}` (unwrapped again before validation; references to the root follow it).
 
 The walk is top-down and each node of the caller's schema is either compiled once or written
-once into a description (clipped), so compilation is linear in the schema's size. A final pass
+once into a description (clipped), so compilation is linear in the schema's size (times the
+definitions an `allOf` branch inlines: at most MAX_INLINED_REFS each). A final pass
 removes any `$ref` a rewrite left pointing nowhere.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 from collections.abc import Callable, Iterator
@@ -34,6 +40,7 @@ from typing import Any
 
 WRAP_KEY = "value"
 MAX_DESCRIBED_CHARS = 600  # per node: the description is a hint to the model, not a second schema
+MAX_INLINED_REFS = 16  # definitions followed for one `allOf` branch; past that it is not merged (and stays open)
 
 # Keywords whose value is a map of name → schema, a schema, or a list of schemas.
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
@@ -74,7 +81,7 @@ class CompiledSchema:
     wrapped_in: str | None = None
 
 
-Rule = Callable[[dict[str, Any], str, list[str]], dict[str, Any]]
+Rule = Callable[[dict[str, Any], str, list[str]], dict[str, Any]]  # gets the caller's node; returns a new one
 
 
 def _compile(node: Any, path: str, rule: Rule, rewrites: list[str]) -> Any:
@@ -82,7 +89,7 @@ def _compile(node: Any, path: str, rule: Rule, rewrites: list[str]) -> Any:
     description is the original text), then compile the children it kept. Top-down, so linear."""
     if not isinstance(node, dict):
         return node
-    node = rule(dict(node), path, rewrites)
+    node = rule(node, path, rewrites)
     for key in _SCHEMA_MAPS:
         if isinstance(node.get(key), dict):
             node[key] = {name: _compile(sub, f"{path}.{key}.{name}" if key != "properties" else f"{path}.{name}",
@@ -151,6 +158,7 @@ def _add_all_of(node: dict[str, Any], branch: dict[str, Any]) -> None:
 
 
 def _gemini_rule(node: dict[str, Any], path: str, rewrites: list[str]) -> dict[str, Any]:
+    node = dict(node)
     if "oneOf" in node and "anyOf" not in node:
         node["anyOf"] = node.pop("oneOf")
         rewrites.append(f"`oneOf` became `anyOf` at {path}")
@@ -209,7 +217,7 @@ def _describe_constraints(node: dict[str, Any], keys: list[str], path: str, rewr
                     "(Anthropic does not enforce it; the answer is still checked for it)")
 
 
-def _split_type_list(node: dict[str, Any], path: str, rewrites: list[str]) -> None:
+def _split_type_list(node: dict[str, Any], path: str, rewrites: list[str]) -> list[dict[str, Any]]:
     types = node.pop("type")
     branches = []
     for type_ in types:
@@ -226,31 +234,130 @@ def _split_type_list(node: dict[str, Any], path: str, rewrites: list[str]) -> No
     else:
         node["anyOf"] = branches
     rewrites.append(f"the type list {json.dumps(types)} became `anyOf` at {path}")
+    return branches
 
 
-def _merge_object_branches(node: dict[str, Any], path: str, rewrites: list[str]) -> None:
-    """`allOf` branches that only add properties are merged into the node, so closing it does not
-    forbid what they add (a closed node beside an `allOf` that requires more keys admits nothing)."""
+Lookup = Callable[[Any], Any]
+
+
+def _definitions(schema: dict[str, Any]) -> Lookup:
+    """What a local `$ref` points at (found from the root: a nested `$id` is not taken into account, as in
+    `_repair_refs`); None for what it cannot find."""
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    root = Registry().resolver_with_root(DRAFT202012.create_resource(schema))
+
+    def lookup(ref: Any) -> Any:
+        if not isinstance(ref, str):
+            return None
+        try:
+            return root.lookup(ref).contents
+        except Unresolvable:
+            return None
+
+    return lookup
+
+
+def _merge_into(node: dict[str, Any], branch: dict[str, Any]) -> None:
+    """Add an object branch's properties, required names and `type` to `node` (both must hold)."""
+    properties = dict(node.get("properties", {}))
+    for name, sub in branch.get("properties", {}).items():
+        properties[name] = {"allOf": [properties[name], sub]} if name in properties else sub
+    node["properties"] = properties
+    required = list(dict.fromkeys([*node.get("required", []), *branch.get("required", [])]))
+    if required:
+        node["required"] = required
+    if "type" in branch:  # the branch demands an object; one without `type` lets anything else through
+        node.setdefault("type", "object")
+
+
+def _flatten(branch: Any, lookup: Lookup, refs: list[str]) -> dict[str, Any] | None:
+    """An `allOf` branch as the properties, required names and `type` it adds, with its own `allOf` and
+    what its `$ref` points at followed (each reference once: a second time is a cycle, or not worth the
+    guess; at most MAX_INLINED_REFS in all, listed in `refs`). None if it adds anything else."""
+    if not (isinstance(branch, dict) and branch.get("type", "object") == "object"
+            and set(branch) <= _MERGEABLE_OBJECT_KEYS | {"$ref", "allOf"}):
+        return None
+    flat = {key: branch[key] for key in ("type", "properties", "required") if key in branch}
+    parts = list(branch.get("allOf", []))
+    if "$ref" in branch:
+        target = lookup(branch["$ref"])
+        if target is None or branch["$ref"] in refs or len(refs) == MAX_INLINED_REFS:
+            return None
+        refs.append(branch["$ref"])
+        parts.append(target)
+    for part in parts:
+        added = _flatten(part, lookup, refs)
+        if added is None:
+            return None
+        _merge_into(flat, added)
+    return flat
+
+
+def _merge_object_branches(node: dict[str, Any], path: str, rewrites: list[str], lookup: Lookup) -> list[Any]:
+    """`allOf` branches that only add properties (themselves or through the schemas their `$ref`s point at) are
+    merged into the node, so closing it does not forbid what they add (a closed node beside an `allOf`
+    that requires more keys admits nothing). The definitions stay as they are for other uses. Returns
+    the branches kept."""
     kept = []
     for i, branch in enumerate(node.get("allOf", [])):
-        if not (isinstance(branch, dict) and branch.get("type", "object") == "object"
-                and set(branch) <= _MERGEABLE_OBJECT_KEYS and ("properties" in branch or "required" in branch)):
+        refs: list[str] = []
+        flat = _flatten(branch, lookup, refs)
+        if not flat:  # cannot be merged, or adds nothing (`{}`, a title): kept as it is
             kept.append(branch)
             continue
-        properties = dict(node.get("properties", {}))
-        for name, sub in branch.get("properties", {}).items():
-            properties[name] = {"allOf": [properties[name], sub]} if name in properties else sub
-        node["properties"] = properties
-        required = list(dict.fromkeys([*node.get("required", []), *branch.get("required", [])]))
-        if required:
-            node["required"] = required
-        if "type" in branch:  # the branch demands an object; one without `type` lets anything else through
-            node.setdefault("type", "object")
-        rewrites.append(f"`allOf[{i}]` was merged into the object at {path}")
+        _merge_into(node, flat)
+        inlined = ", inlining " + ", ".join(f"`{ref}`" for ref in refs) if refs else ""
+        rewrites.append(f"`allOf[{i}]` was merged into the object at {path}{inlined}")
     if kept:
         node["allOf"] = kept
     else:
         node.pop("allOf", None)
+    return kept
+
+
+def _is_object(node: dict[str, Any]) -> bool:
+    """Whether the rule closes `node` (or, for a `type` list with "object", its object branch)."""
+    types = node.get("type")
+    return "properties" in node or types == "object" or (isinstance(types, list) and "object" in types)
+
+
+def _same_value(branches: list[Any], lookup: Lookup) -> list[dict[str, Any]]:
+    """`branches` and every schema that applies to the same value with them: `allOf`/`anyOf`/`oneOf` members
+    and the schemas their `$ref`s point at, followed through (each once)."""
+    reached: dict[int, dict[str, Any]] = {}
+    stack = list(branches)
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict) or id(node) in reached:
+            continue
+        reached[id(node)] = node
+        for key in ("allOf", "anyOf", "oneOf"):
+            stack.extend(node.get(key, []))
+        stack.append(lookup(node.get("$ref")))
+    return list(reached.values())
+
+
+def _leave_open(parts: list[dict[str, Any]], keep_open: dict[int, dict[str, Any]]) -> bool:
+    """If one of `parts` (what the kept `allOf` branches of a node apply to its value) is an object, they all
+    stay open, and so does the node (True): each closed to its own properties, they would admit nothing
+    the caller's schema allows beyond the keys they share."""
+    opens = any(_is_object(part) for part in parts)
+    if opens:
+        keep_open.update((id(part), part) for part in parts)
+    return opens
+
+
+def _open_objects(schema: dict[str, Any], lookup: Lookup) -> dict[int, dict[str, Any]]:
+    """Before the walk, the caller's schemas (by id) to leave open, as `_leave_open` finds them: the walk
+    finds them again where it meets their node, but a definition may be compiled before that."""
+    keep_open: dict[int, dict[str, Any]] = {}
+    for node in _schema_nodes(schema):
+        all_of = node.get("allOf") if isinstance(node.get("allOf"), list) else []
+        _leave_open(_same_value([branch for branch in all_of if not _flatten(branch, lookup, [])], lookup), keep_open)
+    return keep_open
 
 
 def _is_map(node: dict[str, Any]) -> bool:
@@ -276,15 +383,22 @@ def _loosen_map(node: dict[str, Any], path: str, rewrites: list[str]) -> None:
 
 def is_strict(schema: Any) -> bool:
     """Whether every object in a compiled schema is closed, as Anthropic's strict `output_config` needs."""
-    return all(node.get("additionalProperties") is False for node in _schema_nodes(schema)
-               if node.get("type") == "object" or "properties" in node)
+    return all(node.get("additionalProperties") is False for node in _schema_nodes(schema) if _is_object(node))
 
 
-def _anthropic_rule(node: dict[str, Any], path: str, rewrites: list[str]) -> dict[str, Any]:
+def _anthropic_rule(node: dict[str, Any], path: str, rewrites: list[str], lookup: Lookup,
+                    keep_open: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    stays_open = id(node) in keep_open
+    node = dict(node)
+    kept = []
     if isinstance(node.get("allOf"), list):  # first: what it merges in is then split by type like the rest
-        _merge_object_branches(node, path, rewrites)
+        kept = _merge_object_branches(node, path, rewrites, lookup)
+    parts = _same_value(kept, lookup)
+    stays_open = _leave_open(parts, keep_open) or stays_open  # also for the `allOf` a merge writes
     if isinstance(node.get("type"), list):
-        _split_type_list(node, path, rewrites)
+        branches = _split_type_list(node, path, rewrites)
+        if stays_open:  # its object branch holds its properties now
+            keep_open.update((id(branch), branch) for branch in branches)
     if "oneOf" in node:
         one_of = node.pop("oneOf")
         if "anyOf" in node:
@@ -292,12 +406,18 @@ def _anthropic_rule(node: dict[str, Any], path: str, rewrites: list[str]) -> dic
         else:
             node["anyOf"] = one_of
         rewrites.append(f"`oneOf` became `anyOf` at {path}")
-    is_object = node.get("type") == "object" or "properties" in node
+    is_object = _is_object(node)
     if is_object and _is_map(node):
         _loosen_map(node, path, rewrites)
+    elif is_object and stays_open and node.get("additionalProperties") is not False:
+        rewrites.append(f"the object at {path} was left open: it meets an `allOf` branch that cannot be merged into "
+                        "one object with it, and closed apart they would admit nothing (so Anthropic gets this "
+                        "schema as a forced tool, not strict output)")
     elif is_object and node.get("additionalProperties") is not False:
-        missing = [name for name in node.get("required", []) if name not in node.get("properties", {})]
-        if missing:  # closing would forbid a required name that only `additionalProperties` or patterns allowed
+        required = [*node.get("required", []), *(name for part in parts for name in part.get("required", []))]
+        missing = [name for name in dict.fromkeys(required) if name not in node.get("properties", {})]
+        if missing:  # closing would forbid a required name (here or in a kept `allOf` branch) that only
+            # `additionalProperties` or patterns allowed
             node["properties"] = {**node.get("properties", {}), **{name: {} for name in missing}}
             rewrites.append(f"required {', '.join(f'`{n}`' for n in missing)} listed under `properties` at {path}")
         had = node.get("additionalProperties", "absent")
@@ -356,7 +476,9 @@ def compile_anthropic(schema: dict[str, Any]) -> CompiledSchema:
     if schema.get("type") != "object":
         schema = _wrap_root(schema, rewrites)
         wrapped_in = WRAP_KEY
-    compiled = _compile(schema, "$", _anthropic_rule, rewrites)
+    lookup = _definitions(schema)
+    rule = functools.partial(_anthropic_rule, lookup=lookup, keep_open=_open_objects(schema, lookup))
+    compiled = _compile(schema, "$", rule, rewrites)
     if wrapped_in:  # the wrapper's own closing is ours, not a change to the caller's schema
         rewrites[:] = [r for r in rewrites if not r.startswith("`additionalProperties` set to false at $ ")]
     _repair_refs(compiled, rewrites)

@@ -96,6 +96,26 @@ async def test_model_without_native_output_falls_back_to_a_forced_tool_and_remem
     await adapter.aclose()
 
 
+async def test_an_inherited_base_goes_as_strict_output_and_one_that_cannot_be_merged_as_a_forced_tool(
+    make_adapter, fake: FakeAnthropic
+) -> None:
+    """Closed apart, an object and an `allOf` branch that cannot be merged into it would admit nothing:
+    such a schema is left open, so it cannot be strict `output_config`; a mergeable base can."""
+    base = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}
+    merged = {"$defs": {"Base": base}, "type": "object", "properties": {"tags": SCHEMA["properties"]["tags"]},
+              "allOf": [{"$ref": "#/$defs/Base"}]}
+    left_open = {**merged, "$defs": {"Base": {**base, "oneOf": [{"required": ["tags"]}, {"required": ["year"]}]}}}
+    adapter = make_adapter()
+    for schema in (merged, left_open):
+        fake.enqueue({"title": "Alien", "tags": ["sci-fi"]})
+        completion = await adapter.complete(ask(schema=schema))
+        assert json.loads(completion.text) == {"title": "Alien", "tags": ["sci-fi"]}
+    strict, tool = (r.json for r in fake.message_requests)
+    assert output_schema(strict) == compile_anthropic(merged).schema and forced_tool(strict) is None
+    assert output_schema(tool) is None and forced_tool(tool)["input_schema"] == compile_anthropic(left_open).schema
+    await adapter.aclose()
+
+
 async def test_free_text_and_image_blocks(make_adapter, fake: FakeAnthropic) -> None:
     adapter = make_adapter()
     raw = png_bytes(3, 3)
