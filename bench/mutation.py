@@ -77,6 +77,7 @@ TARGETS: dict[str, Target] = {
         "tests/test_zero_config.py",  # the model picked when none is given
         "tests/test_sampling.py",  # the client's own model: no provider settings
         "tests/test_progress.py",  # progress notifications while a model streams
+        "tests/test_adapter_openai.py::test_a_named_endpoint_has_its_own_concurrency_bound",
     )),
     "structured": Target("mcp_llm/structured.py", (
         "tests/test_structured.py",

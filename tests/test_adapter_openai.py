@@ -311,3 +311,26 @@ async def test_tools_through_an_mcp_client(fake: FakeOpenAI, make_settings) -> N
         fake.stop()
         text = await call_error(client, "generate_structured", prompt="hi", schema=SCHEMA, model="llamacpp/local-model")
         assert "Cannot reach llamacpp" in text and "providers.openai_compatible.llamacpp.endpoint" in text
+
+
+async def test_a_named_endpoint_has_its_own_concurrency_bound(fake: FakeOpenAI, make_settings) -> None:
+    # `[providers.openai_compatible.<name>] concurrency` bounds the requests in flight to that server.
+    fake.api_key = None
+    config = _config(fake).replace('models = ["local-model"]\n', 'models = ["local-model"]\nconcurrency = 1\n')
+    settings = make_settings(config, env={"OPENAI_API_KEY": KEY, "LOCAL_KEY": LOCAL_KEY})
+    fake.enqueue({"title": "A", "year": 2001}, delay_s=1.5)
+    fake.enqueue({"title": "B", "year": 2002})
+    chats = lambda: len(fake.chat_requests)  # noqa: E731
+    async with Client(build_server(settings)) as client:
+
+        async def one() -> None:
+            await call(client, "generate_structured", prompt="A film?", schema=SCHEMA, model="llamacpp/local-model")
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one)
+                tg.start_soon(one)
+                assert await anyio.to_thread.run_sync(fake.wait_for, lambda: chats() >= 1, 20)
+                second = await anyio.to_thread.run_sync(fake.wait_for, lambda: chats() >= 2, 0.8)
+                assert not second, "concurrency = 1 for llamacpp, yet a second request went out"
+    assert chats() == 2
