@@ -206,11 +206,11 @@ class Router:
                 spec.client.checkpoint(errors, call.attempts, call.usage)
             try:
                 route = first if model_id == first.model_id else self.registry.resolve(model_id)
-                return await self._run_model(route, spec, call)
             except InputError as exc:
-                if model_id == first.model_id:
-                    raise
                 errors.append((model_id, exc))  # a bad fallback id in config: say so, try the next
+                continue
+            try:
+                return await self._run_model(route, spec, call)
             except (ProviderError, OutputError) as exc:
                 errors.append((model_id, exc))
             if call.remaining() <= 0:
