@@ -308,3 +308,21 @@ def test_our_own_signature_refuses_a_forged_state() -> None:
     for bad in (f"{signature}.{forged}", "x" * 10, f"{signature}.{body}x", StateCodec().seal(codec.unseal(token))):
         with pytest.raises(InputError, match="refused"):
             codec.unseal(bad)
+
+
+async def test_a_resumed_call_keeps_the_deadline_it_started_with(make_server: Any, fake_ollama: FakeOllama) -> None:
+    """2026-07-28: the time before the client's answer counts; the resumed call does not get a fresh timeout_s."""
+    fake_ollama.enqueue(status=404, error="model 'llama3.2:3b' not found", delay_s=1.5)
+    model = ClientModel(GOOD)
+
+    async def slow_model(ctx: Any, params: CreateMessageRequestParams) -> CreateMessageResult | ErrorData:
+        await anyio.sleep(1.0)  # the client's model answers after the call's 2 s are over
+        return await model(ctx, params)
+
+    config = client_config(f'[providers.ollama]\nendpoint = "{fake_ollama.url}"\n'
+                           "[providers.client]\nas_fallback = true\n", model="ollama/llama3.2:3b")
+    with anyio.fail_after(15):
+        async with Client(make_server(config), mode="auto", sampling_callback=slow_model) as client:
+            message = await call_error(client, "generate_structured", prompt="Lyon?", schema=SCHEMA, timeout_s=2)
+    assert len(model.requests) == 1, "the client's model was not asked"
+    assert "did not answer within the call's deadline" in message, message
