@@ -120,6 +120,7 @@ TARGETS: dict[str, Target] = {
         f"{CORE_RULES}::test_an_interrupt_during_validation_is_never_taken_for_a_valid_answer",
         f"{CORE_RULES}::test_small_schemas_are_checked_on_the_loop_and_larger_ones_in_a_worker",
         f"{CORE_RULES}::test_small_replies_are_read_on_the_loop_and_larger_ones_in_a_worker",
+        f"{CORE_RULES}::test_a_large_schema_is_compiled_in_a_worker_the_first_time_only",
         f"{CORE_RULES}::test_a_cancelled_call_does_not_wait_for_the_check_of_a_large_reply",
         f"{CORE_RULES}::test_a_cancelled_call_does_not_wait_for_the_check_of_a_large_schema",
         "tests/test_stdio.py::test_stdout_carries_only_json_rpc",  # raw JSON-RPC: a schema holding NaN

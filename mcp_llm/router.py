@@ -38,7 +38,7 @@ from mcp_llm.progress import Progress, ReportFn
 from mcp_llm.registry import Registry, Route
 from mcp_llm.stats import Stats
 from mcp_llm.structured import (
-    compile_for,
+    compile_for_off_loop,
     limits_from,
     parse_and_validate_off_loop,
     repair_message,
@@ -220,7 +220,7 @@ class Router:
     async def _run_model(self, route: Route, spec: CallSpec, call: _Call) -> Outcome:
         adapter = await self.registry.ready_adapter(route.provider)
         images, call.images = await images_for_route(self.registry, adapter, route, spec.images)
-        compiled = compile_for(route.provider, spec.schema) if spec.schema is not None else None
+        compiled = await compile_for_off_loop(route.provider, spec.schema) if spec.schema is not None else None
         system = spec.system
         if spec.schema is not None:
             system = "\n\n".join(part for part in (spec.system, schema_instruction(spec.schema)) if part)

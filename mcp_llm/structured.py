@@ -210,7 +210,29 @@ def compile_for(provider: str, schema: dict[str, Any]) -> CompiledSchema:
     return _compiled(provider, _canonical(schema))
 
 
-@lru_cache(maxsize=256)
+async def compile_for_off_loop(provider: str, schema: dict[str, Any]) -> CompiledSchema:
+    """`compile_for`, in a worker thread the first time a schema over a kilobyte is compiled: an
+    Anthropic compile follows each `allOf` branch's references, and a hostile 50 KB schema takes
+    most of a second. Compiled before (or small), it is answered on the loop."""
+    if COMPILERS.get(provider, _as_is) is _as_is:
+        return _as_is(schema)
+    key = (provider, _canonical(schema))
+    if len(key[1]) <= OFF_LOOP_CHARS or key in _COMPILED_BEFORE:
+        return _compiled(*key)
+    import anyio
+
+    compiled = await anyio.to_thread.run_sync(_compiled, *key, abandon_on_cancel=True)
+    if len(_COMPILED_BEFORE) >= COMPILED_SCHEMAS_KEPT:  # the cache below evicts on its own: start over
+        _COMPILED_BEFORE.clear()
+    _COMPILED_BEFORE.add(key)
+    return compiled
+
+
+COMPILED_SCHEMAS_KEPT = 256
+_COMPILED_BEFORE: set[tuple[str, str]] = set()  # large schemas `_compiled` has seen (it may have evicted some)
+
+
+@lru_cache(maxsize=COMPILED_SCHEMAS_KEPT)
 def _compiled(provider: str, canonical_schema: str) -> CompiledSchema:
     return COMPILERS[provider](json.loads(canonical_schema))
 

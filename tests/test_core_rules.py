@@ -37,6 +37,7 @@ from mcp_llm.cli import main as cli_main
 from mcp_llm.config import ImageSettings, LimitSettings, load_settings
 from mcp_llm.errors import ImageError, NotJSONError, OutputError, SchemaError
 from mcp_llm.images import load_image
+from mcp_llm.schema_dialects import compile_anthropic
 from mcp_llm.schema_gate import SchemaLimits, json_depth
 from mcp_llm.server import build_server
 from mcp_llm.structured import (
@@ -1050,6 +1051,17 @@ async def test_small_replies_are_read_on_the_loop_and_larger_ones_in_a_worker() 
         with _OnTheLoop(structured.parse_and_validate) as seen:
             assert await structured.parse_and_validate_off_loop(reply, STRING) == "x" * (length - 2)
         assert (seen.called == ["parse_and_validate"]) is on_loop, (length, seen.called)
+
+
+async def test_a_large_schema_is_compiled_in_a_worker_the_first_time_only() -> None:
+    limit = structured.OFF_LOOP_CHARS
+    small, large = _schema_of(limit, "compile-small"), _schema_of(limit + 1, "compile-large")
+    # (schema, compiled on the loop, handed to a worker): the second time, the large one was compiled before
+    for schema, on_loop, in_worker in ((small, True, False), (large, False, True), (large, False, False)):
+        with _OnTheLoop(compile_anthropic, anyio.to_thread.run_sync) as seen:
+            compiled = await structured.compile_for_off_loop("anthropic", schema)
+        assert compiled == compile_anthropic(schema)
+        assert ("compile_anthropic" in seen.called, "run_sync" in seen.called) == (on_loop, in_worker), seen.called
 
 
 async def test_a_cancelled_call_does_not_wait_for_the_check_of_a_large_reply() -> None:

@@ -279,12 +279,12 @@ async def test_the_last_line_of_defence_turns_anything_into_a_tool_error(
 ) -> None:
     # Fault injection into the call path (the gate now stops every known way to provoke one): the
     # server must answer with a clear tool error, log the traceback, and serve the next call.
-    def explode(provider: str, schema: dict[str, Any]) -> Any:
+    async def explode(provider: str, schema: dict[str, Any]) -> Any:
         raise fault
 
     with anyio.fail_after(TEST_TIMEOUT_S):
         async with Client(build_server(load_settings(settings_file, env={}))) as client:
-            monkeypatch.setattr("mcp_llm.router.compile_for", explode)
+            monkeypatch.setattr("mcp_llm.router.compile_for_off_loop", explode)
             message = await call_error(client, "generate_structured", prompt="x", schema=NUMBER)
             assert f"failed unexpectedly ({type(fault).__name__})" in message and "keeps serving" in message
             assert any(r.exc_info and r.exc_info[0] is type(fault) for r in caplog.records), "no traceback logged"
