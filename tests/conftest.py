@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 
@@ -109,6 +110,20 @@ async def call(client: Client, tool: str, **arguments: Any) -> Any:
     result = await client.call_tool(tool, arguments)
     assert not result.is_error, result.content
     return result.structured_content
+
+
+async def assert_sent_one_at_a_time(fake: Any, call_one: Callable[[], Any]) -> None:
+    """Two calls at once to a provider with `concurrency = 1` (its first reply queued slow): the fake
+    sees the second request only after the first is answered."""
+    sent = lambda: len(fake.chat_requests)  # noqa: E731
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call_one)
+            tg.start_soon(call_one)
+            assert await anyio.to_thread.run_sync(fake.wait_for, lambda: sent() >= 1, 20)
+            second = await anyio.to_thread.run_sync(fake.wait_for, lambda: sent() >= 2, 0.8)
+            assert not second, "concurrency = 1, yet a second request went out"
+    assert sent() == 2
 
 
 async def call_error(client: Client, tool: str, **arguments: Any) -> str:

@@ -48,7 +48,7 @@ from mcp_llm.structured import (
     parse_schema_argument,
     validation_errors,
 )
-from tests.conftest import call, call_error, ollama_config
+from tests.conftest import assert_sent_one_at_a_time, call, call_error, ollama_config
 from tests.fakes.ollama_server import FakeOllama
 from tests.images import png_bytes
 from tests.test_faults import (  # noqa: F401  (fakes, running_fakes and serve are fixtures)
@@ -594,7 +594,6 @@ async def test_provider_concurrency_bounds_the_requests_in_flight(fake_ollama: F
                                                             "[providers.ollama]\nconcurrency = 1\n", 1)
     fake_ollama.enqueue(GOOD, delay_s=1.5)
     fake_ollama.enqueue(GOOD)
-    chats = lambda: len(fake_ollama.chat_requests)  # noqa: E731
     answers: list[Any] = []
 
     async with Client(build_server(make_settings(config))) as client:
@@ -602,15 +601,8 @@ async def test_provider_concurrency_bounds_the_requests_in_flight(fake_ollama: F
         async def one() -> None:
             answers.append((await call(client, "generate_structured", prompt="A city.", schema=SCHEMA))["data"])
 
-        with anyio.fail_after(30):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(one)
-                tg.start_soon(one)
-                assert await anyio.to_thread.run_sync(fake_ollama.wait_for, lambda: chats() >= 1, 20)
-                second = await anyio.to_thread.run_sync(fake_ollama.wait_for, lambda: chats() >= 2, 0.8)
-                assert not second, "providers.ollama.concurrency = 1, yet a second request went out"
+        await assert_sent_one_at_a_time(fake_ollama, one)
     assert answers == [GOOD, GOOD]
-    assert chats() == 2
 
 
 # --- reading a reply, and the caller's schema, at their boundaries --------------------------------
