@@ -69,10 +69,14 @@ def check_limits(schema: Any, limits: SchemaLimits, canonical: str) -> None:
 
 def check_depth(schema: Any, limits: SchemaLimits) -> None:
     if json_depth(schema, limits.max_depth + 1) > limits.max_depth:
-        raise SchemaError(
-            f"The schema is nested more than {limits.max_depth} levels deep.",
-            hint="Flatten it with $defs and $ref, or raise limits.schema_max_depth.",
-        )
+        raise too_deep(limits)
+
+
+def too_deep(limits: SchemaLimits) -> SchemaError:
+    return SchemaError(
+        f"The schema is nested more than {limits.max_depth} levels deep.",
+        hint="Flatten it with $defs and $ref, or raise limits.schema_max_depth.",
+    )
 
 
 def json_depth(value: Any, stop_at: int) -> int:

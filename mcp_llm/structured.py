@@ -32,6 +32,7 @@ from mcp_llm.schema_gate import (
     check_references,
     count_references,
     json_depth,
+    too_deep,
 )
 from mcp_llm.validation import ValidationTimeout, compiled_validator, dialect_class, errors_within, json_path
 
@@ -86,7 +87,9 @@ def parse_schema_argument(
                                   hint="Send a smaller schema, or raise limits.schema_max_bytes.")
             try:
                 schema = json.loads(text, parse_constant=_no_constant)
-            except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+            except RecursionError:  # valid JSON, perhaps, but far deeper than any limit allows
+                raise too_deep(limits) from None
+            except ValueError as exc:  # JSONDecodeError, or NaN and its kin
                 where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
                 raise SchemaError(
                     f"The schema is not valid JSON: {getattr(exc, 'msg', None) or exc}{where}.",

@@ -779,6 +779,12 @@ def test_a_schema_given_as_text_is_bounded_before_it_is_parsed() -> None:
     assert info.value.hint == "Send a smaller schema, or raise limits.schema_max_bytes."
 
 
+def test_a_schema_text_too_deep_to_parse_is_refused_as_too_deep() -> None:
+    with pytest.raises(SchemaError) as info:
+        parse_schema_argument('{"items": ' * 3_000 + "{}" + "}" * 3_000)
+    assert info.value.message == "The schema is nested more than 64 levels deep."
+
+
 def test_a_schema_holding_what_json_cannot_express_is_refused() -> None:
     # Through the Python API (`mcp-llm` as a library): NaN, or a Python object JSON has no form for.
     for value in (float("nan"), float("inf"), {1, 2}):
