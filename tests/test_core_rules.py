@@ -1062,6 +1062,16 @@ async def test_a_large_schema_is_compiled_in_a_worker_the_first_time_only() -> N
         assert ("compile_anthropic" in seen.called, "run_sync" in seen.called) == (on_loop, in_worker), seen.called
 
 
+async def test_the_record_of_large_schemas_compiled_stays_bounded() -> None:
+    # A stream of distinct large schemas must not grow it without end (the cache it shadows is bounded too).
+    structured._COMPILED_BEFORE.clear()
+    kept = structured.COMPILED_SCHEMAS_KEPT
+    for i in range(kept + 1):
+        await structured.compile_for_off_loop("openai", _schema_of(structured.OFF_LOOP_CHARS + 1, f"stream-{i}"))
+        assert len(structured._COMPILED_BEFORE) <= kept
+    assert len(structured._COMPILED_BEFORE) == 1  # started over at the bound, with the newest
+
+
 async def test_a_cancelled_call_does_not_wait_for_the_check_of_a_large_reply() -> None:
     # The worker thread cannot be stopped, but the call it belongs to returns at once (it is abandoned).
     schema = {"type": "array", "items": {"type": "object", "properties": {"a": {"type": "string", "pattern": "^x+$"}}}}
