@@ -1066,6 +1066,7 @@ async def test_the_record_of_large_schemas_compiled_stays_bounded() -> None:
     # A stream of distinct large schemas must not grow it without end (the cache it shadows is bounded too).
     structured._COMPILED_BEFORE.clear()
     kept = structured.COMPILED_SCHEMAS_KEPT
+    assert kept == 256  # as many as the compile cache keeps
     for i in range(kept + 1):
         await structured.compile_for_off_loop("openai", _schema_of(structured.OFF_LOOP_CHARS + 1, f"stream-{i}"))
         assert len(structured._COMPILED_BEFORE) <= kept
