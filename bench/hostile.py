@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import contextlib
 
-from mcp_llm import structured
 from mcp_llm.errors import LLMError
-from mcp_llm.schema_dialects import compile_anthropic
-from mcp_llm.structured import parse_and_validate, validation_errors
+from mcp_llm.schema import argument as structured
+from mcp_llm.schema import parse_and_validate, validation_errors
+from mcp_llm.schema.dialects import compile_anthropic
 
 
 def check_schema(schema: dict[str, Any]) -> None:

@@ -79,7 +79,7 @@ TARGETS: dict[str, Target] = {
         "tests/test_progress.py",  # progress notifications while a model streams
         "tests/test_adapter_openai.py::test_a_named_endpoint_has_its_own_concurrency_bound",
     )),
-    "structured": Target("mcp_llm/structured.py", (
+    "structured": Target("mcp_llm/schema/reply.py", (
         "tests/test_structured.py",
         CORE_RULES,  # its reply, schema and where-work-runs rules, and the final error
         "tests/test_server.py::test_presets_by_name",
@@ -88,7 +88,7 @@ TARGETS: dict[str, Target] = {
         "tests/test_properties.py",
         "tests/test_hostile.py",
     )),
-    "schema_dialects": Target("mcp_llm/schema_dialects.py", (
+    "schema_dialects": Target("mcp_llm/schema/dialects.py", (
         "tests/test_schema_dialects.py",
         f"{CORE_RULES}::test_gemini_schema_rewrites_are_in_the_trace_and_in_what_it_was_sent",
         f"{CORE_RULES}::test_schema_rewrites_are_those_of_the_model_that_answered",

@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 import jsonschema
 
-from mcp_llm.structured import schema_instruction
+from mcp_llm.schema import schema_instruction
 from tests.real.backend import MODEL_ALIAS, LlamaServer, Unavailable, prepare
 from tests.real.conftest import connect, real_config
 from tests.real.schemas import SCHEMAS

@@ -55,15 +55,15 @@ def large_schema(fields: int = 120) -> dict[str, Any]:
 
 
 def clear_caches() -> None:
-    from mcp_llm import structured, validation
+    from mcp_llm.schema import argument, compile, validation
 
-    structured._CHECKED.clear()
-    structured._compiled.cache_clear()
+    argument._CHECKED.clear()
+    compile._compiled.cache_clear()
     validation.compiled_validator.cache_clear()
 
 
 def one_call(provider: str, schema: dict[str, Any], reply: str) -> None:
-    from mcp_llm.structured import compile_for, parse_and_validate, parse_schema_argument, schema_instruction
+    from mcp_llm.schema import compile_for, parse_and_validate, parse_schema_argument, schema_instruction
 
     checked, _ = parse_schema_argument(json.loads(json.dumps(schema)))  # a fresh dict, as off the wire
     compiled = compile_for(provider, checked)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{label}: schema {len(json.dumps(schema)):,} bytes, reply {len(reply):,} bytes")
         for provider in PROVIDERS:
             wrapped = json.loads(json.dumps(schema))
-            from mcp_llm.structured import compile_for
+            from mcp_llm.schema import compile_for
 
             unwrap = compile_for(provider, wrapped).wrapped_in
             provider_reply = json.dumps({unwrap: json.loads(reply)}) if unwrap else reply

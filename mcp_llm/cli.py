@@ -245,7 +245,7 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
     from mcp_llm.errors import LLMError
     from mcp_llm.images import load_image
     from mcp_llm.router import CallSpec
-    from mcp_llm.structured import parse_schema_argument
+    from mcp_llm.schema import parse_schema_argument
 
     text_answer = args.schema in ("", "none") or (args.schema is None and args.image)
 

@@ -175,9 +175,9 @@ class ImageSettings(_Section):
 class LimitSettings(_Section):
     """Bounds on what a caller's schema and a model's reply may cost, checked before the work is done."""
 
-    schema_max_bytes: int = Field(default=65_536, ge=256)
+    schema_max_bytes: int = Field(default=2_097_152, ge=256)
     schema_max_depth: int = Field(default=64, ge=4, le=256)
-    schema_max_refs: int = Field(default=512, ge=0)
+    schema_max_refs: int = Field(default=20_000, ge=0)
     schema_max_expansion: int = Field(default=2_000, ge=10)
     reply_max_bytes: int = Field(default=1_000_000, ge=1_024)
     reply_max_depth: int = Field(default=64, ge=4, le=200)

@@ -36,14 +36,14 @@ from mcp_llm.errors import (
 from mcp_llm.image_fit import ImageReport, images_for_route
 from mcp_llm.progress import Progress, ReportFn
 from mcp_llm.registry import Registry, Route
-from mcp_llm.stats import Stats
-from mcp_llm.structured import (
+from mcp_llm.schema import (
     compile_for_off_loop,
     limits_from,
     parse_and_validate_off_loop,
     repair_message,
     schema_instruction,
 )
+from mcp_llm.stats import Stats
 from mcp_llm.zero_config import DefaultPicker
 
 if TYPE_CHECKING:

@@ -42,7 +42,7 @@ from mcp_llm.errors import InputError, LLMError
 from mcp_llm.output_schema import publish_inlined
 from mcp_llm.presets import PRESETS
 from mcp_llm.router import CallSpec, Trace
-from mcp_llm.structured import parse_schema_argument_off_loop
+from mcp_llm.schema import parse_schema_argument_off_loop
 
 log = logging.getLogger("mcp_llm")
 

@@ -22,7 +22,7 @@ from mcp_llm.errors import (
     ProviderUnavailable,
     RateLimitedError,
 )
-from mcp_llm.schema_dialects import compile_anthropic
+from mcp_llm.schema.dialects import compile_anthropic
 from tests.conftest import budget, free_port
 from tests.fakes.anthropic_server import FakeAnthropic, forced_tool, output_schema
 from tests.images import png_bytes

@@ -26,7 +26,7 @@ from mcp_llm.errors import (
     ProviderUnavailable,
     RateLimitedError,
 )
-from mcp_llm.schema_dialects import compile_gemini
+from mcp_llm.schema.dialects import compile_gemini
 from tests.conftest import budget, free_port
 from tests.fakes.gemini_server import FakeGemini
 from tests.images import png_bytes

@@ -31,16 +31,12 @@ import pytest
 from mcp import Client
 from PIL import Image
 
-from mcp_llm import structured
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.cli import main as cli_main
 from mcp_llm.config import ImageSettings, LimitSettings, load_settings
 from mcp_llm.errors import ImageError, NotJSONError, OutputError, SchemaError
 from mcp_llm.images import load_image
-from mcp_llm.schema_dialects import compile_anthropic
-from mcp_llm.schema_gate import SchemaLimits, json_depth
-from mcp_llm.server import build_server
-from mcp_llm.structured import (
+from mcp_llm.schema import (
     ReplyLimits,
     check_schema,
     limits_from,
@@ -48,6 +44,14 @@ from mcp_llm.structured import (
     parse_schema_argument,
     validation_errors,
 )
+from mcp_llm.schema import argument as schema_argument
+from mcp_llm.schema import canonical as schema_canonical
+from mcp_llm.schema import compile as schema_compile
+from mcp_llm.schema import limits as schema_limits
+from mcp_llm.schema import reply as schema_reply
+from mcp_llm.schema.dialects import compile_anthropic
+from mcp_llm.schema.gate import SchemaLimits, json_depth
+from mcp_llm.server import build_server
 from tests.conftest import assert_sent_one_at_a_time, call, call_error, ollama_config
 from tests.fakes.ollama_server import FakeOllama
 from tests.images import png_bytes
@@ -827,14 +831,14 @@ def test_references_are_counted_before_the_meta_schema_check() -> None:
 def test_the_checked_schema_cache_keeps_the_most_recently_used() -> None:
     # A bounded memory of schemas that passed (a stream of distinct schemas cannot grow it), least
     # recently used out first: a schema used on every call stays remembered.
-    structured._CHECKED.clear()
-    kept = structured.CHECKED_SCHEMAS_KEPT
+    schema_argument._CHECKED.clear()
+    kept = schema_argument.CHECKED_SCHEMAS_KEPT
     favourite = {"type": "object", "title": "favourite"}
     check_schema(favourite)
     for i in range(kept + 50):
         check_schema({"type": "object", "title": f"schema {i}"})
         check_schema(favourite)  # in use all along
-    titles = [json.loads(canonical)["title"] for canonical, _ in structured._CHECKED]
+    titles = [json.loads(canonical)["title"] for canonical, _ in schema_argument._CHECKED]
     assert kept == 256 and len(titles) == kept
     assert titles[-1] == "favourite", "the schema used last is not the most recent"
     assert titles[:-1] == [f"schema {i}" for i in range(51, kept + 50)]
@@ -961,10 +965,10 @@ def test_a_meta_schema_error_is_clipped_at_300_characters(length: int, clipped: 
 
 
 def test_schemas_equal_but_for_key_order_are_checked_once() -> None:
-    structured._CHECKED.clear()
+    schema_argument._CHECKED.clear()
     check_schema({"type": "object", "title": "order", "properties": {"a": {"type": "string"}}})
     check_schema({"properties": {"a": {"type": "string"}}, "title": "order", "type": "object"})
-    assert len(structured._CHECKED) == 1
+    assert len(schema_argument._CHECKED) == 1
 
 
 def test_an_interrupt_during_validation_is_never_taken_for_a_valid_answer() -> None:
@@ -1016,61 +1020,61 @@ def _schema_text_of(length: int) -> str:
 
 def _schema_of(canonical_length: int, tag: str) -> dict[str, Any]:
     base = {"title": "", "type": "object", "x-tag": tag}
-    padding = canonical_length - len(structured._canonical(base))
+    padding = canonical_length - len(schema_canonical.canonical(base))
     return {**base, "title": "t" * padding}
 
 
 async def test_small_schemas_are_checked_on_the_loop_and_larger_ones_in_a_worker() -> None:
     check_schema({"type": "object"})  # jsonschema is loaded: only size decides now
-    limit = structured.OFF_LOOP_CHARS
+    limit = schema_limits.OFF_LOOP_CHARS
     assert limit == 1_024
     for length, on_loop in ((limit, True), (limit + 1, False)):
         text = _schema_text_of(length)
         assert len(text) == length
-        with _OnTheLoop(structured.parse_schema_argument) as seen:
-            assert await structured.parse_schema_argument_off_loop(text) == ({"type": "object"}, None)
+        with _OnTheLoop(schema_argument.parse_schema_argument) as seen:
+            assert await schema_argument.parse_schema_argument_off_loop(text) == ({"type": "object"}, None)
         assert (seen.called == ["parse_schema_argument"]) is on_loop, (length, seen.called)
 
         schema = _schema_of(length, f"dict-{length}")
-        assert len(structured._canonical(schema)) == length
-        with _OnTheLoop(structured.check_schema, structured.parse_schema_argument) as seen:
-            assert await structured.parse_schema_argument_off_loop(schema) == (schema, None)
+        assert len(schema_canonical.canonical(schema)) == length
+        with _OnTheLoop(schema_argument.check_schema, schema_argument.parse_schema_argument) as seen:
+            assert await schema_argument.parse_schema_argument_off_loop(schema) == (schema, None)
         assert (seen.called == ["check_schema"]) is on_loop, (length, seen.called)
-        with _OnTheLoop(structured.check_schema) as seen:  # checked before: a cache hit, on the loop
-            await structured.parse_schema_argument_off_loop(schema)
+        with _OnTheLoop(schema_argument.check_schema) as seen:  # checked before: a cache hit, on the loop
+            await schema_argument.parse_schema_argument_off_loop(schema)
         assert seen.called == ["check_schema"], (length, seen.called)
 
 
 async def test_small_replies_are_read_on_the_loop_and_larger_ones_in_a_worker() -> None:
-    limit = structured.OFF_LOOP_CHARS
+    limit = schema_limits.OFF_LOOP_CHARS
     for length, on_loop in ((limit, True), (limit + 1, False)):
         reply = json.dumps("x" * (length - 2))
         assert len(reply) == length
-        with _OnTheLoop(structured.parse_and_validate) as seen:
-            assert await structured.parse_and_validate_off_loop(reply, STRING) == "x" * (length - 2)
+        with _OnTheLoop(schema_reply.parse_and_validate) as seen:
+            assert await schema_reply.parse_and_validate_off_loop(reply, STRING) == "x" * (length - 2)
         assert (seen.called == ["parse_and_validate"]) is on_loop, (length, seen.called)
 
 
 async def test_a_large_schema_is_compiled_in_a_worker_the_first_time_only() -> None:
-    limit = structured.OFF_LOOP_CHARS
+    limit = schema_limits.OFF_LOOP_CHARS
     small, large = _schema_of(limit, "compile-small"), _schema_of(limit + 1, "compile-large")
     # (schema, compiled on the loop, handed to a worker): the second time, the large one was compiled before
     for schema, on_loop, in_worker in ((small, True, False), (large, False, True), (large, False, False)):
         with _OnTheLoop(compile_anthropic, anyio.to_thread.run_sync) as seen:
-            compiled = await structured.compile_for_off_loop("anthropic", schema)
+            compiled = await schema_compile.compile_for_off_loop("anthropic", schema)
         assert compiled == compile_anthropic(schema)
         assert ("compile_anthropic" in seen.called, "run_sync" in seen.called) == (on_loop, in_worker), seen.called
 
 
 async def test_the_record_of_large_schemas_compiled_stays_bounded() -> None:
     # A stream of distinct large schemas must not grow it without end (the cache it shadows is bounded too).
-    structured._COMPILED_BEFORE.clear()
-    kept = structured.COMPILED_SCHEMAS_KEPT
+    schema_compile._COMPILED_BEFORE.clear()
+    kept = schema_compile.COMPILED_SCHEMAS_KEPT
     assert kept == 256  # as many as the compile cache keeps
     for i in range(kept + 1):
-        await structured.compile_for_off_loop("openai", _schema_of(structured.OFF_LOOP_CHARS + 1, f"stream-{i}"))
-        assert len(structured._COMPILED_BEFORE) <= kept
-    assert len(structured._COMPILED_BEFORE) == 1  # started over at the bound, with the newest
+        await schema_compile.compile_for_off_loop("openai", _schema_of(schema_limits.OFF_LOOP_CHARS + 1, f"stream-{i}"))
+        assert len(schema_compile._COMPILED_BEFORE) <= kept
+    assert len(schema_compile._COMPILED_BEFORE) == 1  # started over at the bound, with the newest
 
 
 async def test_a_cancelled_call_does_not_wait_for_the_check_of_a_large_reply() -> None:
@@ -1079,11 +1083,11 @@ async def test_a_cancelled_call_does_not_wait_for_the_check_of_a_large_reply() -
     reply = json.dumps([{"a": "x" * 20} for _ in range(100_000)])
     limits = ReplyLimits(max_bytes=len(reply), timeout_s=60)
     started = time.perf_counter()
-    await structured.parse_and_validate_off_loop(reply, schema, limits=limits)
+    await schema_reply.parse_and_validate_off_loop(reply, schema, limits=limits)
     whole = time.perf_counter() - started
     started = time.perf_counter()
     with anyio.move_on_after(whole / 10):  # the check is under way in its worker by then
-        await structured.parse_and_validate_off_loop(reply, schema, limits=limits)
+        await schema_reply.parse_and_validate_off_loop(reply, schema, limits=limits)
     cancelled = time.perf_counter() - started
     assert cancelled < whole / 4, f"the cancelled call waited {cancelled:.2f} s of the check's {whole:.2f} s"
 
@@ -1096,11 +1100,11 @@ async def test_a_cancelled_call_does_not_wait_for_the_check_of_a_large_schema() 
         return {"type": "object", "properties": properties}
 
     started = time.perf_counter()
-    await structured.parse_schema_argument_off_loop(large("whole"), limits)
+    await schema_argument.parse_schema_argument_off_loop(large("whole"), limits)
     whole = time.perf_counter() - started
     started = time.perf_counter()
     with anyio.move_on_after(whole / 10):  # the check is under way in its worker by then
-        await structured.parse_schema_argument_off_loop(large("cancelled"), limits)
+        await schema_argument.parse_schema_argument_off_loop(large("cancelled"), limits)
     cancelled = time.perf_counter() - started
     assert cancelled < whole / 3, f"the cancelled call waited {cancelled:.2f} s of the check's {whole:.2f} s"
 

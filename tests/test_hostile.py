@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import jsonschema
+import jsonschema_rs
 import pytest
 from mcp import Client, StdioServerParameters
 
@@ -67,12 +68,12 @@ REFUSED_SCHEMAS = {
     "unresolvable dynamic ref": ({"$dynamicRef": "#nowhere"}, "points nowhere"),
     "exponential refs": ({"$defs": {f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}"}] * 2} for i in range(20)}
                           | {"d20": {"type": "integer"}}, "$ref": "#/$defs/d0"}, "subschemas"),
-    "600 anchors": ({"$defs": {f"a{i}": {"$anchor": f"a{i}", "type": "integer"} for i in range(600)},
-                     "anyOf": [{"$ref": f"#a{i}"} for i in range(600)]}, "references"),
-    "backtracking pattern": ({"type": "string", "pattern": "^(a+)+$"}, "exponential"),
+    "20,001 references": ({"$defs": {"a": {"type": "integer"}}, "anyOf": [{"$ref": "#/$defs/a"}] * 20_001},
+                          "references"),
+    "named backreference": ({"type": "string", "pattern": "(?<n>a)\\k<n>"}, "cannot be used"),
     "unknown dialect": ({"$schema": "https://example.com/my-dialect", "type": "object"}, "dialect"),
     "too deep": (nested(70, {"type": "string"}), "levels deep"),
-    "too large": ({"enum": ["x" * 1000] * 80}, "limit"),
+    "too large": ({"enum": ["x" * 1000] * 2_200}, "limit"),
 }
 
 # Valid schemas that used to be refused: they must be accepted and used.
@@ -87,6 +88,14 @@ ACCEPTED_SCHEMAS = {
     "an answer 60 levels deep": (TREE, nested(59, {})),  # within reply_max_depth: it must serialize
     "safe pattern": ({"type": "object", "properties": {"slug": {"type": "string", "pattern": "^([a-z]+-)*[a-z]+$"}}},
                      {"slug": "a-b-c"}),
+    # patterns the old nested-repeat guard refused: matching is now linear-time ECMA-262 (issue 17)
+    "nested repeat": ({"type": "object", "properties": {"x": {"type": "string", "pattern": "^(a+)+$"}}},
+                      {"x": "aaa"}),
+    "words, up to 50": ({"type": "object", "properties": {"x": {"type": "string",
+                                                                "pattern": "^(?:\\S+\\s+){0,49}\\S+$"}}},
+                        {"x": "two words"}),
+    "unicode letters": ({"type": "object", "properties": {"x": {"type": "string", "pattern": "^\\p{L}+$"}}},
+                        {"x": "Zoë"}),
 }
 
 # Replies that used to end in null data, a bare crash, or a stall. Each is followed by a valid reply:
@@ -136,8 +145,12 @@ def settings_file(fake: FakeOllama, tmp_path: Path) -> Path:
 
 
 def validate(instance: Any, schema: dict[str, Any]) -> None:
-    """The test's own check, independent of the server's."""
-    jsonschema.validators.validator_for(schema)(schema).validate(instance)
+    """The test's own check, independent of the server's: jsonschema-rs, whose patterns are ECMA-262
+    as JSON Schema says (jsonschema for draft 3, which jsonschema-rs does not read)."""
+    if schema.get("$schema", "").startswith("http://json-schema.org/draft-03/"):
+        jsonschema.validators.validator_for(schema)(schema).validate(instance)
+    else:
+        jsonschema_rs.validator_for(schema, validate_formats=True).validate(instance)
 
 
 async def assert_next_call_ok(client: Client, fake: FakeOllama) -> None:
@@ -300,4 +313,60 @@ async def test_cancellation_is_not_swallowed_by_the_last_line_of_defence(fake: F
             with anyio.move_on_after(0.5) as scope:
                 await client.call_tool("generate_structured", {"prompt": "x", "schema": NUMBER})
             assert scope.cancelled_caught
+            await assert_next_call_ok(client, fake)
+
+
+# Patterns that backtrack without end in Python's `re` (issue 18): each against a 40-character reply.
+BACKTRACKING = ["(a|a?)+$", "(?:a|a)+$", "(a|aa)+$", "^(([a-z])+.)+[A-Z]([a-z])+$", "(.*a){12}!", ".*" * 30 + "!",
+                "^(a+)+$"]
+HOSTILE_TEXT = "a" * 40 + "!"
+DRAFT3 = "http://json-schema.org/draft-03/schema#"
+
+
+def pattern_schemas(pattern: str) -> dict[str, dict[str, Any]]:
+    """The same pattern wherever a pattern is read: a value, a key, a name, and draft 3's type and disallow."""
+    return {
+        "pattern": {"type": "object", "properties": {"x": {"type": "string", "pattern": pattern}}, "required": ["x"]},
+        "patternProperties": {"type": "object", "patternProperties": {pattern: {"type": "integer"}}},
+        "propertyNames": {"type": "object", "propertyNames": {"pattern": pattern}},
+        "draft-03 type": {"$schema": DRAFT3, "type": "object",
+                          "properties": {"x": {"type": [{"type": "string", "pattern": pattern}]}}},
+        "draft-03 disallow": {"$schema": DRAFT3, "type": "object",
+                              "properties": {"x": {"disallow": [{"type": "string", "pattern": pattern}]}}},
+    }
+
+
+def hostile_reply(where: str) -> str:
+    return json.dumps({"x": HOSTILE_TEXT} if where in ("pattern", "draft-03 type", "draft-03 disallow")
+                      else {HOSTILE_TEXT: "not an integer"})
+
+
+async def test_over_stdio_no_pattern_or_reply_holds_the_server(fake: FakeOllama, settings_file: Path) -> None:
+    """Each backtracking pattern, in each place a pattern is read, with a reply that used to freeze the
+    server (Python's `re` held the GIL for ever): the call ends with data valid for the schema or
+    re-asked, and an unrelated request made while the reply is checked answers at once."""
+    with anyio.fail_after(TEST_TIMEOUT_S * 3):
+        async with stdio_client(settings_file) as client:
+            for pattern in BACKTRACKING:
+                for where, schema in pattern_schemas(pattern).items():
+                    fake.enqueue(hostile_reply(where), delay_s=0.2)
+                    fake.enqueue(hostile_reply(where))  # the re-ask, if the first was judged invalid
+                    fake.enqueue(hostile_reply(where))
+                    answered = fake.answered
+                    outcome: dict[str, Any] = {}
+
+                    async def hostile(schema: dict[str, Any] = schema, outcome: dict[str, Any] = outcome) -> None:
+                        result = await client.call_tool("generate_structured", {"prompt": "x", "schema": schema})
+                        outcome.update(result.model_dump())
+
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(hostile)
+                        assert await anyio.to_thread.run_sync(
+                            fake.wait_for, lambda answered=answered: fake.answered > answered, 10)
+                        started = time.monotonic()
+                        await client.read_resource("mcp-llm://presets")
+                        waited = time.monotonic() - started
+                    assert waited < 1.0, f"an unrelated request waited {waited:.2f} s ({where}: {pattern})"
+                    assert outcome, f"the call never ended ({where}: {pattern})"
+                    fake.reset()
             await assert_next_call_ok(client, fake)

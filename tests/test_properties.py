@@ -26,8 +26,8 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from mcp_llm.errors import OutputError, SchemaError
-from mcp_llm.schema_dialects import compile_anthropic, compile_gemini
-from mcp_llm.structured import check_schema, parse_and_validate
+from mcp_llm.schema import check_schema, parse_and_validate
+from mcp_llm.schema.dialects import compile_anthropic, compile_gemini
 
 COMPILERS = {"gemini": compile_gemini, "anthropic": compile_anthropic}
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))

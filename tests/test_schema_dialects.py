@@ -8,8 +8,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from mcp_llm.schema_dialects import compile_anthropic, compile_gemini, is_strict
-from mcp_llm.structured import compile_for, parse_and_validate
+from mcp_llm.schema import compile_for, parse_and_validate
+from mcp_llm.schema.dialects import compile_anthropic, compile_gemini, is_strict
 
 RICH: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -655,7 +655,7 @@ def test_a_moved_root_takes_the_first_free_name() -> None:
 
 
 def test_openai_wraps_a_non_object_root_and_sends_an_object_root_as_is() -> None:
-    from mcp_llm.schema_dialects import compile_openai
+    from mcp_llm.schema.dialects import compile_openai
 
     obj = {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
            "properties": {"a": {"oneOf": [{"type": "string"}]}}}

@@ -8,7 +8,7 @@ import pytest
 
 from mcp_llm.errors import OutputError, SchemaError
 from mcp_llm.presets import PRESETS
-from mcp_llm.structured import (
+from mcp_llm.schema import (
     check_schema,
     parse_and_validate,
     parse_schema_argument,

@@ -38,7 +38,7 @@ from mcp_llm.adapters.base import (
     probe,
 )
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
-from mcp_llm.schema_dialects import is_strict
+from mcp_llm.schema.dialects import is_strict
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic

@@ -1,12 +1,14 @@
 """Validating a reply against the caller's schema, bounded in time and never crashing.
 
-jsonschema's own validators, for the schema's dialect, with two keyword functions changed:
+jsonschema's own validators, for the schema's dialect, with these keyword functions changed:
 - every keyword checks a deadline first, so validation that would take too long stops with
   `ValidationTimeout` (from any thread) instead of stalling the server;
 - `uniqueItems` is linear (a canonical key per item), where jsonschema compares every pair of
-  unhashable items: 3,000 distinct objects took 7 s.
-Formats are asserted with the dialect's own format checker (`jsonschema[format-nongpl]` brings
-the checkers for date-time, uri, duration, hostname, …).
+  unhashable items: 3,000 distinct objects took 7 s;
+- the keywords that match regular expressions use ECMA-262 patterns in bounded time
+  (ecma_keywords.py, regex.py): Python's `re` could hold the GIL for ever on one reply.
+Formats are asserted as the official test suite defines them (formats.py). The schema is read
+through `quirks.crawlable`, which works around a `referencing` crash on name-list dependencies.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class ValidationTimeout(Exception):
     """Checking the value took longer than the limit."""
 
 
-def dialect_class(schema: dict[str, Any]) -> type[Validator]:
+def dialect_class(schema: dict[str, Any] | bool) -> type[Validator]:
     """The validator class for the schema's `$schema`, 2020-12 when it names none."""
     from jsonschema import Draft202012Validator
     from jsonschema.validators import validator_for
@@ -40,11 +42,23 @@ def dialect_class(schema: dict[str, Any]) -> type[Validator]:
     return validator_for(schema, default=Draft202012Validator)
 
 
+def dialect_of(cls: type[Validator]) -> str:
+    """`draft4` … `draft2020-12` for a validator class."""
+    from mcp_llm.schema.formats import dialect_name
+
+    return dialect_name(str(cls.META_SCHEMA.get("$schema") or cls.META_SCHEMA.get("id") or ""))
+
+
 @lru_cache(maxsize=256)
 def compiled_validator(canonical_schema: str) -> Validator:
     """One validator per distinct schema: callers send the same few schemas again and again."""
+    from mcp_llm.schema.formats import format_checker
+    from mcp_llm.schema.quirks import crawlable
+
     schema = json.loads(canonical_schema)
-    return _bounded_class(dialect_class(schema))(schema, format_checker=dialect_class(schema).FORMAT_CHECKER)
+    cls = dialect_class(schema)
+    dialect = dialect_of(cls)
+    return _bounded_class(cls)(crawlable(schema, draft3=dialect == "draft3"), format_checker=format_checker(dialect))
 
 
 def errors_within(validator: Validator, instance: Any, timeout_s: float) -> list[str]:
@@ -82,7 +96,12 @@ def _bounded_class(cls: type[Validator]) -> type[Validator]:
     if cls not in _BOUNDED:
         from jsonschema.validators import extend
 
+        from mcp_llm.schema.ecma_keywords import KEYWORDS as ECMA_KEYWORDS
+
         keywords = {name: _with_deadline(fn) for name, fn in cls.VALIDATORS.items()}
+        for name, fn in ECMA_KEYWORDS.items():
+            if name in keywords:
+                keywords[name] = _with_deadline(fn)
         if "uniqueItems" in keywords:
             keywords["uniqueItems"] = _with_deadline(_unique_items)
         _BOUNDED[cls] = extend(cls, keywords)

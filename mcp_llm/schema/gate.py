@@ -13,8 +13,8 @@ Checked, in order, each failure a `SchemaError` that says what to change:
    references followed (`limits.schema_max_expansion`), is bounded, so a chain of references
    cannot make validation exponential. Cycles through a keyword that descends into the value
    (`properties`, `items`, …) are fine: they end with the value;
-5. `pattern`s (and `patternProperties` keys) that would backtrack catastrophically, i.e. a repeat
-   inside a repeat such as `(a+)+`: Python's `re` cannot be interrupted once it starts.
+5. every `pattern` (and `patternProperties` key) is an ECMA-262 regular expression that the
+   bounded-time engine of regex.py can run, so no reply can stall the validator on a pattern.
 
 `$dynamicRef` is taken to point at every `$dynamicAnchor` of its name (what the dynamic scope
 may pick), so the cycle check is sound for it too. All the walking is iterative.
@@ -23,27 +23,12 @@ may pick), so the cycle check is sound for it too. All the walking is iterative.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from mcp_llm.errors import SchemaError
-
-try:  # the parser behind `re`, to find nested repeats (`sre_parse` is its deprecated alias)
-    from re import _parser as _sre_parser  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - Python < 3.11
-    import sre_parse as _sre_parser  # type: ignore[no-redef]
-
-
-@dataclass(frozen=True)
-class SchemaLimits:
-    max_bytes: int = 65_536
-    max_depth: int = 64
-    max_refs: int = 512
-    max_expansion: int = 2_000
-    max_in_place_chain: int = 128  # schemas applied in place one inside another; bounds the validator's stack
-
+from mcp_llm.schema.canonical import clip as _clip
+from mcp_llm.schema.limits import SchemaLimits
 
 # Keywords whose subschemas apply to the same value ("in place"), or to parts of it ("descending").
 _IN_PLACE_ONE = ("not", "if", "then", "else")
@@ -124,6 +109,10 @@ def check_references(schema: dict[str, Any], dialect_id: str, limits: SchemaLimi
     from referencing.exceptions import Unresolvable
     from referencing.jsonschema import specification_with
 
+    from mcp_llm.schema.quirks import crawlable
+
+    draft3 = "draft-03" in dialect_id
+    schema = crawlable(schema, draft3=draft3)  # the same meaning, in shapes `referencing` can crawl
     specification = specification_with(dialect_id)
     root = specification.create_resource(schema)
     base_uri = root.id() or ""
@@ -142,6 +131,7 @@ def check_references(schema: dict[str, Any], dialect_id: str, limits: SchemaLimi
         if not isinstance(node, dict) or id(node) in nodes:
             continue
         nodes[id(node)] = node
+        _check_patterns(node, path)
         if isinstance(node.get("$id"), str) or isinstance(node.get("id"), str):
             node_resolver = node_resolver.in_subresource(specification.create_resource(node))
         edges = in_place.setdefault(id(node), [])
@@ -185,8 +175,6 @@ def check_references(schema: dict[str, Any], dialect_id: str, limits: SchemaLimi
                 edges.append(id(child))
             if isinstance(child, dict):
                 stack.append((child, node_resolver, child_path))
-                _check_patterns(child, child_path)
-    _check_patterns(schema, "$")
     for source, name in dynamic_refs:
         targets = recursive_anchors if name == "\0recursive" else dynamic_anchors.get(name, [])
         in_place[source].extend(targets)
@@ -206,6 +194,15 @@ def _subschemas(node: dict[str, Any], path: str, dialect_id: str) -> Iterator[tu
         if isinstance(node.get(key), dict):
             for name, sub in node[key].items():
                 yield sub, f"{path}.{key}.{name}", "in_place"
+    if "draft-03" in dialect_id:  # `extends` (one schema or a list), and schemas inside `type` / `disallow`
+        extends = node.get("extends")
+        for i, sub in enumerate(extends if isinstance(extends, list) else [extends] if extends is not None else []):
+            yield sub, f"{path}.extends[{i}]", "in_place"
+        for key in ("type", "disallow"):
+            if isinstance(node.get(key), list):
+                for i, sub in enumerate(node[key]):
+                    if isinstance(sub, dict):
+                        yield sub, f"{path}.{key}[{i}]", "in_place"
     if isinstance(node.get("dependencies"), dict):  # drafts 4-7: a schema (in place) or a list of names
         for name, sub in node["dependencies"].items():
             yield sub, f"{path}.dependencies.{name}", "in_place"
@@ -280,10 +277,12 @@ def _check_in_place_graph(edges: dict[int, list[int]], root: int, limits: Schema
             )
 
 
-_REPEATS = {_sre_parser.MAX_REPEAT, _sre_parser.MIN_REPEAT, getattr(_sre_parser, "POSSESSIVE_REPEAT", None)}
-
-
 def _check_patterns(node: dict[str, Any], path: str) -> None:
+    """Every `pattern` and `patternProperties` key must be an ECMA-262 regular expression the bounded
+    engine can run (regex.py): found now, it is a clear error; found on a reply, it would be a
+    reply nobody can check."""
+    from mcp_llm.schema.regex import PatternError, compile_pattern
+
     patterns = []
     if isinstance(node.get("pattern"), str):
         patterns.append((node["pattern"], f"{path}.pattern"))
@@ -291,45 +290,9 @@ def _check_patterns(node: dict[str, Any], path: str) -> None:
         patterns.extend((p, f"{path}.patternProperties") for p in node["patternProperties"])
     for pattern, where in patterns:
         try:
-            parsed = _sre_parser.parse(pattern)
-        except (re.error, RecursionError, OverflowError):
-            continue  # the meta-schema check reports an invalid pattern (format "regex") where it asserts it
-        if _backtracks(parsed):
+            compile_pattern(pattern)
+        except PatternError as exc:
             raise SchemaError(
-                f"The pattern {json.dumps(pattern)} at {where} repeats a group that itself repeats "
-                "(like (a+)+), which can take exponential time to match.",
-                hint="Rewrite it without a repeat inside a repeat, e.g. (a+)+ as a+.",
-            )
-
-
-def _backtracks(parsed: Any) -> bool:
-    """Whether a many-times repeat holds a body that is itself just a repeat (plus optional parts):
-    `(a+)+`, `(a*)*`, `(\\w+\\s?)+`. Such a body can split one string in exponentially many ways.
-    `([a-z]+-)*` is fine: its `-` is mandatory, so each split is forced."""
-    for op, arg in parsed:
-        if op in _REPEATS:
-            _, high, sub = arg
-            if (high > 16 and _ambiguous_body(sub)) or _backtracks(sub):
-                return True
-        elif op is _sre_parser.SUBPATTERN:
-            if _backtracks(arg[-1]):
-                return True
-        elif op is _sre_parser.BRANCH:
-            if any(_backtracks(branch) for branch in arg[1]):
-                return True
-        elif op in (_sre_parser.ASSERT, _sre_parser.ASSERT_NOT) and _backtracks(arg[1]):
-            return True
-    return False
-
-
-def _ambiguous_body(sub: Any) -> bool:
-    items = list(sub)
-    if len(items) == 1 and items[0][0] is _sre_parser.SUBPATTERN:
-        return _ambiguous_body(items[0][1][-1])
-    if len(items) == 1 and items[0][0] is _sre_parser.BRANCH:
-        return any(_ambiguous_body(branch) for branch in items[0][1][1])
-    repeats = [i for i, (op, arg) in enumerate(items) if op in _REPEATS and arg[1] > max(arg[0], 1)]
-    if not repeats:
-        return False
-    return all(_sre_parser.SubPattern(sub.state, [item]).getwidth()[0] == 0
-               for i, item in enumerate(items) if i not in repeats)
+                f"The pattern {json.dumps(_clip(pattern))} at {where} cannot be used: {exc}.",
+                hint="Write it as a JavaScript (ECMA-262) regular expression, e.g. `^[a-z]+$` or `^\\p{L}+$`.",
+            ) from None
