@@ -7,7 +7,11 @@ Prints min/median/max milliseconds per case and the ratio it is about:
   805 MB at 26 levels): size and time must grow linearly with N;
 - a 3,000-object `uniqueItems` reply: our bounded validator against plain jsonschema;
 - "```" plus 40,000 spaces: our reply reader against `json.loads` of a same-sized valid reply;
-- the schema gate on a 600-anchor schema (refused) and on a 60 KB valid schema.
+- the schema gate on a 600-anchor schema and on a 60 KB valid schema;
+- patterns that backtrack without end in Python's `re` (issue 18: `(a|a?)+$` against 40 `a`s and a
+  `!` froze the server), and backreference patterns that need the backtracking engine, each against
+  replies of 41 characters, 100 KB and 1 MB: validation time against the same reply checked with
+  the trivial pattern `a` (the baseline), so the ratio is what the pattern itself costs.
 Nothing here is a test: it prints, and fails on nothing.
 """
 
@@ -96,11 +100,26 @@ def main() -> None:
     print("\nSchema gate (first check of each schema; checks are cached after)")
     anchors = {"$defs": {f"a{i}": {"$anchor": f"a{i}", "type": "integer"} for i in range(600)},
                "anyOf": [{"$ref": f"#a{i}"} for i in range(600)]}
-    row("  600 $anchor refs (refused: over 512)", timed(lambda: check_schema(anchors), runs))
+    row("  600 $anchor refs", timed(lambda: check_schema(anchors), runs))
     big = {"type": "object", "properties": {f"p{i}": {"type": "string", "maxLength": 20, "description": "d" * 40}
                                             for i in range(600)}}
     size = len(json.dumps(big))
     row(f"  a valid {size / 1024:.0f} KB schema", timed(lambda: check_schema(big), runs))
+
+    print("\nPatterns against a hostile reply (validation of the whole reply; baseline: the pattern `a`)")
+    hostile = ["(a|a?)+$", "(?:a|a)+$", "(a|aa)+$", "^(([a-z])+.)+[A-Z]([a-z])+$", "(.*a){12}!", ".*" * 30 + "!",
+               "^(a+)+$", "^(a|a?)+\\1$", "^((a+)+)\\2b$", "(.)\\1"]
+    for length in (41, 100_000, 1_000_000):
+        text = "a" * (length - 1) + "!"
+        base_schema = {"type": "string", "pattern": "a"}
+        check_schema(base_schema)
+        base = timed(lambda t=text, b=base_schema: validation_errors(t, b), runs)
+        row(f"  {length:,} characters, pattern `a` (baseline)", base)
+        for pattern in hostile:
+            schema = {"type": "string", "pattern": pattern}
+            check_schema(schema)
+            ours = timed(lambda t=text, s=schema: validation_errors(t, s), runs)
+            row(f"    {pattern[:40]}", ours, f"ratio {statistics.median(ours) / statistics.median(base):.1f}")
 
 
 if __name__ == "__main__":
