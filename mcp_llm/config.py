@@ -281,8 +281,20 @@ def _read_file(explicit: str | os.PathLike[str] | None, env: dict[str, str]) -> 
             )
         return _Loaded()
     try:
-        with path.open("rb") as fh:
-            return _Loaded(tomllib.load(fh), path)
+        raw = path.read_bytes()
+    except OSError as exc:  # unreadable: permissions, a directory, an I/O error
+        raise ConfigError(f"Config file {path} cannot be read: {exc.strerror or exc}.",
+                          hint="Check its permissions, or point --config / MCP_LLM_CONFIG at another file.") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a leading BOM (Windows editors write one) is not an error
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition; tomllib would raise this bare
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"Config file {path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} cannot be decoded.",
+            hint="Save it as UTF-8 (TOML files are UTF-8; an editor's \"UTF-16\" or \"Latin-1\" will not do).",
+        ) from None
+    try:
+        return _Loaded(tomllib.loads(text), path)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Config file {path} is not valid TOML: {exc}.", hint="Fix the line it names.") from exc
 

@@ -414,3 +414,24 @@ def test_an_endpoint_name_that_routing_could_not_reach_is_refused(tmp_path: Path
     config = write_config(tmp_path / "c.toml", f'[providers.openai_compatible."{name}"]\nendpoint = "http://h/v1"\n')
     with pytest.raises(ConfigError, match=why):
         load_settings(config, env=env_with(xdg))
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ('[defaults]\nmodel = "ollama/caf\u00e9"\n'.encode("latin-1"), "byte 0xe9 on line 2"),
+    ('[defaults]\nmodel = "x"\n'.encode("utf-16"), "byte 0xff on line 1"),
+], ids=["latin-1", "utf-16"])
+def test_cli_config_that_is_not_utf8_exits_2_with_the_reason(tmp_path: Path, content: bytes, expected: str) -> None:
+    """README: a bad config makes mcp-llm exit 2 with the reason; a non-UTF-8 file printed a traceback, exit 1."""
+    path = tmp_path / "encoded.toml"
+    path.write_bytes(content)
+    for command in ("config", "serve"):
+        done = run_cli(tmp_path, "--config", str(path), command)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and done.stdout == ""
+        assert f"Config file {path} is not UTF-8 text: {expected}" in done.stderr and "Save it as UTF-8" in done.stderr
+
+
+def test_a_utf8_config_with_a_byte_order_mark_loads(tmp_path: Path, xdg: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes('[defaults]\nmodel = "ollama/café"\n'.encode("utf-8-sig"))
+    assert load_settings(path, env=env_with(xdg)).defaults.model == "ollama/café"
