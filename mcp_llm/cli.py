@@ -198,6 +198,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
     token = settings.server.token
+    if _token_unset(settings):
+        return EXIT_USAGE
     if token is None and not is_loopback(host):
         _fail(f"refusing to serve HTTP on {host} without a token. Set server.token_env to the name of "
               "an environment variable holding one (clients send it as `Authorization: Bearer …`), "
@@ -211,6 +213,18 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     server.run("streamable-http", host=bind_address(host), port=port, stateless_http=args.stateless,
                transport_security=transport_security(host, settings.server))
     return EXIT_OK
+
+
+def _token_unset(settings: Settings) -> bool:
+    """`server.token_env` names a variable that is not set: the user asked for a token, so say so rather
+    than serve (or call a server) without one."""
+    variable = settings.server.token_env
+    if not variable or settings.server.token is not None:
+        return False
+    _fail(f"server.token_env names the environment variable {variable}, which is not set (or is empty). "
+          f"Set {variable} to the bearer token HTTP clients must send, or remove server.token_env "
+          "to serve without a token (loopback only).")
+    return True
 
 
 def _exit_interrupted(signum: int, frame: object) -> None:
@@ -348,6 +362,8 @@ def _stats(settings: Settings, args: argparse.Namespace) -> int:
 
     url = args.url or f"http://{header_host(settings.server.host)}:{settings.server.port}/mcp"
     token = settings.server.token
+    if _token_unset(settings):
+        return EXIT_USAGE
 
     async def fetch() -> dict[str, Any]:
         import httpx2

@@ -265,3 +265,18 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     errors = stderr.decode()
     assert reader.returncode == 0
     assert "Traceback" not in errors and "BrokenPipe" not in errors, errors
+
+
+def test_http_with_token_env_naming_an_unset_variable_refuses_to_start(fake_ollama: FakeOllama,
+                                                                       tmp_path: Path) -> None:
+    """The user asked for a token: serving HTTP without one, silently, is not what they meant."""
+    config = write_config(fake_ollama, tmp_path, extra='\n[server]\ntoken_env = "MCP_LLM_TEST_TOKEN"\n')
+    port = free_port()
+    for env in ({}, {"MCP_LLM_TEST_TOKEN": ""}):  # unset, and set but empty
+        done = mcp_llm("--config", str(config), "serve", "--transport", "http", "--port", str(port), timeout=30,
+                       env=env)
+        assert done.returncode == 2, done.stderr
+        assert "MCP_LLM_TEST_TOKEN, which is not set" in done.stderr and "Set MCP_LLM_TEST_TOKEN" in done.stderr
+        assert done.stdout == "" and "Traceback" not in done.stderr
+    stats = mcp_llm("--config", str(config), "stats", timeout=30)
+    assert stats.returncode == 2 and "MCP_LLM_TEST_TOKEN, which is not set" in stats.stderr
