@@ -9,7 +9,21 @@
     Reported: the share of calls that returned data, that every returned `data` validates (checked here
     with jsonschema), and the attempts per call.
 
+(c) JSONSchemaBench coverage (`--jsonschemabench DIR`, the `data/` folder of guidance-ai/jsonschemabench,
+    fetched, never committed): N schemas per split (seeded), each asked twice side by side: the raw
+    engine (the `openai` SDK, `response_format` json_schema with the schema as is, the paper's zero-shot
+    prompt: system "You need to generate a JSON object that matches the schema below.", user the
+    schema's JSON), and `generate_structured` through MCP stdio (prompt "Generate a JSON object that
+    matches the schema.", the schema as `schema`). The figures follow the paper's evaluator
+    (epfl-dlab/jsonschemabench, core/evaluator.py): declared coverage = the engine took the schema
+    (raw: HTTP 200; mcp_llm: the gate accepted it); empirical coverage = the output parses and validates
+    against Draft 2020-12 with formats (a failed call is an empty output, as the paper's default
+    generation is ""); compliance = empirical coverage over the declared schemas. Beside them, for
+    mcp_llm, the share of RETURNED data that validates (the product's promise: never invalid data) and
+    what the failed calls ended in.
+
     python -m bench.real_engine [--calls 20] [--prompts 2] [--skip-a] [--skip-b]
+    python -m bench.real_engine --skip-a --skip-b --jsonschemabench DIR [--per-split 10] [--seed 1] [--context 16384]
 
 Prints markdown tables (README's Performance section, "Real engine", holds a run of them).
 """
@@ -28,7 +42,8 @@ from typing import Any
 import anyio
 import jsonschema
 
-from mcp_llm.schema import schema_instruction
+from mcp_llm.errors import SchemaError
+from mcp_llm.schema import parse_schema_argument, schema_instruction
 from tests.real.backend import MODEL_ALIAS, LlamaServer, Unavailable, prepare
 from tests.real.conftest import connect, real_config
 from tests.real.schemas import SCHEMAS
@@ -136,21 +151,142 @@ async def reliability(prompts: int, config: Path) -> None:
               f"| {mean} | {per_call} | {seconds:.0f} s |")
 
 
+PAPER_SYSTEM = "You need to generate a JSON object that matches the schema below."
+COVERAGE_MAX_TOKENS = 512
+
+
+def _valid_2020_12(text: str | None, schema: Any) -> bool:
+    """The paper's check: the output parses, and validates against Draft 2020-12 with a format checker."""
+    import json
+
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    if not text:
+        return False
+    try:
+        value = json.loads(text)
+        Draft202012Validator.check_schema(schema)
+        Draft202012Validator(schema, format_checker=FormatChecker()).validate(value)
+    except Exception:  # the paper's evaluator catches everything here too
+        return False
+    return True
+
+
+def _sample(directory: Path, per_split: int, seed: int) -> list[tuple[str, str, Any]]:
+    import json
+    import random
+
+    chosen = []
+    for split in sorted(p for p in directory.iterdir() if p.is_dir()):
+        files = sorted(split.glob("*.json"))
+        for path in random.Random(f"{seed}/{split.name}").sample(files, min(per_split, len(files))):
+            chosen.append((split.name, path.name, json.loads(path.read_text(encoding="utf-8"))))
+    return chosen
+
+
+async def coverage(url: str, config: Path, directory: Path, per_split: int, seed: int) -> None:
+    import json
+
+    from openai import APIError, APIStatusError, AsyncOpenAI
+
+    cases = _sample(directory, per_split, seed)
+    print(f"\n(c) JSONSchemaBench: {per_split} schemas per split (seed {seed}), temperature 0, "
+          f"max_tokens {COVERAGE_MAX_TOKENS}, max_repairs 2\n")
+    direct = AsyncOpenAI(base_url=f"{url}/v1", api_key="no-key", max_retries=0, timeout=180)
+    rows: dict[str, dict[str, list[Any]]] = {}
+    async with connect(config) as client:
+        for split, name, schema in cases:
+            row = rows.setdefault(split, {"raw": [], "ours": [], "returned": [], "why": []})
+            started = time.perf_counter()
+            try:  # the raw engine, as a user of its API would call it
+                reply = await direct.chat.completions.create(
+                    model=MODEL_ALIAS, temperature=0, seed=SEED, max_tokens=COVERAGE_MAX_TOKENS,
+                    messages=[{"role": "system", "content": PAPER_SYSTEM},
+                              {"role": "user", "content": json.dumps(schema)}],
+                    response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+                raw = (True, reply.choices[0].message.content or "")
+            except APIStatusError as exc:  # 400: the grammar could not be built (or the prompt overflowed)
+                raw = (exc.status_code != 400 or "context" in str(exc), "")
+            except APIError:
+                raw = (True, "")
+            try:  # declared: what the server's own gate says of the schema
+                parse_schema_argument(schema)
+                declared = True
+            except SchemaError:
+                declared = False
+            result = await client.call_tool("generate_structured", {
+                "prompt": "Generate a JSON object that matches the schema.", "schema": schema,
+                "model": f"llamacpp/{MODEL_ALIAS}", "temperature": 0, "max_tokens": COVERAGE_MAX_TOKENS})
+            text = " ".join(getattr(b, "text", "") for b in result.content) if result.is_error else ""
+            output = json.dumps(result.structured_content["data"]) if not result.is_error else ""
+            row["raw"].append((raw[0], _valid_2020_12(raw[1], schema)))
+            row["ours"].append((declared, _valid_2020_12(output, schema)))
+            if not result.is_error:
+                row["returned"].append(_valid_2020_12(output, schema) or _valid_own_dialect(output, schema))
+            else:
+                kind = next((label for marker, label in ERROR_KINDS if marker in text), "other")
+                if "context" in text:
+                    kind = "context limit"
+                elif not declared:
+                    kind = "schema refused"
+                row["why"].append(kind)
+            print(f"  {split}/{name}: raw {'ok' if row['raw'][-1][1] else '--'}, "
+                  f"mcp_llm {'ok' if row['ours'][-1][1] else '-- ' + (row['why'][-1] if row['why'] else '')} "
+                  f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+    await direct.close()
+    print("| split | n | raw declared | raw empirical | raw compliance | mcp_llm declared | mcp_llm empirical "
+          "| mcp_llm compliance | returned data valid | failed calls (why) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    totals: dict[str, list[Any]] = {"raw": [], "ours": [], "returned": [], "why": []}
+    for split, row in [*rows.items(), ("all", totals)]:
+        if split != "all":
+            for key in totals:
+                totals[key] += row[key]
+        n = len(row["raw"])
+        cells = []
+        for path in ("raw", "ours"):
+            declared = [d for d, _ in row[path]]
+            empirical = [e for _, e in row[path]]
+            compliance = [e for d, e in row[path] if d]
+            cells += [f"{sum(declared) / n:.3f}", f"{sum(empirical) / n:.3f}",
+                      f"{sum(compliance) / len(compliance):.3f}" if compliance else "n/a"]
+        returned = row["returned"]
+        why = ", ".join(f"{k}: {row['why'].count(k)}" for k in sorted(set(row["why"])))
+        print(f"| {split} | {n} | {' | '.join(cells)} | "
+              f"{f'{sum(returned) / len(returned):.3f} ({len(returned)})' if returned else 'n/a'} | {why or '-'} |")
+
+
+def _valid_own_dialect(text: str, schema: Any) -> bool:
+    """Whether returned data validates against the schema's own dialect (the paper reads every schema as
+    2020-12, which a draft-04 schema's `exclusiveMinimum: true` breaks; mcp_llm validates by the schema's own)."""
+    import json
+
+    import jsonschema_rs
+
+    try:
+        return bool(jsonschema_rs.validator_for(schema, validate_formats=True).is_valid(json.loads(text)))
+    except Exception:
+        return False
+
+
 async def main(args: argparse.Namespace) -> int:
     try:
         prepared = prepare()
     except Unavailable as exc:
         print(f"real engine unavailable: {exc}")
         return 1
-    server = LlamaServer(prepared, parallel=2, context=4096).start()
+    server = LlamaServer(prepared, parallel=2, context=args.context).start()
     try:
         with tempfile.TemporaryDirectory(prefix="mcp-llm-bench-") as tmp:
             config = real_config(Path(tmp), server.url, _mode_endpoints(server.url))
-            print(f"llama-server {server.url}, model {MODEL_ALIAS} (SmolLM2-135M-Instruct Q4_1), -np 2 -c 4096")
+            print(f"llama-server {server.url}, model {MODEL_ALIAS} (SmolLM2-135M-Instruct Q4_1), "
+                  f"-np 2 -c {args.context}")
             if not args.skip_a:
                 await overhead(server.url, args.calls, config)
             if not args.skip_b:
                 await reliability(args.prompts, config)
+            if args.jsonschemabench:
+                await coverage(server.url, config, Path(args.jsonschemabench), args.per_split, args.seed)
     finally:
         server.stop()
     return 0
@@ -162,4 +298,8 @@ if __name__ == "__main__":
     parser.add_argument("--prompts", type=int, default=2, choices=(1, 2, 3))
     parser.add_argument("--skip-a", action="store_true")
     parser.add_argument("--skip-b", action="store_true")
+    parser.add_argument("--jsonschemabench", metavar="DIR", help="JSONSchemaBench's data/ folder: run (c)")
+    parser.add_argument("--per-split", type=int, default=10)
+    parser.add_argument("--context", type=int, default=4096, help="llama-server -c (split over its 2 slots)")
+    parser.add_argument("--seed", type=int, default=1)
     raise SystemExit(anyio.run(main, parser.parse_args()))
