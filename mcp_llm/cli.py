@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mcp_llm import __version__
 
@@ -29,7 +29,7 @@ EPILOG = """\
 exit codes:
   0    ok
   1    the call failed (call), or the server could not be reached (stats)
-  2    usage or config error
+  2    usage or config error (a wrong option, a --schema or --image that cannot be used)
   3    every configured provider is down (health)
   130  interrupted (Ctrl-C)
 
@@ -56,6 +56,7 @@ _CLI_WORDS = (
     (re.compile(r"\blist_models\b"), "`mcp-llm models`"),
     (re.compile(r"\bprovider_health\b"), "`mcp-llm health`"),
     (re.compile(r"(?<![.\w])timeout_s\b"), "--timeout"),
+    (re.compile(r"(?<![.\w])max_tokens\b"), "--max-tokens"),
 )
 
 
@@ -63,6 +64,33 @@ def cli_words(message: str) -> str:
     for pattern, replacement in _CLI_WORDS:
         message = pattern.sub(replacement, message)
     return message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with the closest name suggested for a mistyped command."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        found = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
+        if found:
+            message += _did_you_mean(found.group(1), [c for c in self._commands()])
+        super().error(message)
+
+    def _commands(self) -> list[str]:
+        return [name for action in self._actions if isinstance(action, argparse._SubParsersAction)
+                for name in action.choices]
+
+    def reject_unknown(self, extras: list[str]) -> NoReturn:
+        """Arguments this (sub)command does not take: its own usage, and the option meant if one is close."""
+        options = [option for action in self._actions for option in action.option_strings if option.startswith("--")]
+        typed = next((extra.split("=", 1)[0] for extra in extras if extra.startswith("-")), None)
+        self.error(f"unrecognized arguments: {' '.join(extras)}" + (_did_you_mean(typed, options) if typed else ""))
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _common() -> argparse.ArgumentParser:
@@ -76,20 +104,22 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[_Parser, dict[str, _Parser]]:
+    """The top-level parser, and each command's own (for its usage when it is given a wrong option)."""
     common = _common()
-    parser = argparse.ArgumentParser(prog="mcp-llm", parents=[common], epilog=EPILOG,
+    parser = _Parser(prog="mcp-llm", parents=[common], epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="An MCP server for schema-valid LLM answers.")
     parser.add_argument("--version", action="version", version=f"mcp-llm {__version__}")
     # Not config / log_level: their actions are shared with every command's parser (argparse
     # `parents`), so a default set here would also override a value given before the command.
     parser.set_defaults(transport=None, host=None, port=None, stateless=False)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    def command(name: str, text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, parents=[common], help=text, description=text, epilog=EPILOG,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    def command(name: str, text: str) -> _Parser:
+        made: _Parser = commands.add_parser(name, parents=[common], help=text, description=text, epilog=EPILOG,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        return made
 
     serve = command("serve", "run the MCP server (the default command)")
     serve.add_argument("--transport", choices=["stdio", "http"], help="default: server.transport, else stdio")
@@ -104,6 +134,10 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--model", help="a model id (default: defaults.model; `mcp-llm models` lists them)")
     call.add_argument("--image", help="an image path, data: URI or base64: calls analyze_image")
     call.add_argument("--system", help="a system prompt")
+    call.add_argument("--max-tokens", type=_positive_int, metavar="N",
+                      help="the answer's token limit (default: the provider's)")
+    call.add_argument("--temperature", type=_temperature, metavar="T",
+                      help="sampling temperature, 0 for the most likely answer (default: the provider's)")
     call.add_argument("--timeout", type=float, help="seconds for the whole call (default: defaults.timeout_s)")
     for name, text in (
         ("config", "print the effective config, each value's source, secrets redacted"),
@@ -115,7 +149,27 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("--url", help="the server's MCP endpoint (default: http://server.host:server.port/mcp); "
                        "the token from server.token_env is sent")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
-    return parser
+    return parser, dict(commands.choices)  # type: ignore[arg-type]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 2:  # every provider's range (OpenAI's and Gemini's are 0-2, Anthropic's 0-1)
+        raise argparse.ArgumentTypeError(f"a temperature is 0-2, not {value}")
+    return value
 
 
 def _port(text: str) -> int:
@@ -141,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    parser, commands = _parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        commands.get(args.command, parser).reject_unknown(extras)
     args.command = args.command or "serve"
     args.config = getattr(args, "config", None)
     _setup_logging(getattr(args, "log_level", "WARNING"))
@@ -252,40 +309,81 @@ def _print_config(settings: Settings, *, as_json: bool) -> int:
 
 
 def _call(settings: Settings, args: argparse.Namespace) -> int:
-    """What the tools do, from a shell: the result (data or text, and the trace) as JSON, or the error on stderr."""
+    """What the tools do, from a shell: the result (data or text, and the trace) as JSON, or the error on stderr.
+
+    A --schema or --image that cannot be used is a usage error (exit 2), found before any model is asked;
+    a call that fails is exit 1.
+    """
     import anyio
 
     from mcp_llm.app import App
-    from mcp_llm.errors import LLMError
+    from mcp_llm.errors import ImageError, LLMError, SchemaError
     from mcp_llm.images import load_image
     from mcp_llm.router import CallSpec
     from mcp_llm.schema import parse_schema_argument
+    from mcp_llm.schema.limits import limits_from
 
+    if args.timeout is not None and args.timeout <= 0:
+        _fail(f"--timeout must be positive, not {args.timeout}.")
+        return EXIT_USAGE
     text_answer = args.schema in ("", "none") or (args.schema is None and args.image)
+    schema: Any = None
+    if not text_answer:
+        try:
+            schema = parse_schema_argument(_schema_argument(args.schema or '{"type": "object"}'),
+                                           limits_from(settings.limits)[0])[0]
+        except SchemaError as exc:
+            _fail("--schema: " + cli_words(exc.user_message()))
+            return EXIT_USAGE
 
     async def run() -> dict[str, Any]:
         app = App(settings)
         try:
-            schema = None if text_answer else parse_schema_argument(args.schema or '{"type": "object"}',
-                                                                   app.router.schema_limits)[0]
             images = (await load_image(args.image, settings.images),) if args.image else ()
             outcome = await app.router.run(CallSpec(prompt=args.prompt, schema=schema, model=args.model,
-                                                    system=args.system, images=images, timeout_s=args.timeout))
+                                                    system=args.system, temperature=args.temperature,
+                                                    max_tokens=args.max_tokens, images=images,
+                                                    timeout_s=args.timeout))
             answer = {"data": outcome.data} if schema is not None else {"text": outcome.text}
             return answer | outcome.trace.model_dump()
         finally:
             await app.aclose()
 
-    if args.timeout is not None and args.timeout <= 0:
-        _fail(f"--timeout must be positive, not {args.timeout}.")
-        return EXIT_USAGE
     try:
         result = anyio.run(run)
+    except ImageError as exc:
+        _fail("--image: " + cli_words(exc.user_message()))
+        return EXIT_USAGE
     except LLMError as exc:
         _fail(cli_words(exc.user_message()))
         return EXIT_FAILED
     _emit(json.dumps(result, indent=2, ensure_ascii=False))
     return EXIT_OK
+
+
+def _schema_argument(text: str) -> Any:
+    """--schema's text as the tool takes it, except JSON that is not a schema: an array, a number, a
+    string (`'[1]'` would otherwise be looked up as a preset name, and reported as an unknown preset)."""
+    from mcp_llm.errors import SchemaError
+
+    stripped = text.strip()
+    if stripped.startswith("{") or not stripped or (stripped[0] not in '["-0123456789' and stripped != "null"):
+        return text  # an object's JSON text (its errors are reported with their line), a preset name, true/false
+    try:
+        value = json.loads(stripped)
+    except ValueError as exc:
+        raise SchemaError(f"The schema is not valid JSON: {exc}.",
+                          hint="Pass a JSON Schema object, e.g. '{\"type\": \"object\"}', or a preset name.") from None
+    from mcp_llm.presets import PRESETS
+
+    kind = {list: "a JSON array", str: "a JSON string", type(None): "JSON null"}.get(type(value), "a JSON number")
+    raise SchemaError(f"The schema is {kind} ({_shorten(stripped)}), and a JSON Schema is an object (or true).",
+                      hint="For an array of integers, say, pass '{\"type\": \"array\", \"items\": {\"type\": "
+                      "\"integer\"}}'; or a preset name: " + ", ".join(PRESETS) + ".")
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _run_query(settings: Settings, command: str, *, as_json: bool) -> int:
@@ -308,7 +406,7 @@ def _run_query(settings: Settings, command: str, *, as_json: bool) -> int:
 
     rows = anyio.run(run)
     if command == "models":
-        _print_models(rows, problems, as_json=as_json)
+        _print_models(rows, problems, settings, as_json=as_json)
         return EXIT_OK
     _print_health(rows, as_json=as_json)
     usable = [h for h in rows if h.status in ("ok", "degraded")]
@@ -318,7 +416,7 @@ def _run_query(settings: Settings, command: str, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _print_models(rows: list[Any], problems: dict[str, str], *, as_json: bool) -> None:
+def _print_models(rows: list[Any], problems: dict[str, str], settings: Settings, *, as_json: bool) -> None:
     if as_json:
         _emit(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
     else:
@@ -330,11 +428,18 @@ def _print_models(rows: list[Any], problems: dict[str, str], *, as_json: bool) -
         _emit_table(table)
     listed = {row.provider for row in rows}
     for provider, why in sorted(problems.items()):
-        if provider == "ollama" or provider in listed:  # the default provider, or one with models configured
+        # A provider with models in the table, or an Ollama set up by hand: its failure matters. An Ollama
+        # that is merely the default endpoint, with nothing of it configured, is no one's concern.
+        if provider in listed or (provider == "ollama" and _ollama_set_up(settings)):
             _fail(f"{provider}: could not list its models, so their availability is unknown: {cli_words(why)}")
     if not rows:
         _fail("no models: configure some under [providers.<name>] models, or start a provider "
               "(`mcp-llm health` shows each one's state).")
+
+
+def _ollama_set_up(settings: Settings) -> bool:
+    ollama = settings.providers.ollama
+    return bool(ollama.models or ollama.use_cloud or settings.source_of("providers.ollama.endpoint") != "default")
 
 
 def _print_health(rows: list[Any], *, as_json: bool) -> None:

@@ -25,6 +25,7 @@ from tests.test_http import wait_listening
 
 INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+NO_DISCOVERY = {"MCP_LLM_DISCOVERY": "off"}  # no looking for local model servers on this machine's usual ports
 
 
 def run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -280,3 +281,68 @@ def test_http_with_token_env_naming_an_unset_variable_refuses_to_start(fake_olla
         assert done.stdout == "" and "Traceback" not in done.stderr
     stats = mcp_llm("--config", str(config), "stats", timeout=30)
     assert stats.returncode == 2 and "MCP_LLM_TEST_TOKEN, which is not set" in stats.stderr
+
+
+@pytest.mark.parametrize(("schema", "expected"), [
+    ('{"type": "objec"}', "is not a valid JSON Schema"),
+    ("[1]", "is a JSON array ([1]), and a JSON Schema is an object"),
+    ('{"type": ', "is not valid JSON"),
+    ("visual_promt_score", "Unknown schema preset 'visual_promt_score'"),
+    ("false", "no value satisfies"),
+], ids=["invalid", "array", "broken-json", "preset-typo", "false"])
+def test_a_bad_schema_is_a_usage_error(fake_ollama: FakeOllama, tmp_path: Path, schema: str, expected: str) -> None:
+    """Exit 2 (usage), found before any model is asked; it was exit 1, and '[1]' was an "unknown preset"."""
+    done = run(write_config(fake_ollama, tmp_path), "call", "hi", "--schema", schema)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("mcp-llm: --schema: ") and expected in done.stderr, done.stderr
+    assert "Unknown schema preset" not in done.stderr or schema == "visual_promt_score"
+    assert done.stdout == "" and fake_ollama.chat_requests == []
+
+
+def test_a_bad_image_is_a_usage_error(fake_ollama: FakeOllama, tmp_path: Path) -> None:
+    done = run(write_config(fake_ollama, tmp_path), "call", "What?", "--image", str(tmp_path / "images" / "no.png"))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("mcp-llm: --image: ") and fake_ollama.chat_requests == []
+
+
+@pytest.mark.parametrize(("args", "usage", "suggestion"), [
+    (("call", "hi", "--shema", "{}"), "usage: mcp-llm call", "(did you mean --schema?)"),
+    (("call", "hi", "--maxtokens=5"), "usage: mcp-llm call", "(did you mean --max-tokens?)"),
+    (("models", "--jsn"), "usage: mcp-llm models", "(did you mean --json?)"),
+    (("serve", "--trasport", "http"), "usage: mcp-llm serve", "(did you mean --transport?)"),
+    (("cal", "hi"), "usage: mcp-llm [-h]", "(did you mean call?)"),
+])
+def test_a_mistyped_option_prints_the_commands_usage_and_the_closest_option(
+        args: tuple[str, ...], usage: str, suggestion: str) -> None:
+    done = mcp_llm(*args, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(usage), done.stderr
+    assert suggestion in done.stderr
+    assert "unrecognized arguments" in done.stderr or "invalid choice" in done.stderr
+    assert done.stdout == ""
+
+
+def test_call_passes_max_tokens_temperature_and_system(fake_ollama: FakeOllama, tmp_path: Path) -> None:
+    """The error for a cut-off answer says to raise --max-tokens: `call` must take it (and --temperature)."""
+    done = run(write_config(fake_ollama, tmp_path), "call", "hi", "--max-tokens", "77", "--temperature", "0",
+               "--system", "Be terse.", "--timeout", "30")
+    assert done.returncode == 0, done.stderr
+    sent = json.loads(fake_ollama.chat_requests[0].body)
+    assert sent["options"]["num_predict"] == 77 and sent["options"]["temperature"] == 0
+    assert sent["messages"][0]["role"] == "system" and sent["messages"][0]["content"].startswith("Be terse.")
+    bad = mcp_llm("call", "hi", "--max-tokens", "0", timeout=30)
+    assert bad.returncode == 2 and "--max-tokens: must be at least 1" in bad.stderr
+
+
+def test_models_with_only_an_openai_compatible_endpoint_says_nothing_of_ollama(tmp_path: Path) -> None:
+    from tests.fakes.openai_server import FakeOpenAI
+
+    with FakeOpenAI(api_key=None, models=["local-model"]) as fake:
+        config = tmp_path / "lm.toml"
+        config.write_text(f'[providers.openai_compatible.lm]\nendpoint = "{fake.base_url}"\n'
+                          'models = ["local-model"]\n', encoding="utf-8")
+        done = mcp_llm("--config", str(config), "models", timeout=60, env=NO_DISCOVERY)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert rows[1][:4] == ["lm/local-model", "lm", "config", "yes"]
+    assert "ollama" not in done.stderr, done.stderr  # Ollama was never set up: its absence is no one's concern

@@ -67,3 +67,29 @@ def test_every_command_the_readme_names_exists() -> None:
         done = subprocess.run([sys.executable, "-m", "mcp_llm", command, "--help"], capture_output=True, text=True,
                               timeout=60, env=subprocess_env())
         assert done.returncode == 0, f"`mcp-llm {command}` is in the README but not in the CLI: {done.stderr}"
+
+
+def readme_call_commands() -> list[list[str]]:
+    """Every `mcp-llm call …` the README shows, inline or in a shell block, as argument lists."""
+    found = []
+    for match in re.finditer(r"(?:^|`)mcp-llm (call (?:[^`\n\\]|\\\n)*)", README, re.M):
+        text = match.group(1).replace("\\\n", " ")
+        if "[" in text.split("call", 1)[1].split("'")[0]:  # the usage line: `call "prompt" [--schema …]`
+            continue
+        found.append(shlex.split(text))
+    return found
+
+
+def test_each_call_the_readme_shows_parses_and_has_a_prompt() -> None:
+    """`mcp-llm call generate_structured` made the tool's name the prompt; every call shown must be a real one."""
+    from mcp_llm.cli import _parser
+
+    calls = readme_call_commands()
+    assert calls, "the README shows no `mcp-llm call`"
+    parser, _ = _parser()
+    for argv in calls:
+        args = parser.parse_args(argv)
+        assert args.prompt not in ("generate_structured", "analyze_image", "prompt"), argv
+        assert len(args.prompt.split()) > 1, f"{argv}: the prompt should be a sentence"
+        if args.schema is not None:
+            json.loads(args.schema)
