@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import struct
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -245,6 +246,13 @@ REFUSALS = {
     "base64-not-image": (base64.b64encode(b"just some text, not an image at all").decode(), "not an image"),
     "oversize": ("{root}/huge.png", "over the 21.0 MB limit"),  # images.max_bytes: 20 MiB
     "url-off": ("https://example.com/cat.png", "URLs are disabled"),
+    # issue 18: a loop, a null byte and names too long escaped as RuntimeError/ValueError/OSError
+    "fifo": ("{root}/pipe.png", "is not a file but a named pipe"),  # checked on the open descriptor too
+    "symlink-loop": ("{root}/loop.png", "symlink loop"),
+    "null-byte": ("{root}/cat\x00.png", "null byte"),
+    "long-name": ("{root}/" + "n" * 300 + ".png", "over the 255-byte limit"),
+    "long-path": ("{root}/" + "d/" * 2100 + "cat.png", "byte limit"),
+    "file-as-folder": ("{root}/text.png/cat.png", "is a file, not a folder"),
 }
 
 
@@ -259,6 +267,8 @@ async def test_bad_input_is_a_clear_tool_error_and_the_next_call_works(client: C
         file.write(b"\x89PNG\r\n\x1a\n")
         file.truncate(21 * 1024 * 1024)
     (tmp_path / "escape.png").symlink_to("/etc/hostname")
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    os.mkfifo(tmp_path / "pipe.png")
     spec, expected = REFUSALS[case]
 
     error = await call_error(client, "analyze_image", image=spec.format(root=tmp_path), prompt="?")
