@@ -6,6 +6,11 @@ closed ──N consecutive transient failures──▶ open ──cool-down pass
 
 While open, the router skips the provider (the call falls back to the next model at once
 instead of waiting on timeouts), and `provider_health` shows `circuit: open`.
+
+A circuit is shared by every session, so only the provider's own failures may count (the router
+counts `TransientError`s only, never what failed on our side before sending). The MCP client's
+own model (`client`) has no circuit at all: each session reaches its own client, and one client
+that keeps timing out says nothing about another's.
 """
 
 from __future__ import annotations
@@ -24,10 +29,14 @@ class _Circuit:
     trial_running: bool = False
 
 
+UNSHARED = frozenset({"client"})  # one per session: no circuit shared between sessions
+
+
 class CircuitBreakers:
-    def __init__(self, threshold: int, cooldown_s: float) -> None:
+    def __init__(self, threshold: int, cooldown_s: float, unshared: frozenset[str] = UNSHARED) -> None:
         self.threshold = threshold
         self.cooldown_s = cooldown_s
+        self.unshared = unshared
         self._circuits: dict[str, _Circuit] = {}
 
     def _get(self, provider: str) -> _Circuit:
@@ -65,6 +74,8 @@ class CircuitBreakers:
         self._circuits[provider] = _Circuit()
 
     def failure(self, provider: str) -> None:
+        if provider in self.unshared:
+            return
         circuit = self._get(provider)
         circuit.trial_running = False
         circuit.failures += 1

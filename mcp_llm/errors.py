@@ -14,6 +14,8 @@ LLMError                      every failure we anticipate; .hint says what to do
 │   ├── BadRequestError       400/413/422: the provider refused the request as sent
 │   ├── CircuitOpenError      skipped: the provider failed too often in a row, cooling down
 │   ├── SamplingDeclined      the MCP client refused or failed a sampling request (never retried)
+│   ├── NotSentError          our side could not build or encode the request: nothing reached the
+│   │                         provider, so it is never retried and never counts against its circuit
 │   └── TransientError        worth retrying (.retryable is True)
 │       ├── ProviderUnavailable   connection refused or reset, DNS
 │       ├── ProviderTimeout       no answer within the timeout
@@ -26,6 +28,8 @@ LLMError                      every failure we anticipate; .hint says what to do
 
 Adapters translate their SDK's exceptions into these where the SDK is called; the router
 retries `TransientError`s and re-asks on `OutputError`; nothing in between catches broadly.
+Only a `TransientError` counts against a provider's circuit, and only once the request has gone
+out: what fails on our side first is a `NotSentError` (see `adapters/_errors.translated`).
 """
 
 from __future__ import annotations
@@ -108,6 +112,13 @@ class BadRequestError(ProviderError):
 
 class CircuitOpenError(ProviderError):
     kind = "circuit_open"
+
+
+class NotSentError(ProviderError):
+    """The request could not be built or encoded on our side (a value JSON cannot carry, text that
+    is not valid Unicode, a bug of ours): nothing was sent, so the provider is not to blame."""
+
+    kind = "not_sent"
 
 
 class SamplingDeclined(ProviderError):

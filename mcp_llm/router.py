@@ -13,6 +13,7 @@ Every try is recorded as an `Attempt`, so the result (or the final error) says w
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -52,6 +53,14 @@ if TYPE_CHECKING:
 RETRY_INITIAL_WAIT_S = 0.5
 RETRY_MAX_WAIT_S = 8.0
 
+# The tool arguments' domains, checked at the tool boundary (`check_arguments`). A temperature up
+# to the highest any provider takes (OpenAI, Gemini, Ollama: 2) is valid; one above a provider's
+# own range (Anthropic: 1, `Capabilities.temperature_max`) is lowered to it there, and said so in
+# the trace's `argument_rewrites`.
+TEMPERATURE_MAX = 2.0
+MAX_TOKENS_LIMIT = 1_000_000  # above every model's output limit; the provider refuses what its model cannot
+TIMEOUT_MAX_S = 86_400.0
+
 
 AttemptOutcome = Literal["ok", "invalid_output", "error", "skipped"]
 
@@ -80,6 +89,10 @@ class Trace(BaseModel):
     schema_rewrites: list[str] = Field(
         default_factory=list, description="What was changed in the schema for the provider; empty if nothing."
     )
+    argument_rewrites: list[str] = Field(
+        default_factory=list, description="Arguments changed to fit the provider that answered (a temperature "
+        "above its range lowered to its maximum); empty if nothing."
+    )
     images: list[ImageReport] = Field(
         default_factory=list, description="Each image as passed and as sent to the model that answered, "
         "with what was done (rotated, scaled, re-encoded); empty without images."
@@ -107,6 +120,36 @@ class CallSpec:
     progress: ReportFn | None = None  # e.g. the MCP context's report_progress: streamed text reports through it
 
 
+def check_arguments(temperature: float | None, max_tokens: int | None, timeout_s: float | None) -> None:
+    """The tool boundary's check of the numeric arguments: an `InputError` for a value out of every
+    provider's domain (NaN, infinity, negative, absurdly large), before anything is sent. JSON's
+    `1e309` reads as infinity and pydantic takes a bare `NaN`, so both do arrive here; sent on, they
+    could not even be encoded, and must never look like the provider's fault."""
+    if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= TEMPERATURE_MAX):
+        raise InputError(
+            f"temperature must be a number from 0 to {TEMPERATURE_MAX:g}, not {_number(temperature)}.",
+            hint="Leave it out for the provider's default; 0 is the most deterministic. A provider with a "
+            "smaller range (Anthropic: 0 to 1) gets its highest value instead, and argument_rewrites says so.",
+        )
+    if max_tokens is not None and not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+        raise InputError(
+            f"max_tokens must be a whole number from 1 to {MAX_TOKENS_LIMIT:,}, not {max_tokens:,}.",
+            hint="It caps the length of the answer; leave it out for the provider's default.",
+        )
+    if timeout_s is not None and not (math.isfinite(timeout_s) and 0 < timeout_s <= TIMEOUT_MAX_S):
+        raise InputError(
+            f"timeout_s must be a number of seconds above 0 and at most {TIMEOUT_MAX_S:,.0f}, "
+            f"not {_number(timeout_s)}.",
+            hint="Pass seconds, e.g. 60, or leave it out for defaults.timeout_s.",
+        )
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return f"{value} (a number too large for a double, such as 1e309, reads as infinity)"
+    return f"{value:g}"
+
+
 class _Call:
     """The state of one call while it runs: its deadline, its attempts, its token count."""
 
@@ -116,6 +159,7 @@ class _Call:
         self.attempts: list[Attempt] = []
         self.usage = Usage()
         self.images: list[ImageReport] = []  # as fitted for the model tried last
+        self.argument_rewrites: list[str] = []  # likewise
         self.tokens: dict[str, tuple[int, int]] = {}  # per model id, for the usage stats
         self.progress: Progress | None = None
 
@@ -225,6 +269,7 @@ class Router:
         if spec.schema is not None:
             system = "\n\n".join(part for part in (spec.system, schema_instruction(spec.schema)) if part)
         unwrap = compiled.wrapped_in if compiled else None
+        temperature, call.argument_rewrites = fit_temperature(spec.temperature, adapter, route)
         messages = [Message("user", spec.prompt, list(images))]
         repairs = self.defaults.max_repairs if spec.schema is not None else 0
         for round_ in range(repairs + 1):
@@ -233,7 +278,7 @@ class Router:
                 messages=list(messages),
                 system=system,
                 schema=compiled.schema if compiled and adapter.capabilities.native_schema else None,
-                temperature=spec.temperature,
+                temperature=temperature,
                 max_tokens=spec.max_tokens,
                 vertex=route.vertex,
                 client=spec.client,
@@ -347,8 +392,17 @@ class Router:
             usage=call.usage,
             latency_ms=round((time.perf_counter() - call.started) * 1000, 1),
             schema_rewrites=rewrites,
+            argument_rewrites=call.argument_rewrites,
             images=call.images,
         )
+
+
+def fit_temperature(temperature: float | None, adapter: LLMAdapter, route: Route) -> tuple[float | None, list[str]]:
+    """The temperature this provider gets, and the note when it had to be lowered to its range."""
+    top = adapter.capabilities.temperature_max
+    if temperature is None or temperature <= top:
+        return temperature, []
+    return top, [f"temperature {temperature:g} lowered to {top:g}, the highest {route.provider} takes"]
 
 
 def _ms_since(started: float) -> float:

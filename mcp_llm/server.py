@@ -38,10 +38,10 @@ from mcp_llm.adapters.base import Health, ModelInfo
 from mcp_llm.adapters.sampling import AwaitingClient, ClientCall, StateCodec
 from mcp_llm.app import App
 from mcp_llm.config import Settings
-from mcp_llm.errors import InputError, LLMError
+from mcp_llm.errors import LLMError
 from mcp_llm.output_schema import publish_inlined
 from mcp_llm.presets import PRESETS
-from mcp_llm.router import CallSpec, Trace
+from mcp_llm.router import CallSpec, Trace, check_arguments
 from mcp_llm.schema import parse_schema_argument_off_loop
 
 log = logging.getLogger("mcp_llm")
@@ -101,13 +101,6 @@ def tool_errors(tool: str) -> Iterator[None]:
             f"{tool} failed unexpectedly ({type(exc).__name__}); the server logged the details and keeps serving. "
             "Try again; if it recurs with the same input, report it with the server's log."
         ) from None
-
-
-def _timeout(timeout_s: float | None) -> float | None:
-    if timeout_s is not None and timeout_s <= 0:
-        raise InputError(f"timeout_s must be positive, not {timeout_s}.",
-                         hint="Pass seconds, e.g. 60, or leave it out.")
-    return timeout_s
 
 
 ROOTS_TIMEOUT_S = 5.0
@@ -197,10 +190,11 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         `timeout_s` bounds the whole call (default: the configured defaults.timeout_s).
         """
         with tool_errors("generate_structured"):
+            check_arguments(temperature, max_tokens, timeout_s)
             checked, _ = await parse_schema_argument_off_loop(schema, app.router.schema_limits)
             client = ClientCall(ctx, codec)
             spec = CallSpec(prompt=prompt, schema=checked, model=model, system=system, temperature=temperature,
-                            max_tokens=max_tokens, timeout_s=_timeout(timeout_s), client=client,
+                            max_tokens=max_tokens, timeout_s=timeout_s, client=client,
                             progress=ctx.report_progress if ctx else None)
             try:
                 outcome = await app.router.run(spec)
@@ -228,6 +222,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         `timeout_s` bounds the call.
         """
         with tool_errors("analyze_image"):
+            check_arguments(temperature, max_tokens, timeout_s)
             checked = None
             if schema not in (None, ""):
                 checked = (await parse_schema_argument_off_loop(schema, app.router.schema_limits))[0]
@@ -237,7 +232,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
             loaded = await load_image(image, settings.images, roots)
             client = ClientCall(ctx, codec)
             spec = CallSpec(prompt=prompt, schema=checked, model=model, temperature=temperature,
-                            max_tokens=max_tokens, images=(loaded,), timeout_s=_timeout(timeout_s), client=client,
+                            max_tokens=max_tokens, images=(loaded,), timeout_s=timeout_s, client=client,
                             progress=ctx.report_progress if ctx else None)
             try:
                 outcome = await app.router.run(spec)

@@ -4,20 +4,30 @@ Each adapter still decides, at its SDK call site, which of its SDK's exceptions 
 and what to tell the user; these helpers keep the status table and the httpx/httpx2 transport
 mapping in one place. (google-genai and mcp use `httpx2`, a fork of httpx under its own import
 name whose classes are not httpx's; the ollama SDK uses httpx.)
+
+An error is only the provider's once the request has gone out. Every adapter's HTTP client carries
+`mark_sent` as its `request` event hook (httpx and httpx2 run it when the request, already built and
+encoded, is handed to the transport); what fails before that — a value JSON cannot carry, text
+that is not valid Unicode, a bug of ours — leaves `translated` as a `NotSentError`, never as a
+`TransientError`, so it is neither retried nor counted against the provider's circuit (one caller's
+NaN temperature must not get a provider skipped for everyone).
 """
 
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from mcp_llm.errors import (
     AuthError,
     BadRequestError,
     ModelNotFoundError,
+    NotSentError,
     ProviderError,
     ProviderServerError,
     ProviderTimeout,
@@ -25,21 +35,61 @@ from mcp_llm.errors import (
     RateLimitedError,
 )
 
+log = logging.getLogger("mcp_llm")
+
 TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+# Whether the request of the `translated` block running in this task has reached the transport.
+# httpx runs event hooks in the task that sends, so a ContextVar keeps concurrent calls apart.
+_sent: ContextVar[bool] = ContextVar("mcp_llm_request_sent", default=False)
+
+
+async def mark_sent(_request: Any) -> None:
+    """The `request` event hook of every adapter's httpx / httpx2 client: the request goes out now."""
+    _sent.set(True)
+
+
+EVENT_HOOKS: dict[str, list[Callable[..., Any]]] = {"request": [mark_sent]}
+
+
+def hook_into(http_client: Any) -> None:
+    """Add `mark_sent` to an httpx / httpx2 client an SDK built for itself (its `event_hooks` are public)."""
+    http_client.event_hooks["request"].append(mark_sent)
 
 
 @contextmanager
-def translated(translate: Callable[[Exception], ProviderError | None]) -> Iterator[None]:
-    """Around an SDK call: its exceptions leave as ours; anything `translate` does not know, as is."""
+def translated(translate: Callable[[Exception], ProviderError | None], *, where: str, provider: str,
+               model: str | None) -> Iterator[None]:
+    """Around an SDK call: its exceptions leave as ours; anything `translate` does not know, as is.
+
+    A failure before the request reached the transport is ours, not the provider's: one that
+    `translate` would call transient (a ValueError from encoding the body reads like a malformed
+    reply), or does not know at all, leaves as a `NotSentError` instead, with its traceback logged.
+    What `translate` maps to a lasting error (missing credentials, say) is kept as it is.
+    """
+    token = _sent.set(False)
     try:
         yield
     except ProviderError:
         raise
     except Exception as exc:
         mapped = translate(exc)
+        if (mapped is None or mapped.retryable) and not _sent.get():
+            log.warning("a request to %s could not be sent", where, exc_info=exc)
+            detail = str(exc)
+            detail = detail if len(detail) <= 200 else detail[:199] + "…"
+            mapped = NotSentError(
+                f"The request to {where} could not be sent ({type(exc).__name__}: {detail}); nothing reached "
+                "the provider, and this does not count against it.",
+                provider=provider, model=model,
+                hint="Check the arguments for values JSON cannot carry or text that is not valid Unicode "
+                "(a lone surrogate); if they look right, report it with the server's log.",
+            )
         if mapped is None:
             raise
         raise mapped from exc
+    finally:
+        _sent.reset(token)
 
 
 def error_for_status(

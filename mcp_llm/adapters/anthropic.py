@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcp_llm.adapters._errors import (
     error_for_status,
+    hook_into,
     parse_retry_after,
     timeout_error,
     translated,
@@ -61,8 +62,9 @@ class AnthropicAdapter(LLMAdapter):
     sdk_modules = ("anthropic", "httpx2")
     # Images: 5 MB each; beyond a 1568-pixel long edge or ~1.15 megapixels the API scales them down
     # itself (docs.claude.com, "Vision": image size), so larger ones would only cost upload time.
+    # Temperature: 0 to 1 (the Messages API refuses more; the others take up to 2).
     capabilities = Capabilities(native_schema=True, images=True, max_image_bytes=5 * 1024 * 1024,
-                                max_image_side=1568, max_image_pixels=1_150_000)
+                                max_image_side=1568, max_image_pixels=1_150_000, temperature_max=1.0)
 
     def __init__(self, settings: AnthropicSettings, timeouts: Timeouts | None = None) -> None:
         self._settings = settings
@@ -92,6 +94,10 @@ class AnthropicAdapter(LLMAdapter):
             warnings.filterwarnings("ignore", message=r"The model '.*' is deprecated", category=DeprecationWarning)
             self._client = AsyncAnthropic(api_key=key.get_secret_value(), base_url=self._settings.endpoint or None,
                                           max_retries=0, timeout=self._timeouts.total_s)
+            # The hook that tells a request sent from one that failed on our side (adapters/_errors.py), on
+            # the httpx2 client the SDK builds for itself (anthropic/_base_client.py, AsyncAPIClient.__init__:
+            # `self._client = http_client or AsyncHttpxClientWrapper(...)`), which it closes on collection.
+            hook_into(self._client._client)
         return self._client
 
     def uses_native_schema(self, model: str) -> bool:
@@ -188,7 +194,8 @@ class AnthropicAdapter(LLMAdapter):
             await client.close()
 
     def _translate_errors(self, model: str | None) -> AbstractContextManager[None]:
-        return translated(lambda exc: translate_exception(exc, self.endpoint, model))
+        return translated(lambda exc: translate_exception(exc, self.endpoint, model),
+                          where=f"Anthropic at {self.endpoint}", provider=PROVIDER, model=model)
 
 
 def _content(message: Any) -> str | list[dict[str, Any]]:

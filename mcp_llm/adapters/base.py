@@ -34,6 +34,7 @@ class Capabilities:
     max_image_side: int | None = None  # longest side in pixels (beyond it the provider would scale down anyway)
     max_image_pixels: int | None = None  # width × height
     image_formats: tuple[str, ...] = ("image/png", "image/jpeg", "image/gif", "image/webp")  # MIME types taken
+    temperature_max: float = 2.0  # a higher one (valid elsewhere) is lowered to this, noted in argument_rewrites
 
 
 @dataclass(frozen=True)

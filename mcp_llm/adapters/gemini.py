@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mcp_llm.adapters._errors import (
+    EVENT_HOOKS,
     error_for_status,
     parse_retry_after,
     timeout_error,
@@ -102,8 +103,10 @@ class GeminiAdapter(LLMAdapter):
         self._check_configured(vertex)
         from google.genai import Client, types
 
-        # google-genai takes one timeout for the whole request: no separate connect budget.
-        http_options = types.HttpOptions(timeout=int(self._timeouts.total_s * 1000))
+        # google-genai takes one timeout for the whole request: no separate connect budget. Its httpx2
+        # client gets the hook that tells a request sent from one that failed on our side (_errors.py).
+        http_options = types.HttpOptions(timeout=int(self._timeouts.total_s * 1000),
+                                         async_client_args={"event_hooks": EVENT_HOOKS})
         if self._settings.endpoint:
             http_options.base_url = self._settings.endpoint
         settings = self._settings
@@ -218,7 +221,8 @@ class GeminiAdapter(LLMAdapter):
     # --- errors ----------------------------------------------------------------------------
 
     def _translate_errors(self, model: str | None, endpoint: str) -> AbstractContextManager[None]:
-        return translated(lambda exc: translate_exception(exc, endpoint, model, vertex=self.uses_vertex()))
+        return translated(lambda exc: translate_exception(exc, endpoint, model, vertex=self.uses_vertex()),
+                          where=f"Gemini at {endpoint}", provider=PROVIDER, model=model)
 
 
 def _completion(chunks: list[Any], model: str) -> Completion:

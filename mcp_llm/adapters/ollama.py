@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from mcp_llm.adapters._errors import error_for_status, parse_retry_after, translated, transport_error
+from mcp_llm.adapters._errors import error_for_status, mark_sent, parse_retry_after, translated, transport_error
 from mcp_llm.adapters.base import (
     Capabilities,
     Completion,
@@ -82,7 +82,7 @@ class OllamaAdapter(LLMAdapter):
                     connect=self._timeouts.connect_s,
                     read=self._timeouts.first_response_s,
                 ),
-                event_hooks={"response": [_remember_retry_after]},
+                event_hooks={"request": [mark_sent], "response": [_remember_retry_after]},
                 # httpx keeps 100 connections (20 idle) by default: `concurrency` calls in flight
                 # need as many, or the rest queue in the pool and reconnect after every burst.
                 limits=httpx.Limits(max_connections=max(self._settings.concurrency, 100),
@@ -219,7 +219,8 @@ class OllamaAdapter(LLMAdapter):
     @contextmanager
     def _translate_errors(self, model: str | None) -> Iterator[None]:
         _retry_after.set(None)
-        with translated(lambda exc: translate_exception(exc, self.endpoint, model)):
+        with translated(lambda exc: translate_exception(exc, self.endpoint, model), where=f"Ollama at {self.endpoint}",
+                        provider=PROVIDER, model=model):
             yield
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcp_llm.adapters._errors import (
     error_for_status,
+    hook_into,
     parse_retry_after,
     timeout_error,
     translated,
@@ -106,6 +107,10 @@ class OpenAIAdapter(LLMAdapter):
 
             self._client = AsyncOpenAI(api_key=key.get_secret_value() if key else NO_KEY, base_url=self.endpoint,
                                        max_retries=0, timeout=self._timeouts.total_s)
+            # The hook that tells a request sent from one that failed on our side (adapters/_errors.py), on
+            # the httpx2 client the SDK builds for itself (openai/_base_client.py, AsyncAPIClient.__init__:
+            # `self._client = http_client or AsyncHttpxClientWrapper(...)`), which it closes on collection.
+            hook_into(self._client._client)
         return self._client
 
     def mode_for(self, model: str) -> str:
@@ -213,7 +218,8 @@ class OpenAIAdapter(LLMAdapter):
             await client.close()
 
     def _translate_errors(self, model: str | None) -> AbstractContextManager[None]:
-        return translated(lambda exc: self.translate_exception(exc, model))
+        return translated(lambda exc: self.translate_exception(exc, model), where=self.where, provider=self.provider,
+                          model=model)
 
     def translate_exception(self, exc: Exception, model: str | None) -> ProviderError | None:
         """Map an exception from the openai SDK to ours; None if it is not the SDK's."""
