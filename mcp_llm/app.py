@@ -18,6 +18,7 @@ from mcp_llm.config import Settings
 from mcp_llm.errors import InputError, LLMError
 from mcp_llm.registry import Registry
 from mcp_llm.router import Router
+from mcp_llm.zero_config import LocalServer
 
 log = logging.getLogger("mcp_llm")
 
@@ -40,16 +41,22 @@ class App:
     # --- list_models -----------------------------------------------------------------------
 
     async def models(self, provider: str | None, refresh: bool, client: ClientCall | None = None) -> list[ModelInfo]:
-        """`client` is the caller's MCP client: whether `client` (sampling) is available depends on it."""
+        """`client` is the caller's MCP client: whether `client` (sampling) is available depends on it.
+
+        The local model servers found on this machine are listed too (source `discovered`), as
+        endpoints of their own (`llamacpp/<model>`): zero_config.py finds them, and makes them routable.
+        """
+        await self.local_servers()
         providers = self._check_provider(provider)
-        discovered: dict[str, list[ModelInfo] | None] = {}
+        local = self.router.picker.discovery.inserted()
+        discovered: dict[str, list[ModelInfo] | None] = {name: server.model_infos() for name, server in local.items()}
 
         async def discover(name: str) -> None:
             discovered[name] = await self._discover(name, refresh)
 
         async with anyio.create_task_group() as tg:
             for name in providers:
-                if name in self.registry.providers_with_adapters() and name != "client":
+                if name in self.registry.providers_with_adapters() and name != "client" and name not in local:
                     tg.start_soon(discover, name)
 
         models: list[ModelInfo] = []
@@ -76,11 +83,17 @@ class App:
                 )
             )
         listed = {m.id for m in models}
-        for found in discovered.values():
+        for name, found in discovered.items():
+            if name not in providers:
+                continue
             models.extend(m for m in found or [] if m.id not in listed and _canonical(m.id) not in listed)
         if "client" in providers and client is not None:  # the command line has no MCP client to sample
             models.append(client_model(client))
         return models
+
+    async def local_servers(self) -> list[LocalServer]:
+        """The model servers running on this machine (cached briefly; none when discovery is off)."""
+        return await self.router.picker.discovery.servers()
 
     async def _discover(self, provider: str, refresh: bool) -> list[ModelInfo] | None:
         """The provider's own listing, cached briefly; None when it cannot be reached."""
@@ -111,7 +124,9 @@ class App:
     # --- provider_health -------------------------------------------------------------------
 
     async def health(self, provider: str | None, client: ClientCall | None = None) -> list[Health]:
-        """`client` is the caller's MCP client; its health is read from its capabilities, never by sampling."""
+        """`client` is the caller's MCP client; its health is read from its capabilities, never by sampling.
+        A local model server found on this machine has a row of its own."""
+        await self.local_servers()
         providers = self._check_provider(provider)
         results: dict[str, Health] = {}
 
@@ -159,6 +174,7 @@ class App:
         return [provider]
 
     async def aclose(self) -> None:
+        await self.router.picker.aclose()
         await self.registry.aclose()
 
 

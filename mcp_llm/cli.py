@@ -340,11 +340,13 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
         app = App(settings)
         try:
             images = (await load_image(args.image, settings.images),) if args.image else ()
+            await app.router.picker.prepare(args.model)  # `--model llamacpp/…`, as `mcp-llm models` showed it
             outcome = await app.router.run(CallSpec(prompt=args.prompt, schema=schema, model=args.model,
                                                     system=args.system, temperature=args.temperature,
                                                     max_tokens=args.max_tokens, images=images,
                                                     timeout_s=args.timeout))
             answer = {"data": outcome.data} if schema is not None else {"text": outcome.text}
+            _say_what_was_picked(app, args.model, outcome.trace.model)
             return answer | outcome.trace.model_dump()
         finally:
             await app.aclose()
@@ -386,15 +388,26 @@ def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _say_what_was_picked(app: Any, asked: str | None, answered: str) -> None:
+    """With no --model and none configured, a model found on this machine answered: say which, and where."""
+    picked = app.router.picker.last
+    if asked or picked is None or picked.model_id != answered:
+        return
+    _fail(f"no model given or configured: using {picked.describe()}. "
+          "Pass --model, or set defaults.model in the config file, to choose another.")
+
+
 def _run_query(settings: Settings, command: str, *, as_json: bool) -> int:
     import anyio
 
     from mcp_llm.app import App
 
     problems: dict[str, str] = {}
+    places: list[tuple[str, str]] = []
 
     async def run() -> list[Any]:
         app = App(settings)
+        places.extend(app.router.picker.discovery.places() if settings.discovery.enabled else [])
         try:
             if command == "models":
                 rows = await app.models(None, refresh=True)
@@ -406,7 +419,7 @@ def _run_query(settings: Settings, command: str, *, as_json: bool) -> int:
 
     rows = anyio.run(run)
     if command == "models":
-        _print_models(rows, problems, settings, as_json=as_json)
+        _print_models(rows, problems, settings, places, as_json=as_json)
         return EXIT_OK
     _print_health(rows, as_json=as_json)
     usable = [h for h in rows if h.status in ("ok", "degraded")]
@@ -416,7 +429,8 @@ def _run_query(settings: Settings, command: str, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _print_models(rows: list[Any], problems: dict[str, str], settings: Settings, *, as_json: bool) -> None:
+def _print_models(rows: list[Any], problems: dict[str, str], settings: Settings, places: list[tuple[str, str]],
+                  *, as_json: bool) -> None:
     if as_json:
         _emit(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
     else:
@@ -433,8 +447,13 @@ def _print_models(rows: list[Any], problems: dict[str, str], settings: Settings,
         if provider in listed or (provider == "ollama" and _ollama_set_up(settings)):
             _fail(f"{provider}: could not list its models, so their availability is unknown: {cli_words(why)}")
     if not rows:
-        _fail("no models: configure some under [providers.<name>] models, or start a provider "
-              "(`mcp-llm health` shows each one's state).")
+        from mcp_llm.zero_config import LABELS
+
+        looked = ", ".join(f"{LABELS.get(name, name)} at {url}" for name, url in places)
+        _fail("no models: none is configured, and no local model server was found"
+              + (f" (looked for {looked})" if looked else " (discovery is off)")
+              + ". Start one (e.g. `llama-server -hf ggml-org/gemma-3-1b-it-GGUF`, or `ollama serve`), or "
+              "configure one under [providers.<name>]; `mcp-llm health` shows each provider's state.")
 
 
 def _ollama_set_up(settings: Settings) -> bool:

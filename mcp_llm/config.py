@@ -23,6 +23,15 @@ OLLAMA_LOCAL_ENDPOINT = "http://localhost:11434"
 OLLAMA_CLOUD_ENDPOINT = "https://ollama.com"
 # Prefixes the registry routes by itself: an OpenAI-compatible endpoint named so would never be reached.
 RESERVED_ENDPOINT_NAMES = frozenset({"ollama", "gemini", "vertex", "anthropic", "openai", "client"})
+# Where people run local model servers, each on its usual loopback port: the endpoint name a found
+# server's models get (`llamacpp/<model>`) and its OpenAI-compatible base URL. Ollama is looked for at
+# providers.ollama's own endpoint. MCP_LLM_DISCOVERY replaces this list (tests point it at their fakes).
+DISCOVERY_SERVERS = {
+    "llamacpp": "http://127.0.0.1:8080/v1",  # llama.cpp's llama-server (its default port)
+    "lmstudio": "http://127.0.0.1:1234/v1",  # LM Studio's local server
+    "vllm": "http://127.0.0.1:8000/v1",  # vLLM (`vllm serve`)
+}
+DISCOVERY_ENV = "MCP_LLM_DISCOVERY"
 
 
 class _Section(BaseModel):
@@ -150,13 +159,35 @@ class Providers(_Section):
     @field_validator("openai_compatible")
     @classmethod
     def _endpoint_names(cls, endpoints: dict[str, CompatibleEndpoint]) -> dict[str, CompatibleEndpoint]:
-        """`<name>/<model>` ids: a name must not be a built-in prefix, which would win the routing."""
         for name in endpoints:
-            if name in RESERVED_ENDPOINT_NAMES:
-                raise ValueError(f"{name!r} is a built-in provider prefix; give this endpoint another name")
-            if not name.replace("-", "").replace("_", "").isalnum():
-                raise ValueError(f"{name!r}: an endpoint name is letters, digits, - and _ (it starts model ids)")
+            _check_endpoint_name(name)
         return endpoints
+
+
+def _check_endpoint_name(name: str) -> None:
+    """`<name>/<model>` ids: a name must not be a built-in prefix, which would win the routing."""
+    if name in RESERVED_ENDPOINT_NAMES:
+        raise ValueError(f"{name!r} is a built-in provider prefix; give this endpoint another name")
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"{name!r}: an endpoint name is letters, digits, - and _ (it starts model ids)")
+
+
+class DiscoverySettings(_Section):
+    """Local model servers looked for when a call names no model and none is configured (zero_config.py)."""
+
+    enabled: bool = True
+    ollama: bool = True  # look for Ollama at providers.ollama's endpoint
+    servers: dict[str, str] = Field(default_factory=lambda: dict(DISCOVERY_SERVERS))
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, servers: dict[str, str]) -> dict[str, str]:
+        for name, url in servers.items():
+            _check_endpoint_name(name)
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{name} = {url!r}: a server is an http(s) base URL, e.g. http://127.0.0.1:8080/v1")
+        return servers
 
 
 class ImageSettings(_Section):
@@ -208,6 +239,7 @@ class Settings(_Section):
     images: ImageSettings = Field(default_factory=ImageSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     _path: Path | None = PrivateAttr(default=None)
 
@@ -223,6 +255,31 @@ class Settings(_Section):
     def provider_settings(self, name: str) -> _Provider | None:
         value = getattr(self.providers, name, None)
         return value if isinstance(value, _Provider) else None
+
+    def add_discovered_endpoint(self, name: str, url: str) -> str:
+        """Make a local OpenAI-compatible server found at `url` routable, for the rest of the process:
+        the endpoint already at that URL (configured, or found before), else a new one named `name`,
+        or `name-local` (`-local2`…) when a configured endpoint elsewhere has that name. Returns its name."""
+        endpoints = self.providers.openai_compatible
+        for existing, endpoint in endpoints.items():
+            if same_url(endpoint.endpoint, url):
+                return existing
+        chosen, n = name, 1
+        while chosen in endpoints:
+            n += 1
+            chosen = f"{name}-local" + (str(n - 1) if n > 2 else "")
+        endpoints[chosen] = CompatibleEndpoint(endpoint=url)
+        self._sources[f"providers.openai_compatible.{chosen}"] = "discovered"
+        return chosen
+
+
+def same_url(a: str, b: str) -> bool:
+    """Two base URLs of one server: `localhost` is 127.0.0.1, a trailing slash does not count."""
+
+    def norm(url: str) -> str:
+        return url.strip().rstrip("/").lower().replace("://localhost", "://127.0.0.1")
+
+    return norm(a) == norm(b)
 
 
 def normalize_ollama_host(host: str) -> str:
@@ -348,6 +405,30 @@ def _first_env(env: dict[str, str], *names: str) -> tuple[str, str] | None:
     return None
 
 
+def _discovery_from_env(data: dict[str, Any], env: dict[str, str], sources: dict[str, str]) -> None:
+    """MCP_LLM_DISCOVERY: `off`, or the servers to look for as `name=url,name=url` (the file's values win)."""
+    value = env.get(DISCOVERY_ENV, "").strip()
+    if not value:
+        return
+    table = data.get("discovery")
+    discovery = table if isinstance(table, dict) else {}
+    if value.lower() in ("off", "0", "false", "no", "none"):
+        if "enabled" not in discovery:
+            data["discovery"] = {**discovery, "enabled": False}
+            sources["discovery.enabled"] = f"env:{DISCOVERY_ENV}"
+        return
+    servers: dict[str, str] = {}
+    for item in value.split(","):
+        name, sep, url = item.strip().partition("=")
+        if not (sep and name.strip() and url.strip()):
+            raise ConfigError(f"{DISCOVERY_ENV}={value!r}: {item.strip()!r} is not name=url.",
+                              hint=f"Set {DISCOVERY_ENV} to `off`, or to e.g. llamacpp=http://127.0.0.1:8080/v1.")
+        servers[name.strip()] = url.strip()
+    if "servers" not in discovery:
+        data["discovery"] = {**discovery, "servers": servers}
+        sources["discovery.servers"] = f"env:{DISCOVERY_ENV}"
+
+
 def load_settings(
     config_path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
 ) -> Settings:
@@ -366,6 +447,7 @@ def load_settings(
             data.setdefault("providers", {}).setdefault("gemini", {})[key] = env[var]
             sources[f"providers.gemini.{key}"] = f"env:{var}"
 
+    _discovery_from_env(data, env, sources)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

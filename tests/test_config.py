@@ -435,3 +435,47 @@ def test_a_utf8_config_with_a_byte_order_mark_loads(tmp_path: Path, xdg: Path) -
     path = tmp_path / "bom.toml"
     path.write_bytes('[defaults]\nmodel = "ollama/café"\n'.encode("utf-8-sig"))
     assert load_settings(path, env=env_with(xdg)).defaults.model == "ollama/café"
+
+
+# --- [discovery] and MCP_LLM_DISCOVERY -------------------------------------------------------------
+
+
+def test_discovery_looks_at_the_usual_ports_by_default(xdg: Path) -> None:
+    discovery = load_settings(None, env=env_with(xdg)).discovery
+    assert discovery.enabled and discovery.ollama
+    assert discovery.servers == {"llamacpp": "http://127.0.0.1:8080/v1", "lmstudio": "http://127.0.0.1:1234/v1",
+                                 "vllm": "http://127.0.0.1:8000/v1"}
+
+
+def test_mcp_llm_discovery_replaces_the_list_or_turns_it_off(tmp_path: Path, xdg: Path) -> None:
+    listed = load_settings(None, env=env_with(xdg, MCP_LLM_DISCOVERY="llamacpp=http://127.0.0.1:9/v1, x=http://h/v1"))
+    assert listed.discovery.servers == {"llamacpp": "http://127.0.0.1:9/v1", "x": "http://h/v1"}
+    assert listed.source_of("discovery.servers") == "env:MCP_LLM_DISCOVERY"
+    off = load_settings(None, env=env_with(xdg, MCP_LLM_DISCOVERY="off"))
+    assert off.discovery.enabled is False and off.source_of("discovery.enabled") == "env:MCP_LLM_DISCOVERY"
+    config = write_config(tmp_path / "c.toml", '[discovery.servers]\nmine = "http://127.0.0.1:7/v1"\n')
+    kept = load_settings(config, env=env_with(xdg, MCP_LLM_DISCOVERY="llamacpp=http://127.0.0.1:9/v1"))
+    assert kept.discovery.servers == {"mine": "http://127.0.0.1:7/v1"}  # the file's values win
+    with pytest.raises(ConfigError, match="'nonsense' is not name=url"):
+        load_settings(None, env=env_with(xdg, MCP_LLM_DISCOVERY="nonsense"))
+
+
+@pytest.mark.parametrize(("toml", "why"), [
+    ('[discovery.servers]\nollama = "http://127.0.0.1:1/v1"\n', "built-in provider prefix"),
+    ('[discovery.servers]\nx = "127.0.0.1:8080"\n', r"an http\(s\) base URL"),
+    ("[discovery]\ntimeout_s = 0\n", "discovery.timeout_s"),
+])
+def test_discovery_settings_are_checked(tmp_path: Path, xdg: Path, toml: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        load_settings(write_config(tmp_path / "c.toml", toml), env=env_with(xdg))
+
+
+def test_a_discovered_endpoint_gets_a_name_no_configured_one_has(tmp_path: Path, xdg: Path) -> None:
+    config = write_config(tmp_path / "c.toml", '[providers.openai_compatible.llamacpp]\nendpoint = "http://gpu:8080/v1"\n'
+                          '[providers.openai_compatible.here]\nendpoint = "http://localhost:1234/v1/"\n')
+    settings = load_settings(config, env=env_with(xdg))
+    assert settings.add_discovered_endpoint("llamacpp", "http://127.0.0.1:8080/v1") == "llamacpp-local"
+    assert settings.add_discovered_endpoint("llamacpp", "http://127.0.0.1:8080/v1") == "llamacpp-local"  # again
+    assert settings.add_discovered_endpoint("llamacpp", "http://127.0.0.1:8081/v1") == "llamacpp-local2"
+    assert settings.add_discovered_endpoint("lmstudio", "http://127.0.0.1:1234/v1") == "here"  # the same server
+    assert settings.providers.openai_compatible["llamacpp"].endpoint == "http://gpu:8080/v1"

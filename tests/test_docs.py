@@ -46,3 +46,11 @@ def test_readme_names_the_test_command_ci_runs() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python -m pytest -q" in readme
     assert "python -m pytest -q" in ci
+
+
+def test_example_config_shows_the_discovery_defaults() -> None:
+    """The ports config.example.toml says are looked at are the ones that are."""
+    from mcp_llm.config import DISCOVERY_SERVERS, DiscoverySettings
+
+    example = load_settings(EXAMPLE, env={}).discovery
+    assert example == DiscoverySettings() and example.servers == DISCOVERY_SERVERS

@@ -72,7 +72,7 @@ def test_every_command_the_readme_names_exists() -> None:
 def readme_call_commands() -> list[list[str]]:
     """Every `mcp-llm call …` the README shows, inline or in a shell block, as argument lists."""
     found = []
-    for match in re.finditer(r"(?:^|`)mcp-llm (call (?:[^`\n\\]|\\\n)*)", README, re.M):
+    for match in re.finditer(r"(?:^[ \t]*|`)mcp-llm (call (?:[^`\n\\]|\\\n)*)", README, re.M):
         text = match.group(1).replace("\\\n", " ")
         if "[" in text.split("call", 1)[1].split("'")[0]:  # the usage line: `call "prompt" [--schema …]`
             continue
@@ -93,3 +93,47 @@ def test_each_call_the_readme_shows_parses_and_has_a_prompt() -> None:
         assert len(args.prompt.split()) > 1, f"{argv}: the prompt should be a sentence"
         if args.schema is not None:
             json.loads(args.schema)
+
+
+def first_screen() -> str:
+    """README's opening section, up to its next heading: what a newcomer reads first."""
+    start = README.index("## First answer in five minutes")
+    return README[start:README.index("\n## ", start + 3)]
+
+
+def first_screen_call() -> list[str]:
+    found = re.search(r"^[ \t]*mcp-llm (call [^\n]*)$", first_screen(), re.M)
+    assert found, "README's first screen shows no `mcp-llm call`"
+    return shlex.split(found.group(1))
+
+
+def test_the_first_screen_leads_to_a_local_server_and_the_assistant() -> None:
+    screen = first_screen()
+    assert README.index("## First answer in five minutes") < README.index("## Install and run")
+    for step in ("pip install -e .", "llama-server -hf ", "brew install llama.cpp", "winget install llama.cpp",
+                 "ollama serve", "claude mcp add llm"):
+        assert step in screen, step
+
+
+def test_the_first_screens_call_answers_with_no_config_from_a_local_server(tmp_path: Path) -> None:
+    """The README's own command, as a newcomer runs it: no config file, no key, no sampling client; a
+    llama-server on its port (here a fake one, where MCP_LLM_DISCOVERY points). `data` validates."""
+    import jsonschema
+
+    from tests.conftest import free_port
+    from tests.fakes.openai_server import FakeOpenAI
+
+    argv = first_screen_call()
+    schema = json.loads(argv[argv.index("--schema") + 1])
+    with FakeOpenAI(api_key=None, models=["SmolLM2-135M-Instruct.Q4_1.gguf"]) as fake:
+        fake.responder = lambda body: {"name": "Alice", "age": 30, "city": "Paris"}
+        env = subprocess_env({"XDG_CONFIG_HOME": str(tmp_path / "no-config"), "OLLAMA_HOST": f"127.0.0.1:{free_port()}",
+                              "MCP_LLM_DISCOVERY": f"llamacpp={fake.base_url}"})
+        done = subprocess.run([sys.executable, "-m", "mcp_llm", *argv], capture_output=True, text=True, timeout=60,
+                              env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    jsonschema.validate(result["data"], schema)
+    assert result["model"] == "llamacpp/SmolLM2-135M-Instruct.Q4_1.gguf" and result["provider"] == "llamacpp"
+    assert "no model given or configured: using llamacpp/SmolLM2-135M-Instruct.Q4_1.gguf, served by the " \
+           "llama-server found at " in done.stderr

