@@ -43,6 +43,7 @@ from mcp_llm.output_schema import publish_inlined
 from mcp_llm.presets import PRESETS
 from mcp_llm.router import CallSpec, Trace, check_arguments
 from mcp_llm.schema import parse_schema_argument_off_loop
+from mcp_llm.transport import LONE_SURROGATE, AnsweringReadStream, http_body_limit
 
 log = logging.getLogger("mcp_llm")
 
@@ -127,6 +128,15 @@ async def declared_roots(ctx: Context) -> list[Path]:
     return roots
 
 
+def valid_unicode(text: str) -> str:
+    """A text answer with each lone surrogate (a model's `"\ud800"`, decoded by its SDK) as U+FFFD:
+    the SDK cannot serialize one, and the caller got "Error executing tool" instead of the answer.
+    (A JSON answer holding one is refused by the reply reader and re-asked.)"""
+    if not LONE_SURROGATE.search(text):
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 class StaticTokenVerifier:
     """Over HTTP: the one bearer token from `server.token_env`, compared in constant time."""
 
@@ -137,6 +147,35 @@ class StaticTokenVerifier:
         if hmac.compare_digest(token.encode(), self._token):
             return AccessToken(token="static", client_id="mcp-llm", scopes=[])
         return None
+
+
+class LLMServer(MCPServer):
+    """`MCPServer` with what its transports leave undone (see mcp_llm/transport.py): over stdio, a line
+    the SDK cannot read gets a JSON-RPC error instead of silence; over streamable HTTP, the request
+    body limit follows `images.max_bytes` unless the caller passes `max_request_body_size`."""
+
+    def __init__(self, *args: Any, body_limit: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.body_limit = body_limit
+
+    async def run_stdio_async(self) -> None:
+        """As `MCPServer.run_stdio_async` (mcp/server/mcpserver/server.py), with the read stream wrapped."""
+        from mcp.server.stdio import stdio_server
+
+        async with stdio_server() as (read_stream, write_stream):
+            await self._lowlevel_server.run(
+                AnsweringReadStream(read_stream, write_stream),
+                write_stream,
+                self._lowlevel_server.create_initialization_options(),
+            )
+
+    async def run_streamable_http_async(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_request_body_size", self.body_limit)
+        await super().run_streamable_http_async(**kwargs)
+
+    def streamable_http_app(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("max_request_body_size", self.body_limit)
+        return super().streamable_http_app(**kwargs)
 
 
 def build_server(settings: Settings, *, http_token: str | None = None, http_url: str | None = None) -> MCPServer:
@@ -158,12 +197,13 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         finally:
             await app.aclose()
 
-    server = MCPServer(
+    server = LLMServer(
         "mcp-llm",
         title="mcp_llm",
         instructions=INSTRUCTIONS,
         version=__version__,
         lifespan=lifespan,
+        body_limit=http_body_limit(settings),
         **auth,
     )
     reads = ToolAnnotations(readOnlyHint=True, openWorldHint=True, idempotentHint=False)
@@ -240,7 +280,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
                 return client.input_required()
             trace = outcome.trace.model_dump()
             if checked is None:
-                return ImageResult(text=outcome.text, **trace)
+                return ImageResult(text=valid_unicode(outcome.text), **trace)
             return ImageResult(data=outcome.data, **trace)
 
     @server.tool(title="List models", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True))

@@ -383,3 +383,133 @@ def _session(stdin: IO[bytes], out: _LineReader) -> None:
           "params": {"name": "generate_structured", "arguments": {"prompt": "hi", "schema": PERSON}}})
     reply = out.until_response(6, CALL_TIMEOUT_S)
     assert reply["result"]["isError"] is False, reply
+
+
+# --- lines the SDK cannot read are answered (issue 18) ----------------------------------------------
+
+
+class _RawSession:
+    """A server subprocess driven by raw JSON-RPC lines: `send_line` writes one exactly as given."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        self.proc = proc
+        self.out = _LineReader(proc.stdout)
+        self.err = _LineReader(proc.stderr)
+
+    def send_line(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode("utf-8") + b"\n")
+        self.proc.stdin.flush()
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.send_line(json.dumps({"jsonrpc": "2.0", **message}))
+
+    def next_message(self, timeout: float) -> dict[str, Any]:
+        line = self.out.lines.get(timeout=timeout)
+        assert line is not None, "stdout closed"
+        return json.loads(line)
+
+
+def _raw_server(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *server_args(config)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=subprocess_env(), cwd=REPO_ROOT)
+
+
+def _initialize(session: _RawSession, capabilities: dict[str, Any] | None = None) -> None:
+    session.send({"id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
+                  "capabilities": capabilities or {}, "clientInfo": {"name": "raw", "version": "0"}}})
+    assert session.out.until_response(1, TEST_TIMEOUT_S)["result"]["protocolVersion"] == "2025-11-25"
+    session.send({"method": "notifications/initialized"})
+
+
+def _call_line(request_id: int, arguments: str) -> str:
+    """A tools/call line for generate_structured with `arguments` written as raw JSON text."""
+    return (f'{{"jsonrpc":"2.0","id":{request_id},"method":"tools/call","params":{{"name":"generate_structured",'
+            f'"arguments":{arguments}}}}}')
+
+
+def test_unreadable_lines_get_an_answer_not_silence(config: Path) -> None:
+    """Before the fix the SDK dropped a line with a lone surrogate escape (or any line it could not
+    parse) without a word, and the client waited for its own timeout."""
+    with _raw_server(config) as proc:
+        session = _RawSession(proc)
+        try:
+            _initialize(session)
+            # a lone surrogate escape: valid JSON grammar, no Unicode character; the id is recovered
+            session.send_line(_call_line(2, '{"prompt":"half a pair: \\ud800","schema":{"type":"object"}}'))
+            reply = session.out.until_response(2, 10)
+            assert reply["error"]["code"] == -32700, reply
+            assert "lone UTF-16 surrogate escape" in reply["error"]["message"], reply
+            # a reversed pair is two lone halves; a proper pair is one character and goes through
+            session.send_line(_call_line(3, '{"prompt":"\\udc00\\ud800","schema":{"type":"object"}}'))
+            assert session.out.until_response(3, 10)["error"]["code"] == -32700
+            session.send_line(_call_line(4, '{"prompt":"a pair: \\ud83d\\ude00","schema":{"type":"object"}}'))
+            assert session.out.until_response(4, CALL_TIMEOUT_S)["result"]["isError"] is False
+
+            # not JSON at all: a parse error with a null id, as JSON-RPC says
+            session.send_line('{"jsonrpc":"2.0","id":5,"method":"tools/list"')
+            reply = session.next_message(10)
+            assert reply["id"] is None and reply["error"]["code"] == -32700, reply
+            # JSON, but no JSON-RPC message: an invalid request, with its id
+            session.send_line('{"jsonrpc":"1.0","id":6,"method":"tools/list"}')
+            reply = session.out.until_response(6, 10)
+            assert reply["error"]["code"] == -32600, reply
+            # a notification cannot be answered: nothing comes back, and the server serves on
+            session.send_line('{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"reason":"\\ud800"}}')
+
+            # the numbers JSON has and a double does not: a tool error naming the argument
+            session.send_line(_call_line(7, '{"prompt":"hi","schema":{"type":"object"},"temperature":1e309}'))
+            reply = session.out.until_response(7, CALL_TIMEOUT_S)
+            assert reply["result"]["isError"] is True, reply
+            assert "temperature must be a number from 0 to 2, not inf" in reply["result"]["content"][0]["text"]
+            session.send_line(_call_line(8, '{"prompt":"hi","schema":{"type":"object"},"timeout_s":NaN}'))
+            reply = session.out.until_response(8, CALL_TIMEOUT_S)
+            assert "timeout_s must be a number of seconds" in reply["result"]["content"][0]["text"], reply
+
+            session.send({"id": 9, "method": "tools/call",
+                          "params": {"name": "generate_structured", "arguments": {"prompt": "hi", "schema": PERSON}}})
+            reply = session.out.until_response(9, CALL_TIMEOUT_S)
+            assert reply["result"]["isError"] is False, reply
+            proc.stdin.close()
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def test_an_unreadable_sampling_response_fails_the_call_at_once(config: Path) -> None:
+    """A client's answer to our sampling request that the SDK cannot read (a lone surrogate in the
+    model's text) used to be dropped: the tool waited for its deadline. It now fails at once."""
+    with _raw_server(config) as proc:
+        session = _RawSession(proc)
+        try:
+            _initialize(session, {"sampling": {}})
+            session.send({"id": 2, "method": "tools/call", "params": {"name": "generate_structured", "arguments": {
+                "prompt": "hi", "schema": {"type": "object"}, "model": "client", "timeout_s": 60}}})
+            request = session.next_message(CALL_TIMEOUT_S)
+            assert request["method"] == "sampling/createMessage", request
+            started = time.monotonic()
+            session.send_line(f'{{"jsonrpc":"2.0","id":{json.dumps(request["id"])},"result":{{"role":"assistant",'
+                              '"model":"m","content":{"type":"text","text":"\\ud800"}}}')
+            reply = session.out.until_response(2, 20)
+            assert time.monotonic() - started < 10, "the call waited for its deadline"
+            assert reply["result"]["isError"] is True, reply
+            text = reply["result"]["content"][0]["text"]
+            assert "did not run the sampling request" in text and "could not be read" in text, text
+        finally:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.mark.anyio
+async def test_a_text_answer_with_a_lone_surrogate_reaches_the_client(config: Path, fake: FakeOllama) -> None:
+    """A model's `"\\ud800"` decodes to a lone surrogate, which the SDK cannot write to stdout: the call
+    ended in an opaque "Error executing tool analyze_image". It now comes with U+FFFD in its place."""
+    image = "data:image/png;base64," + base64.b64encode(png_bytes(8, 8)).decode()
+    fake.enqueue("a lone \ud800 half, and a whole \U0001f600")
+    with anyio.fail_after(TEST_TIMEOUT_S):
+        async with connect(config) as client:
+            result = await call(client, "analyze_image", image=image, prompt="What is it?")
+    assert result["text"] == "a lone \ufffd half, and a whole \U0001f600"
