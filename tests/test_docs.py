@@ -54,3 +54,24 @@ def test_example_config_shows_the_discovery_defaults() -> None:
 
     example = load_settings(EXAMPLE, env={}).discovery
     assert example == DiscoverySettings() and example.servers == DISCOVERY_SERVERS
+
+
+def test_schema_max_depth_counts_json_levels_as_the_example_config_says() -> None:
+    """config.example.toml: 64 admits 31 object schemas one inside the other (README said 64 levels)."""
+    from mcp_llm.errors import SchemaError
+    from mcp_llm.schema import parse_schema_argument
+
+    def nested(levels: int) -> dict[str, object]:
+        schema: dict[str, object] = {"type": "string"}
+        for _ in range(levels):
+            schema = {"type": "object", "properties": {"a": schema}}
+        return schema
+
+    assert "64 admits 31 object schemas" in EXAMPLE.read_text()
+    parse_schema_argument(nested(31))
+    try:
+        parse_schema_argument(nested(32))
+    except SchemaError as exc:
+        assert "nested more than 64 levels" in exc.message
+    else:
+        raise AssertionError("32 nested object schemas passed a 64-level limit")
