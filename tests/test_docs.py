@@ -75,3 +75,12 @@ def test_schema_max_depth_counts_json_levels_as_the_example_config_says() -> Non
         assert "nested more than 64 levels" in exc.message
     else:
         raise AssertionError("32 nested object schemas passed a 64-level limit")
+
+
+def test_readme_makes_no_claim_that_measurements_contradicted() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for claim in ("never hangs", "about 8 minutes", "about 8 on 2"):
+        assert claim not in readme, claim
+    contributing = readme[readme.index("## Contributing"):]
+    assert "test_nginx.py` (two replicas behind it) skips unless nginx" in contributing
+    assert "apt-get install nginx" in contributing
