@@ -326,3 +326,22 @@ async def test_a_resumed_call_keeps_the_deadline_it_started_with(make_server: An
             message = await call_error(client, "generate_structured", prompt="Lyon?", schema=SCHEMA, timeout_s=2)
     assert len(model.requests) == 1, "the client's model was not asked"
     assert "did not answer within the call's deadline" in message, message
+
+
+@MODES
+async def test_one_cap_on_the_clients_answer_in_both_generations(mode: str, make_server: Any) -> None:
+    """On 2025-11-25 a huge answer was read whole, found too long by the reply reader, and sent back to
+    the client in each re-ask (a 20 MB answer took 14.5 s over stdio); 2026-07-28 refused it at 500,000
+    characters. Both now refuse it at once, asking once."""
+    model = ClientModel("x" * 5_000_000)
+    with anyio.fail_after(15):
+        async with Client(make_server(), mode=mode, sampling_callback=model) as client:
+            started = time.perf_counter()
+            message = await call_error(client, "generate_structured", prompt="Lyon?", schema=SCHEMA)
+            elapsed = time.perf_counter() - started
+            again = await call(client, "generate_structured", prompt="Lyon?", schema=SCHEMA)
+    assert "answered with 5,000,000 characters, over 500,000" in message, message
+    assert "(1 attempt with client: bad_request)" in message, message
+    assert len(model.requests) == 2, "the long answer was re-asked"
+    assert elapsed < 5, elapsed
+    assert again["data"]["city"] == "Lyon"

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 PROVIDER = "client"
 INPUT_REQUIRED_VERSION = "2026-07-28"
-MAX_REPLY_CHARS = 500_000  # a longer answer is refused rather than carried between rounds
+MAX_REPLY_CHARS = 500_000  # a longer answer is refused, in both protocol generations (`_check_size`)
 MAX_STATE_CHARS = 4_000_000
 STATE_VERSION = 1
 NO_SAMPLING_HINT = (
@@ -277,7 +277,7 @@ class ClientCall:
         from mcp.shared.message import ServerMessageMetadata
 
         try:
-            return await ctx.session.send_request(
+            result = await ctx.session.send_request(
                 CreateMessageRequest(params=params),
                 CreateMessageResult,
                 metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
@@ -288,6 +288,7 @@ class ClientCall:
                 provider=PROVIDER,
                 hint="Accept the sampling request in your MCP client, or pass another model (list_models).",
             ) from None
+        return _check_size(result)
 
 
 def _digest(params: CreateMessageRequestParams) -> str:
@@ -306,9 +307,16 @@ def _check_answer(answer: Any) -> CreateMessageResult:
         raise BadRequestError("The MCP client answered the sampling request with something else than a message.",
                               provider=PROVIDER, hint="Check the client's sampling support, or use another model."
                               ) from None
+    return _check_size(result)
+
+
+def _check_size(result: CreateMessageResult) -> CreateMessageResult:
+    """One cap on the client's answer in both generations: on 2025-11-25 a 20 MB answer was read,
+    validated and sent back whole in each re-ask (14.5 s over stdio); on 2026-07-28 it would be
+    carried in `request_state` between rounds. Refused, not re-asked: the same request gets the same."""
     if isinstance(result.content, TextContent) and len(result.content.text) > MAX_REPLY_CHARS:
         raise BadRequestError(
-            f"The client's model answered with {len(result.content.text)} characters, over {MAX_REPLY_CHARS}.",
+            f"The client's model answered with {len(result.content.text):,} characters, over {MAX_REPLY_CHARS:,}.",
             provider=PROVIDER, hint="Ask for a shorter answer (max_tokens), or use another model.",
         )
     return result
