@@ -15,7 +15,7 @@ import anyio
 from mcp_llm.adapters.base import Health, ModelInfo
 from mcp_llm.adapters.sampling import ClientCall, client_health, client_model
 from mcp_llm.config import Settings
-from mcp_llm.errors import InputError, LLMError
+from mcp_llm.errors import InputError, LLMError, clip
 from mcp_llm.registry import Registry
 from mcp_llm.router import Router
 from mcp_llm.zero_config import LocalServer
@@ -169,7 +169,7 @@ class App:
         if provider is None or provider == "":
             return known
         if provider not in known:
-            raise InputError(f"Unknown provider {provider!r}.",
+            raise InputError(f"Unknown provider {clip(provider)}.",
                              hint=f"Use one of: {', '.join(known)}, or leave it empty.")
         return [provider]
 

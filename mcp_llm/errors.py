@@ -30,12 +30,25 @@ Adapters translate their SDK's exceptions into these where the SDK is called; th
 retries `TransientError`s and re-asks on `OutputError`; nothing in between catches broadly.
 Only a `TransientError` counts against a provider's circuit, and only once the request has gone
 out: what fails on our side first is a `NotSentError` (see `adapters/_errors.translated`).
+
+Text a caller sent (a model id, a provider name) is echoed in messages through `clip()`, so a
+1 MB id makes a short error, not a 1 MB one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+CLIP_CHARS = 80
+
+
+def clip(text: str, limit: int = CLIP_CHARS) -> str:
+    """`text` quoted for an error message, cut to `limit` characters with its full length said:
+    `'aaaa…' (1,048,576 characters)`."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[: limit - 1] + '…'!r} ({len(text):,} characters)"
 
 
 class LLMError(Exception):

@@ -20,9 +20,13 @@ import anyio
 
 from mcp_llm.adapters.base import LLMAdapter, Timeouts
 from mcp_llm.config import ModelEntry, Settings
-from mcp_llm.errors import ProviderNotReady, UnknownModelError
+from mcp_llm.errors import ProviderNotReady, UnknownModelError, clip
 
 MAX_ALIAS_DEPTH = 8
+# No id is longer: a native name is at most 200 characters (`_SAFE_NATIVE_NAME`), after a prefix or an
+# endpoint name. A longer one is refused before any lookup, and "did you mean" (difflib, whose cost
+# grows with the id's length) is only tried on ids this short.
+MAX_MODEL_ID_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -202,11 +206,16 @@ class Registry:
 
     def resolve(self, model_id: str | None, *, vision: bool = False) -> Route:
         requested = (model_id or "").strip() or self.default_model(vision=vision)
+        if len(requested) > MAX_MODEL_ID_CHARS and requested not in self.settings.aliases:
+            raise UnknownModelError(
+                f"Model id {clip(requested)} is too long to be one (at most {MAX_MODEL_ID_CHARS} characters).",
+                hint=f"Pass a model id{self.examples()}; list_models shows what is available.",
+            )
         resolved = self.expand_alias(requested)
         entry = self.configured_entry(resolved)
         if entry is not None and not entry.enabled:
             raise UnknownModelError(
-                f"Model {resolved!r} is disabled in the config file.",
+                f"Model {clip(resolved)} is disabled in the config file.",
                 hint="Set enabled = true for it, or choose another model (list_models).",
             )
         route = self.route_for(resolved)
@@ -216,7 +225,7 @@ class Registry:
             # the native name goes into provider URLs (Gemini's `models/<name>:generateContent`,
             # with the key attached): no path tricks, queries, fragments or escapes
             raise UnknownModelError(
-                f"Model id {requested!r} holds characters no model name has.",
+                f"Model id {clip(requested)} holds characters no model name has.",
                 hint="Model names are letters, digits and . _ - : / @ + (list_models shows the ids).",
             )
         return route
@@ -238,13 +247,15 @@ class Registry:
         prefixes = [prefix for prefix, _, _ in PREFIXES] + ["client"]
         prefixes += [f"{name}/" for name in self.settings.providers.openai_compatible]
         candidates = self.known_ids()
-        close = difflib.get_close_matches(model_id, candidates, n=3, cutoff=0.5)
-        close += [c for c in candidates if c.endswith("/" + model_id) and c not in close]
+        close: list[str] = []
+        if len(model_id) <= MAX_MODEL_ID_CHARS:  # resolve() refuses longer ones first; kept for other callers
+            close = difflib.get_close_matches(model_id, candidates, n=3, cutoff=0.5)
+            close += [c for c in candidates if c.endswith("/" + model_id) and c not in close]
         hint = f"Use one of the prefixes {', '.join(prefixes)}"
         if close:
             hint = f"Did you mean {', '.join(repr(c) for c in close[:3])}? " + hint
         return UnknownModelError(
-            f"Unknown model id {model_id!r}.",
+            f"Unknown model id {clip(model_id)}.",
             hint=hint + f"{self.examples()}, or an alias from [aliases]; list_models shows what is available.",
         )
 

@@ -38,7 +38,7 @@ from mcp_llm.adapters.base import Health, ModelInfo
 from mcp_llm.adapters.sampling import AwaitingClient, ClientCall, StateCodec
 from mcp_llm.app import App
 from mcp_llm.config import Settings
-from mcp_llm.errors import LLMError
+from mcp_llm.errors import LLMError, clip
 from mcp_llm.output_schema import publish_inlined
 from mcp_llm.presets import PRESETS
 from mcp_llm.router import CallSpec, Trace, check_arguments
@@ -315,7 +315,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
     def preset(name: str) -> str:
         """The JSON Schema behind one preset name."""
         if name not in PRESETS:
-            raise ResourceNotFoundError(f"No preset {name!r}; the presets are {', '.join(PRESETS)}.")
+            raise ResourceNotFoundError(f"No preset {clip(name)}; the presets are {', '.join(PRESETS)}.")
         return json.dumps(PRESETS[name], indent=2)
 
     @server.completion()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import anyio
@@ -304,3 +305,53 @@ async def test_preset_names_complete_in_the_resource_template(settings: Settings
             assert everything.completion.values == list(PRESETS)
             other = await session.complete(PromptReference(type="ref/prompt", name="nope"), {"name": "x", "value": ""})
             assert other.completion.values == []
+
+
+# --- caller text echoed in errors is clipped (issue 18) ---------------------------------------------
+
+HUGE = 1_000_000
+
+
+@pytest.mark.parametrize("model", [
+    pytest.param("a" * HUGE, id="no-prefix"),
+    pytest.param("ollama/" + "a" * HUGE, id="ollama-prefix"),
+    pytest.param("llama3.2:3" + "b" * 100_000, id="near-a-known-id"),
+    pytest.param("x/" * (HUGE // 2), id="slashes"),
+])
+async def test_a_huge_model_id_gets_a_short_error_fast(client: Client, fake_ollama: FakeOllama, model: str) -> None:
+    """Before the fix the id came back whole (1 MB errors), and "did you mean" ran difflib on it."""
+    with anyio.fail_after(30):
+        started = time.perf_counter()
+        text = await call_error(client, "generate_structured", prompt="hi", schema={"type": "object"}, model=model)
+        elapsed = time.perf_counter() - started
+    assert len(text) < 600, len(text)
+    assert f"({len(model):,} characters)" in text and "is too long to be one (at most 256 characters)" in text
+    assert repr(model[:20])[:-1] in text  # it begins as the id did
+    assert elapsed < 2, elapsed
+    assert fake_ollama.chat_requests == []
+
+
+async def test_a_long_unknown_id_under_the_limit_is_clipped_and_still_gets_suggestions(client: Client) -> None:
+    model = "local/llama3.2:3b" + "-x" * 60  # 137 characters: a possible id, with no such endpoint
+    with anyio.fail_after(30):
+        text = await call_error(client, "generate_structured", prompt="hi", schema={"type": "object"}, model=model)
+    assert "Unknown model id 'local/llama3.2:3b-x-x" in text and "(137 characters)" in text and model not in text
+    model = "lama3.2:3b"
+    text = await call_error(client, "generate_structured", prompt="hi", schema={"type": "object"}, model=model)
+    assert "Unknown model id 'lama3.2:3b'." in text and "Did you mean 'ollama/llama3.2:3b'" in text
+
+
+@pytest.mark.parametrize("tool", ["list_models", "provider_health"])
+async def test_a_huge_provider_name_gets_a_short_error(client: Client, tool: str) -> None:
+    with anyio.fail_after(30):
+        text = await call_error(client, tool, provider="p" * HUGE)
+    assert len(text) < 600 and "Unknown provider 'ppp" in text and "(1,000,000 characters)" in text
+
+
+async def test_a_huge_preset_name_gets_a_short_error(client: Client) -> None:
+    from mcp import MCPError
+
+    with anyio.fail_after(30), pytest.raises(MCPError) as caught:
+        await client.read_resource("mcp-llm://presets/" + "q" * 10_000)
+    assert "No preset 'qqq" in caught.value.error.message and "(10,000 characters)" in caught.value.error.message
+    assert len(caught.value.error.message) < 400
