@@ -6,6 +6,7 @@ non-loopback address the server refuses to start without one.
 
 from __future__ import annotations
 
+import base64
 import socket
 import subprocess
 import sys
@@ -171,5 +172,71 @@ async def test_allowed_hosts_from_the_config_are_accepted(fake_ollama: FakeOllam
             other = await http.post(url, json=INITIALIZE, headers=headers | {"Host": f"mcp.other:{port}"})
         assert named.status_code == 200, named.text
         assert other.status_code == 421
+    finally:
+        stop(process)
+
+
+# --- the request body limit follows images.max_bytes (issue 18) --------------------------------------
+
+
+def noise_png(side: int) -> bytes:
+    """A PNG that does not compress: about 3 × side² bytes."""
+    import io
+    import os
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(3 * side * side)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+async def test_an_image_over_4_mb_passes_over_http(http_server: str, fake_ollama: FakeOllama) -> None:
+    """The SDK refuses bodies over 4 MiB with a bare 413, which its client shows as "Server returned an
+    error response": a base64 image over ~3 MB could not pass, far below images.max_bytes (20 MiB)."""
+    import anyio
+
+    png = noise_png(1300)  # ~5 MB, ~6.8 MB as base64
+    assert len(png) > 4_500_000
+    image = "data:image/png;base64," + base64.b64encode(png).decode()
+    fake_ollama.enqueue("Static, all of it.")
+    with anyio.fail_after(90):
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http,
+            Client(streamable_http_client(http_server, http_client=http)) as client,
+        ):
+            result = await call(client, "analyze_image", image=image, prompt="What is it?")
+    assert result["text"] == "Static, all of it."
+    (sent,) = fake_ollama.chat_requests[-1].json["messages"][-1]["images"]
+    assert len(base64.b64decode(sent)) > 4_500_000
+
+
+def test_the_body_limit_follows_images_max_bytes(make_settings) -> None:
+    from mcp_llm.transport import SDK_BODY_LIMIT, http_body_limit
+
+    default = make_settings("")
+    assert http_body_limit(default) >= 4 * default.images.max_bytes // 3 + default.limits.schema_max_bytes
+    small = make_settings("[images]\nmax_bytes = 100_000\n[limits]\nschema_max_bytes = 4096\n")
+    assert http_body_limit(small) == SDK_BODY_LIMIT  # never below the SDK's own
+    big = make_settings("[images]\nmax_bytes = 60_000_000\n")
+    assert http_body_limit(big) > 80_000_000
+
+
+async def test_a_body_over_the_limit_is_still_refused(fake_ollama: FakeOllama, tmp_path: Path) -> None:
+    """With images.max_bytes = 1 MiB the limit stays the SDK's 4 MiB (plus room): 6 MiB is refused."""
+    config = write_config(fake_ollama, tmp_path, extra="max_bytes = 1_048_576\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mcp_llm", "--config", str(config), "serve", "--transport", "http", "--port", str(port)],
+        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    try:
+        wait_listening(port, process)
+        async with httpx2.AsyncClient(timeout=30) as http:
+            big = await http.post(f"http://127.0.0.1:{port}/mcp", content=b" " * (6 * 1024 * 1024), headers=headers)
+            fine = await http.post(f"http://127.0.0.1:{port}/mcp", json=INITIALIZE, headers=headers)
+        assert big.status_code == 413
+        assert fine.status_code == 200
     finally:
         stop(process)
