@@ -369,14 +369,16 @@ class Walk:
             stack.extend(reversed(children))
 
     def _without_nested_id(self, node: dict[str, Any], path: str, report: bool = True) -> dict[str, Any]:
-        """A nested `$id` would make every pointer inside it relative to itself: it goes (the root's may stay)."""
-        key = self.prepared.id_key
-        if node is self.prepared.root or not isinstance(node.get(key), str):
+        """A nested `$id` would make every pointer inside it relative to itself: it goes (the root's may stay).
+        What is sent is read as 2020-12, where `$id` is an identifier even if the caller's draft-04 did not
+        read it; the dialect's own `id` goes too."""
+        keys = [k for k in dict.fromkeys(("$id", self.prepared.id_key)) if isinstance(node.get(k), str)]
+        if node is self.prepared.root or not keys:
             return node
         if report:
-            self.rewrites.append(f"dropped `{key}` at {path}: references into it are sent as places in the whole "
-                                 "schema")
-        return {k: v for k, v in node.items() if k != key}
+            self.rewrites.extend(f"dropped `{key}` at {path}: references into it are sent as places in the whole "
+                                 "schema" for key in keys)
+        return {k: v for k, v in node.items() if k not in keys}
 
     def finish(self, out: Any) -> Any:
         """Write every `Ref` the walk placed as a pointer to its target's home, and drop (with a rewrite) a
@@ -451,11 +453,12 @@ def wrap_root(prepared: Prepared, provider: str, rewrites: list[str]) -> dict[st
     every reference follows its target (`Walk.finish`), and the root's own `$id` goes."""
     root = prepared.root
     defs = {key: root.pop(key) for key in ("$defs", "definitions") if isinstance(root.get(key), dict)}
-    if isinstance(root.get(prepared.id_key), str):
-        del root[prepared.id_key]
-        rewrites.append(f"dropped `{prepared.id_key}` at $: the wrapper is the document now")
-    rewrites.insert(0, f"the root was wrapped as {{\"{WRAP_KEY}\": …}} ({provider} needs an object root); "
-                       "the answer is unwrapped again")
+    rewrites.append(f"the root was wrapped as {{\"{WRAP_KEY}\": …}} ({provider} needs an object root); "
+                    "the answer is unwrapped again")
+    for key in dict.fromkeys(("$id", prepared.id_key)):  # read as 2020-12, `$id` is one even in a draft-04 schema
+        if isinstance(root.get(key), str):
+            del root[key]
+            rewrites.append(f"dropped `{key}` at $: the wrapper is the document now")
     value: Any = root
     if any(ref.target is root for ref in prepared.refs):
         taken = defs.get("$defs", {})
