@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -31,7 +31,7 @@ from mcp_types import (
     ResourceTemplateReference,
     ToolAnnotations,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from mcp_llm import __version__
 from mcp_llm.adapters.base import Health, ModelInfo
@@ -41,7 +41,7 @@ from mcp_llm.config import Settings
 from mcp_llm.errors import LLMError, clip
 from mcp_llm.output_schema import publish_inlined
 from mcp_llm.presets import PRESETS
-from mcp_llm.router import CallSpec, Trace, check_arguments
+from mcp_llm.router import MAX_TOKENS_LIMIT, TEMPERATURE_MAX, TIMEOUT_MAX_S, CallSpec, Trace, check_arguments
 from mcp_llm.schema import parse_schema_argument_off_loop
 from mcp_llm.transport import LONE_SURROGATE, AnsweringReadStream, http_body_limit
 
@@ -49,11 +49,66 @@ log = logging.getLogger("mcp_llm")
 
 PRESET_TEMPLATE = "mcp-llm://presets/{name}"
 
-INSTRUCTIONS = """\
-Reach any configured LLM (local Ollama models first, cloud models as fallback) and get answers you can trust:
-generate_structured returns JSON that always validates against the schema you pass (or a preset name:
-reverse_prompt, semantic_analysis, visual_prompt_score); analyze_image does the same for an image, or returns
-text. Call list_models to see model ids, provider_health when a call fails."""
+def instructions(settings: Settings, app: App) -> str:
+    """What the assistant's model is told about this server: only what is true of its config."""
+    fallback = list(dict.fromkeys([*settings.defaults.fallback,
+                                   *(f for entry in app.registry.configured_models() for f in entry.fallback),
+                                   *(["client"] if settings.providers.client.as_fallback else [])]))
+    fallbacks = (f"When a model fails, the configured fallbacks are tried ({', '.join(fallback[:5])})."
+                 if fallback else "No fallback models are configured: a model that fails is not replaced by another.")
+    return f"""\
+Ask an LLM and get answers you can trust: generate_structured returns JSON that always validates against the
+JSON Schema you pass (or a preset name: {', '.join(PRESETS)}); analyze_image does the same for an image, or
+returns text. The model is the one you name in `model` (list_models shows the ids), else the configured default;
+with none configured, a model server running on this machine (Ollama, llama-server, LM Studio or vLLM on their
+usual ports), else your own model through sampling if you support it, else the call fails and says how to set one
+up. Cloud models (Gemini, Anthropic, OpenAI) answer only when their key is configured and they are named. {fallbacks}
+Invalid answers are re-asked with the errors. Call provider_health when a call fails."""
+
+
+# --- the tools' parameters, as the assistant's model reads them in each input schema ---------------
+
+PROMPT = Annotated[str, Field(description="What to ask: the task, with the text or facts it needs.")]
+SCHEMA = Annotated[dict[str, Any] | StrictBool | str, Field(description=(
+    "The JSON Schema the answer must validate against: an object (draft 2020-12 unless $schema names another), "
+    f"its JSON text, `true` for any JSON value, or a preset name ({', '.join(PRESETS)}; mcp-llm://presets lists "
+    "them). It is checked before any model is called."))]
+IMAGE_SCHEMA = Annotated[dict[str, Any] | StrictBool | str | None, Field(description=(
+    "Optional: a JSON Schema (an object, its JSON text, `true`, or a preset name) for an answer as JSON in "
+    "`data`; leave it out for a text answer in `text`."))]
+MODEL = Annotated[str | None, Field(description=(
+    "The model id: 'ollama/<name>', 'gemini-2.5-flash' (any 'gemini-*'), 'claude-haiku-4-5' (any 'claude-*'), "
+    "'openai/<name>', '<endpoint>/<name>' for a configured OpenAI-compatible server, an alias from the config, "
+    "or 'client' for your own model through sampling; list_models shows the ids. Leave it out for the "
+    "configured default (with none: a model server on this machine, else your own model if you can sample)."))]
+SYSTEM = Annotated[str | None, Field(description=(
+    "A system message put before the prompt: the model's role, tone and rules. The schema's instructions "
+    "are added after it."))]
+TEMPERATURE = Annotated[float | None, Field(description=(
+    "How random the answer may be, from 0 (most deterministic, best for extraction) to 2; leave it out for "
+    "the provider's default. Anthropic takes at most 1: a higher value is lowered to 1 there, and "
+    "argument_rewrites says so."), json_schema_extra={"minimum": 0, "maximum": TEMPERATURE_MAX})]
+MAX_TOKENS = Annotated[int | None, Field(description=(
+    f"The most tokens the answer may take, 1 to {MAX_TOKENS_LIMIT:,}; leave it out for the provider's default. "
+    "A JSON answer cut off at this limit is an error, never partial data."),
+    json_schema_extra={"minimum": 1, "maximum": MAX_TOKENS_LIMIT})]
+TIMEOUT = Annotated[float | None, Field(description=(
+    "Seconds the whole call may take, retries, re-asks and fallbacks included (more than 0, at most "
+    f"{TIMEOUT_MAX_S:,.0f}); leave it out for the configured defaults.timeout_s."),
+    json_schema_extra={"exclusiveMinimum": 0, "maximum": TIMEOUT_MAX_S})]
+IMAGE = Annotated[str, Field(description=(
+    "The image: an absolute file path inside the configured image roots (or a root this client declares), "
+    "a data: URI, or raw base64; an http(s) URL only when the config enables URLs."))]
+IMAGE_PROMPT = Annotated[str, Field(description="What to ask about the image.")]
+PROVIDER_NAMES = ("ollama, gemini, anthropic, openai, client (your own model), or a configured "
+                  "OpenAI-compatible endpoint")
+MODELS_PROVIDER = Annotated[str | None, Field(description=(
+    f"Only this provider's models: {PROVIDER_NAMES} (the tool's description lists this server's); "
+    "leave it out for all."))]
+HEALTH_PROVIDER = Annotated[str | None, Field(description=(
+    f"Only this provider: {PROVIDER_NAMES} (the tool's description lists this server's); leave it out for all."))]
+REFRESH = Annotated[bool, Field(description=(
+    "Ask the providers again instead of using their listings cached for up to 30 s."))]
 
 
 class StructuredResult(Trace):
@@ -200,7 +255,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
     server = LLMServer(
         "mcp-llm",
         title="mcp_llm",
-        instructions=INSTRUCTIONS,
+        instructions=instructions(settings, app),
         version=__version__,
         lifespan=lifespan,
         body_limit=http_body_limit(settings),
@@ -210,24 +265,21 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
 
     @server.tool(title="Generate schema-valid JSON", annotations=reads)
     async def generate_structured(
-        prompt: str,
-        schema: dict[str, Any] | str,
-        model: str | None = None,
-        system: str | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        timeout_s: float | None = None,
+        prompt: PROMPT,
+        schema: SCHEMA,
+        model: MODEL = None,
+        system: SYSTEM = None,
+        temperature: TEMPERATURE = None,
+        max_tokens: MAX_TOKENS = None,
+        timeout_s: TIMEOUT = None,
         ctx: Context | None = None,
     ) -> StructuredResult | InputRequiredResult:
-        """Ask an LLM and get back JSON that validates against `schema`.
+        """Ask an LLM and get back JSON in `data` that validates against `schema`.
 
-        `schema` is a JSON Schema object, or a preset name (reverse_prompt, semantic_analysis,
-        visual_prompt_score). `model` is an id such as 'ollama/llama3.2', or 'client' for your own
-        model through sampling (list_models shows them); empty means the configured default, or with
-        none configured your own model (if you support sampling) or a local Ollama model. Invalid
-        answers are re-asked with the errors, and other models are tried when configured as
-        fallbacks; the trace fields say what happened.
-        `timeout_s` bounds the whole call (default: the configured defaults.timeout_s).
+        An answer that is not valid is re-asked with the validation errors; a model that keeps failing
+        is replaced by the configured fallbacks, if any. The result's trace says which model answered,
+        every attempt, the tokens used and what was adapted for the provider (schema_rewrites,
+        argument_rewrites). Bad input is a tool error that says what to change.
         """
         with tool_errors("generate_structured"):
             check_arguments(temperature, max_tokens, timeout_s)
@@ -244,22 +296,24 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
 
     @server.tool(title="Analyze an image", annotations=reads)
     async def analyze_image(
-        image: str,
-        prompt: str,
-        schema: dict[str, Any] | str | None = None,
-        model: str | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        timeout_s: float | None = None,
+        image: IMAGE,
+        prompt: IMAGE_PROMPT,
+        schema: IMAGE_SCHEMA = None,
+        model: MODEL = None,
+        temperature: TEMPERATURE = None,
+        max_tokens: MAX_TOKENS = None,
+        timeout_s: TIMEOUT = None,
         ctx: Context | None = None,
     ) -> ImageResult | InputRequiredResult:
         """Ask a vision model about an image; get text, or JSON valid against `schema` when one is given.
 
-        `image` is an absolute file path (inside the configured image roots or a root this client
-        declares), a data: URI, or raw base64 (http(s) URLs only when enabled in config). The image
-        is turned upright, stripped of metadata and shrunk to fit the model's provider. `schema` is
-        a JSON Schema object or a preset name. `model` empty means the configured vision default.
-        `timeout_s` bounds the call.
+        The image is turned upright, stripped of metadata and shrunk to fit the model's provider.
+        `model` left out means the configured vision model (defaults.vision_model), else a model
+        that can see on a model server on this machine, else your own model if you can sample. A
+        model known not to read images (config `vision = false`, or an Ollama model without the
+        vision capability) is refused before the image is sent, and the next model of the fallback
+        chain is tried; when none can, the error names a vision model to use, or says to set
+        defaults.vision_model (or pull one, e.g. `ollama pull llava`).
         """
         with tool_errors("analyze_image"):
             check_arguments(temperature, max_tokens, timeout_s)
@@ -283,24 +337,26 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
                 return ImageResult(text=valid_unicode(outcome.text), **trace)
             return ImageResult(data=outcome.data, **trace)
 
-    @server.tool(title="List models", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True))
-    async def list_models(provider: str | None = None, refresh: bool = False,
-                          ctx: Context | None = None) -> ModelList:
-        """The models configured and those the providers report, with what each can do.
+    names = ", ".join([*app.registry.provider_names(), "client"])
 
-        `source` is 'config' or 'discovered'; `available` says whether the provider has the model
-        (null when unknown: not asked, or the provider could not be reached). `refresh` skips the short cache.
-        """
+    @server.tool(title="List models", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True),
+                 description=f"""The models configured and those the providers report, with what each can do.
+
+`source` is 'config' or 'discovered'; `available` says whether the provider has the model (null when
+unknown: not asked, or the provider could not be reached); `vision` whether it reads images.
+Providers of this server: {names}.""")
+    async def list_models(provider: MODELS_PROVIDER = None, refresh: REFRESH = False,
+                          ctx: Context | None = None) -> ModelList:
         with tool_errors("list_models"):
             return ModelList(models=await app.models(provider, refresh, ClientCall(ctx, codec)))
 
-    @server.tool(title="Provider health", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True))
-    async def provider_health(provider: str | None = None, ctx: Context | None = None) -> HealthReport:
-        """Whether each provider is reachable, how fast, its version, and whether a key is set.
+    @server.tool(title="Provider health", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True),
+                 description=f"""Whether each provider is reachable, how fast, its version, and whether a key is set.
 
-        Probes never run a completion, and are cached for a few seconds. Status is ok, degraded,
-        down or unconfigured; `detail` says what to do when it is not ok.
-        """
+Probes never run a completion, and are cached for a few seconds. Status is ok, degraded, down or
+unconfigured; `detail` says what to do when it is not ok; `circuit` is open while a provider that
+kept failing is skipped. Providers of this server: {names}.""")
+    async def provider_health(provider: HEALTH_PROVIDER = None, ctx: Context | None = None) -> HealthReport:
         with tool_errors("provider_health"):
             usage = app.router.stats.providers()
             return HealthReport(providers=[ProviderHealth(**row.model_dump(), stats=usage.get(row.provider, {}))

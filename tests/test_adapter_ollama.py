@@ -498,3 +498,12 @@ async def test_aclose_closes_the_client_twice_harmlessly_and_the_adapter_rebuild
     fake_ollama.enqueue("after close")
     assert (await adapter.complete(ask())).text == "after close"
     assert len(fake_ollama.chat_requests) == 2
+
+
+async def test_the_boolean_schema_true_goes_as_json_mode(adapter: OllamaAdapter, fake_ollama: FakeOllama) -> None:
+    """`true` (any JSON value) compiles to itself for Ollama, and the SDK takes only '', 'json' or an
+    object as `format`: it used to refuse the request (and blame the server for it)."""
+    fake_ollama.enqueue([1, "two"])
+    completion = await adapter.complete(ask(schema=True))
+    assert json.loads(completion.text) == [1, "two"]
+    assert fake_ollama.chat_requests[-1].json["format"] == "json"

@@ -326,3 +326,21 @@ async def test_a_named_endpoint_has_its_own_concurrency_bound(fake: FakeOpenAI, 
             await call(client, "generate_structured", prompt="A film?", schema=SCHEMA, model="llamacpp/local-model")
 
         await assert_sent_one_at_a_time(fake, one)
+
+
+@pytest.mark.parametrize("mode", ["json_schema", "json_object", "none"])
+async def test_the_boolean_schema_true_on_a_compatible_endpoint(make_adapter, fake: FakeOpenAI, mode: str) -> None:
+    """An OpenAI-compatible endpoint gets `true` as compiled (it is not wrapped): JSON mode, which only
+    makes objects, is left out rather than crashing on `true.get`."""
+    adapter = make_adapter(compatible=True, structured_output=mode)
+    fake.enqueue({"any": "thing"})
+    try:
+        completion = await adapter.complete(ask("local-model", schema=True))
+    finally:
+        await adapter.aclose()
+    assert json.loads(completion.text) == {"any": "thing"}
+    sent = fake.chat_requests[-1].json
+    if mode == "json_schema":
+        assert sent["response_format"]["json_schema"]["schema"] is True
+    else:
+        assert "response_format" not in sent

@@ -355,3 +355,67 @@ async def test_a_huge_preset_name_gets_a_short_error(client: Client) -> None:
         await client.read_resource("mcp-llm://presets/" + "q" * 10_000)
     assert "No preset 'qqq" in caught.value.error.message and "(10,000 characters)" in caught.value.error.message
     assert len(caught.value.error.message) < 400
+
+
+# --- what the assistant's model reads: every parameter described, the instructions true (issue 18) --
+
+
+async def test_every_tool_parameter_has_its_own_description(client: Client) -> None:
+    """Before the fix no parameter had one: system, temperature and max_tokens were never explained,
+    the provider names never listed, and analyze_image never said what happens with no vision model."""
+    tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    for tool in tools.values():
+        for name, prop in tool.input_schema["properties"].items():
+            assert len(prop.get("description", "")) > 20, f"{tool.name}.{name} has no description"
+    generate = tools["generate_structured"].input_schema["properties"]
+    assert "system message" in generate["system"]["description"]
+    assert "0 (most deterministic" in generate["temperature"]["description"]
+    assert (generate["temperature"]["minimum"], generate["temperature"]["maximum"]) == (0, 2)
+    assert (generate["max_tokens"]["minimum"], generate["max_tokens"]["maximum"]) == (1, 1_000_000)
+    assert generate["timeout_s"]["exclusiveMinimum"] == 0
+    assert {"type": "boolean"} in generate["schema"]["anyOf"]
+    for tool in ("list_models", "provider_health"):
+        described = tools[tool].input_schema["properties"]["provider"]["description"]
+        assert "ollama, gemini, anthropic, openai, client" in described
+        assert "Providers of this server: ollama, gemini, anthropic, openai, client." in tools[tool].description
+    assert "refused before the image is sent" in tools["analyze_image"].description
+    assert "defaults.vision_model" in tools["analyze_image"].description
+
+
+async def test_the_provider_names_of_this_server_are_listed(fake_ollama: FakeOllama, image_root: Path,
+                                                             make_settings) -> None:
+    extra = '\n[providers.openai_compatible.lmstudio]\nendpoint = "http://127.0.0.1:9/v1"\nmodels = ["m"]\n'
+    settings = make_settings(ollama_config(fake_ollama, image_root).replace("[images]", extra + "\n[images]"))
+    async with Client(build_server(settings)) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert "Providers of this server: ollama, gemini, anthropic, openai, lmstudio, client." \
+        in tools["list_models"].description
+
+
+async def test_the_instructions_promise_only_what_is_configured(fake_ollama: FakeOllama, image_root: Path,
+                                                                make_settings) -> None:
+    """They said 'local Ollama models first, cloud models as fallback', true only if configured so."""
+    plain = make_settings(ollama_config(fake_ollama, image_root))
+    with_fallback = make_settings(ollama_config(fake_ollama, image_root).replace(
+        "[defaults]\n", '[defaults]\nfallback = ["claude-haiku-4-5"]\n', 1))
+    texts = []
+    for settings in (plain, with_fallback):
+        async with Client(build_server(settings), mode="legacy") as client:
+            texts.append(client.instructions or "")
+    assert "cloud models as fallback" not in texts[0]
+    assert "No fallback models are configured" in texts[0]
+    assert "else your own model through sampling if you support it, else the call fails" in texts[0]
+    assert "only when their key is configured and they are named" in texts[0]
+    assert "the configured fallbacks are tried (claude-haiku-4-5)" in texts[1]
+
+
+@pytest.mark.parametrize("tool", ["generate_structured", "analyze_image"])
+async def test_the_boolean_schema_true_is_accepted_and_false_refused(client: Client, fake_ollama: FakeOllama,
+                                                                     tool: str) -> None:
+    """`schema: true` was refused by the parameter's type (dict | str) before our code saw it."""
+    image = {"image": base64.b64encode(png_bytes(4, 4)).decode()} if tool == "analyze_image" else {}
+    fake_ollama.enqueue({"anything": ["goes", 1]})
+    result = await call(client, tool, prompt="Anything.", schema=True, **image)
+    assert result["data"] == {"anything": ["goes", 1]}
+    text = await call_error(client, tool, prompt="Anything.", schema=False, **image)
+    assert "The schema is `false`, which no value satisfies" in text

@@ -118,7 +118,7 @@ class OllamaAdapter(LLMAdapter):
             stream = await client.chat(
                 model=request.model,
                 messages=messages,
-                format=request.schema,
+                format=_format(request.schema),
                 options=options or None,
                 stream=True,
             )
@@ -222,6 +222,12 @@ class OllamaAdapter(LLMAdapter):
         with translated(lambda exc: translate_exception(exc, self.endpoint, model), where=f"Ollama at {self.endpoint}",
                         provider=PROVIDER, model=model):
             yield
+
+
+def _format(schema: Any) -> Any:
+    """Ollama's `format`: the schema, or for the boolean schema `true` (any JSON value; the SDK takes
+    only '', 'json' or an object) JSON mode."""
+    return "json" if schema is True else schema
 
 
 OLLAMA_HINTS = {

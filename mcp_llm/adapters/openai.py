@@ -154,7 +154,7 @@ class OpenAIAdapter(LLMAdapter):
             if self.is_openai:
                 spec["strict"] = is_strict_compatible(schema)
             return {"response_format": {"type": "json_schema", "json_schema": spec}}
-        if mode == "json_object" and schema.get("type") == "object":  # JSON mode makes an object, nothing else
+        if mode == "json_object" and isinstance(schema, dict) and schema.get("type") == "object":  # objects only
             return {"response_format": {"type": "json_object"}}
         return {}
 
