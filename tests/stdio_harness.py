@@ -74,6 +74,9 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """A minimal environment for the server subprocess, plus `extra`."""
     env = {key: os.environ[key] for key in _INHERITED if key in os.environ}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # No looking for model servers on this machine's usual ports (a developer's llama-server on 8080
+    # would answer a test's call); Ollama is still looked for at the config's own endpoint.
+    env["MCP_LLM_DISCOVERY"] = "llamacpp=http://127.0.0.1:9/v1"
     return env | (extra or {})
 
 

@@ -107,3 +107,10 @@ def test_parse_and_validate_and_repair_message() -> None:
     message = repair_message(info.value)
     assert "- at $.a: 'one' is not of type 'integer'" in message
     assert "Answer again" in message
+
+
+@pytest.mark.parametrize(("text", "kind"), [("[1]", "array"), ('"name"', "string"), ("42", "value")])
+def test_json_that_is_not_a_schema_is_not_called_a_preset(text: str, kind: str) -> None:
+    with pytest.raises(SchemaError) as info:
+        parse_schema_argument(text)
+    assert f"is a JSON {kind}" in info.value.message and "preset" not in info.value.message

@@ -48,9 +48,16 @@ def parse_schema_argument(
                     f"The schema is not valid JSON: {getattr(exc, 'msg', None) or exc}{where}.",
                     hint="Pass a JSON Schema object, or a preset name: " + ", ".join(PRESETS) + ".",
                 ) from None
+        elif text[:1] in '["0123456789-' or text == "null":
+            raise SchemaError(
+                f"The schema is JSON, but not a schema: {_clip(text, 60)!r} is a JSON "
+                f"{'array' if text.startswith('[') else 'string' if text.startswith(chr(34)) else 'value'}.",
+                hint='A schema is a JSON object, e.g. {"type": "object", "properties": {"name": {"type": "string"}}}, '
+                "or `true` for any value.",
+            )
         else:
             raise SchemaError(
-                f"Unknown schema preset {text!r}.",
+                f"Unknown schema preset {_clip(text, 60)!r}.",
                 hint="Pass a JSON Schema object, or one of the presets: " + ", ".join(PRESETS) + ".",
             )
     check_schema(schema, limits)
