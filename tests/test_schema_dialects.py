@@ -1036,6 +1036,16 @@ TIGHTER_BEFORE: dict[str, tuple[Any, list[Any]]] = {
         {"type": "object", "properties": {"cmds": {"definitions": {"c": {"type": "string"}}, "type": "array",
                                                    "items": {"$ref": "#/properties/cmds/definitions/c"}}}},
         [{"cmds": ["x"]}]),
+    # a reference to a schema kept under a key no keyword names was dropped, and the object it made closed
+    "a referenced schema outside every keyword (vtestunit)": (
+        {"type": "object", "allOf": [{"$ref": "#/definitions/group/full"}],
+         "definitions": {"group": {"full": {"type": "object", "properties": {"version": {"const": "1.0.0"}},
+                                            "required": ["version"]}}}},
+        [{"version": "1.0.0"}]),
+    "a referenced schema under a custom root key, wrapped (o29003)": (
+        {"type": "array", "items": {"$ref": "#/resource"}, "resource": {"type": "object", "properties": {
+            "id": {"type": "string"}}, "required": ["id"]}},
+        [[{"id": "a"}]]),
     # draft 4 reads `$id` as no keyword at all; what is sent is read as 2020-12, where it rebases references
     "a draft-04 schema's $id beside $ref (cryproj)": (
         {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object",

@@ -35,6 +35,7 @@ from mcp_llm.schema.walker import (
     Prepared,
     Ref,
     Walk,
+    attach_detached,
     dumps,
     loosest,
     prepare,
@@ -573,6 +574,7 @@ def compile_anthropic(schema: Any) -> CompiledSchema:
     prepared = prepare(schema, rewrites)
     wrapped = prepared.root.get("type") != "object"
     top = wrap_root(prepared, "Anthropic", rewrites) if wrapped else prepared.root
+    attach_detached(top, prepared, rewrites)
     rule = _Rule(prepared, _Closing(prepared), None, rewrites)
     walk = Walk(prepared, rule, rewrites)
     rule.walk = walk

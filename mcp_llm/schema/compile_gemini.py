@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcp_llm.schema.walker import CompiledSchema, Prepared, Rule, Walk, loosest, prepare
+from mcp_llm.schema.walker import CompiledSchema, Prepared, Rule, Walk, attach_detached, loosest, prepare
 
 GEMINI_KEYWORDS = frozenset({
     "$id", "$defs", "$ref", "$anchor", "type", "format", "title", "description", "enum", "items", "prefixItems",
@@ -67,5 +67,6 @@ def compile_gemini(schema: Any) -> CompiledSchema:
         return loosest("gemini", f"the schema is `{str(schema).lower()}`, not an object")
     rewrites: list[str] = []
     prepared = prepare(schema, rewrites)
+    attach_detached(prepared.root, prepared, rewrites)
     walk = Walk(prepared, _rule(prepared, rewrites), rewrites)
     return CompiledSchema(walk.finish(walk.run(prepared.root)), rewrites)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcp_llm.schema.walker import WRAP_KEY, CompiledSchema, Walk, loosest, prepare, wrap_root
+from mcp_llm.schema.walker import WRAP_KEY, CompiledSchema, Walk, attach_detached, loosest, prepare, wrap_root
 
 
 def compile_openai(schema: Any) -> CompiledSchema:
@@ -25,6 +25,8 @@ def compile_openai(schema: Any) -> CompiledSchema:
             rewrites.append("dropped `$schema` at $")
         return CompiledSchema(schema, rewrites)
     prepared = prepare(schema, rewrites)
+    top = wrap_root(prepared, "OpenAI", rewrites)
+    attach_detached(top, prepared, rewrites)
     walk = Walk(prepared, None, rewrites)
-    compiled = walk.finish(walk.run(wrap_root(prepared, "OpenAI", rewrites), rule_on_top=False))
+    compiled = walk.finish(walk.run(top, rule_on_top=False))
     return CompiledSchema(compiled, rewrites, WRAP_KEY)

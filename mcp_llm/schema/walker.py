@@ -145,13 +145,15 @@ def fragment(pointer: str) -> str:
 @dataclass
 class Prepared:
     """The caller's schema, copied: `root`, every copied schema object (`nodes`, root first, and their ids in
-    `copies`), every `Ref` made, and the keyword that names a resource (`id` up to draft 4, else `$id`)."""
+    `copies`), every `Ref` made, the keyword that names a resource (`id` up to draft 4, else `$id`), and the
+    referenced schemas that lie outside every schema keyword (`detached`, with the first reference's text)."""
 
     root: Any
     nodes: list[dict[str, Any]]
     copies: set[int]
     refs: list[Ref]
     id_key: str
+    detached: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 def id_keyword(dialect: Any) -> str:
@@ -163,67 +165,86 @@ def prepare(schema: Any, rewrites: list[str]) -> Prepared:
     resolve its references. The root's `$schema` goes: what is sent is read as draft 2020-12."""
     if not isinstance(schema, dict):
         return Prepared(schema, [], set(), [], "$id")
-    id_key = id_keyword(schema.get("$schema"))
-    memo: dict[int, dict[str, Any]] = {}  # id(caller's node) → its copy
-    nodes: list[dict[str, Any]] = []
-    holder: dict[str, Any] = {}
-    with_ref: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (copy, caller's node) holding a `$ref`
-    nested_ids = False
-    stack: list[tuple[dict[str, Any], Any, Any, bool]] = [(schema, holder, "root", True)]
-    while stack:
-        original, container, key, is_root = stack.pop()
-        if id(original) in memo:
-            container[key] = memo[id(original)]
-            continue
-        node = dict(original)
-        memo[id(original)] = node
-        nodes.append(node)
-        container[key] = node
-        if isinstance(node.get("$ref"), str):
-            with_ref.append((node, original))
-        if not is_root and (isinstance(node.get(id_key), str) or isinstance(node.get("$anchor"), str)):
-            nested_ids = True
-        children = []
-        for keyword, name, sub in subschemas(original):
-            if name is None:
-                if isinstance(sub, dict):
-                    children.append((sub, node, keyword))
-                continue
-            if not isinstance(node[keyword], dict | list) or node[keyword] is original[keyword]:
-                node[keyword] = copy.copy(original[keyword])  # a fresh container for the copied children
-            if isinstance(sub, dict):
-                children.append((sub, node[keyword], name))
-        stack.extend((sub, place, name, False) for sub, place, name in reversed(children))
-    root = holder["root"]
+    copier = _Copier(id_keyword(schema.get("$schema")))
+    root = copier.copy(schema, is_root=True)
     if "$schema" in root:
         del root["$schema"]
         rewrites.append("dropped `$schema` at $")
-    refs = _resolve(schema, with_ref, memo, nested_ids, id_key)
-    return Prepared(root, nodes, {id(n) for n in nodes}, refs, id_key)
+    refs = copier.resolve(schema)
+    return Prepared(root, copier.nodes, {id(n) for n in copier.nodes}, refs, copier.id_key, copier.detached)
 
 
-def _resolve(schema: dict[str, Any], with_ref: list[tuple[dict[str, Any], dict[str, Any]]],
-             memo: dict[int, dict[str, Any]], nested_ids: bool, id_key: str) -> list[Ref]:
-    """Each copy's `$ref` text becomes a `Ref` to the copied target. A plain pointer (`#`, `#/…`) in a schema
-    without nested identifiers is followed directly (the common case, and fast on a 1 MB schema); anything
-    else goes through `referencing`, scope by scope; what cannot be resolved points at None (dropped later)."""
-    scopes = _scopes(schema, id_key) if nested_ids or any(not _is_pointer(o["$ref"]) for _, o in with_ref) else None
-    refs = []
-    for node, original in with_ref:
-        text = original["$ref"]
-        target: Any = None
-        try:
-            target = _pointer(schema, unquote(text[1:])) if scopes is None else scopes(original).lookup(text).contents
-        except Exception:  # unresolvable, or a shape `referencing` cannot crawl: looser, never fatal
-            target = None
-        if isinstance(target, dict):
-            target = memo.get(id(target))  # None if it is not a schema place of this document
-        elif not isinstance(target, bool):
-            target = None
-        ref = Ref(target, text)
-        node["$ref"] = ref
-        refs.append(ref)
-    return refs
+class _Copier:
+    """The copy `prepare` makes: schema objects copied (each once, by identity), their `$ref`s resolved."""
+
+    def __init__(self, id_key: str) -> None:
+        self.id_key = id_key
+        self.memo: dict[int, dict[str, Any]] = {}  # id(caller's node) → its copy
+        self.nodes: list[dict[str, Any]] = []
+        self.with_ref: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (copy, caller's node) holding a `$ref`
+        self.nested_ids = False
+        self.detached: list[tuple[str, dict[str, Any]]] = []  # (caller's text, copy) of targets outside keywords
+
+    def copy(self, schema: dict[str, Any], is_root: bool = False) -> dict[str, Any]:
+        holder: dict[str, Any] = {}
+        stack: list[tuple[dict[str, Any], Any, Any, bool]] = [(schema, holder, "root", is_root)]
+        while stack:
+            original, container, key, at_root = stack.pop()
+            if id(original) in self.memo:
+                container[key] = self.memo[id(original)]
+                continue
+            node = dict(original)
+            self.memo[id(original)] = node
+            self.nodes.append(node)
+            container[key] = node
+            if isinstance(node.get("$ref"), str):
+                self.with_ref.append((node, original))
+            if not at_root and (isinstance(node.get(self.id_key), str) or isinstance(node.get("$anchor"), str)):
+                self.nested_ids = True
+            children = []
+            for keyword, name, sub in subschemas(original):
+                if name is None:
+                    if isinstance(sub, dict):
+                        children.append((sub, node, keyword))
+                    continue
+                if not isinstance(node[keyword], dict | list) or node[keyword] is original[keyword]:
+                    node[keyword] = copy.copy(original[keyword])  # a fresh container for the copied children
+                if isinstance(sub, dict):
+                    children.append((sub, node[keyword], name))
+            stack.extend((sub, place, name, False) for sub, place, name in reversed(children))
+        return holder["root"]
+
+    def resolve(self, schema: dict[str, Any]) -> list[Ref]:
+        """Each copy's `$ref` text becomes a `Ref` to the copied target. A plain pointer (`#`, `#/…`) in a
+        schema without nested identifiers is followed directly (the common case, and fast on a 1 MB schema);
+        anything else goes through `referencing`, scope by scope; what cannot be resolved points at None
+        (dropped later). A target that is a schema object but outside every keyword the walk knows (under
+        `definitions.group.name`, or a custom key at the root) is copied too: the compilers send it under
+        `$defs` (`attach_detached`), so the reference, and the names its target gives an object, are kept."""
+        any_other = any(not _is_pointer(o["$ref"]) for _, o in self.with_ref)
+        scopes = _scopes(schema, self.id_key) if self.nested_ids or any_other else None
+        refs = []
+        i = 0
+        while i < len(self.with_ref):  # grows as detached targets are copied
+            node, original = self.with_ref[i]
+            i += 1
+            text = original["$ref"]
+            target: Any = None
+            try:
+                direct = scopes is None or (_is_pointer(text) and not self.nested_ids)
+                target = _pointer(schema, unquote(text[1:])) if direct else scopes(original).lookup(text).contents
+            except Exception:  # unresolvable, or a shape `referencing` cannot crawl: looser, never fatal
+                target = None
+            if isinstance(target, dict):
+                if id(target) not in self.memo:
+                    self.detached.append((text, self.copy(target)))
+                target = self.memo[id(target)]
+            elif not isinstance(target, bool):
+                target = None
+            ref = Ref(target, text)
+            node["$ref"] = ref
+            refs.append(ref)
+        return refs
 
 
 def _is_pointer(text: str) -> bool:
@@ -441,6 +462,21 @@ def _scrub(out: Any, rewrites: list[str]) -> None:
                     value[i] = {}
                 else:
                     stack.append(item)
+
+
+def attach_detached(top: dict[str, Any], prepared: Prepared, rewrites: list[str]) -> None:
+    """Send each referenced schema that lay outside every keyword under the top's `$defs` (or its
+    `definitions`, when it has those alone), under a free name: its references then point there."""
+    if not prepared.detached:
+        return
+    key = "definitions" if "definitions" in top and "$defs" not in top else "$defs"
+    container = dict(top[key]) if isinstance(top.get(key), dict) else {}
+    for text, node in prepared.detached:
+        name = next(n for n in (f"ref{i or ''}" for i in range(len(container) + 1)) if n not in container)
+        container[name] = node
+        rewrites.append(f"the schema {json.dumps(text)} points at lies outside every keyword, so it is sent as "
+                        f"`{key}.{name}`")
+    top[key] = container
 
 
 # --- the wrapper, and the loosest schema ---------------------------------------------------------------------------
