@@ -364,7 +364,7 @@ class Walk:
                     continue
                 self.home[id(node)] = pointer
                 origin, own = node, True
-                node = self._without_nested_id(node, path)
+                node = _tuple_items(self._without_nested_id(node, path), path, self.rewrites)
             elif id(node) in self.fresh:
                 origin, own = self.origin[id(node)], True
                 node = self._without_nested_id(node, path, report=False)
@@ -441,6 +441,20 @@ class Walk:
         shown = json.dumps(text) if text is not None else "made for a merged schema"
         self.rewrites.append(f"dropped the $ref {shown}: it pointed at a part of the schema this provider does not "
                              "take (the answer is still checked against it)")
+
+
+def _tuple_items(node: dict[str, Any], path: str, rewrites: list[str]) -> dict[str, Any]:
+    """A list under `items` (drafts before 2020-12: one schema per position, `additionalItems` for the rest)
+    is `prefixItems` in what is sent, which is read as 2020-12, where a list there is no schema at all.
+    normalize.py does this for a caller's older draft; this is for one left in a place it does not read."""
+    if not isinstance(node.get("items"), list) or "prefixItems" in node:
+        return node
+    node = dict(node)
+    node["prefixItems"] = node.pop("items")
+    if "additionalItems" in node:
+        node["items"] = node.pop("additionalItems")
+    rewrites.append(f"the list under `items` became `prefixItems` at {path}")
+    return node
 
 
 def _scrub(out: Any, rewrites: list[str]) -> None:
