@@ -2,23 +2,28 @@
 
 `list_models` merges the models configured with those each provider reports (cached briefly);
 `provider_health` runs each provider's free probe (cached briefly) and adds the circuit
-breaker's state as it is now. The MCP server and the command line both use one `App`.
+breaker's state as it is now. A provider reached through the MCP call itself (the client's own
+model) is neither listed nor probed: its spec reads both from the caller's `ClientCall`. The MCP
+server and the command line both use one `App`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import anyio
 
 from mcp_llm.adapters.base import Health, ModelInfo
-from mcp_llm.adapters.sampling import ClientCall, client_health, client_model
 from mcp_llm.config import Settings
 from mcp_llm.errors import InputError, LLMError, clip
 from mcp_llm.registry import Registry
 from mcp_llm.router import Router
 from mcp_llm.zero_config import LocalServer
+
+if TYPE_CHECKING:
+    from mcp_llm.adapters.sampling import ClientCall
 
 log = logging.getLogger("mcp_llm")
 
@@ -54,9 +59,11 @@ class App:
         async def discover(name: str) -> None:
             discovered[name] = await self._discover(name, refresh)
 
+        askable = set(self.registry.providers_with_adapters()) - set(local)  # a found server is listed already
+        askable -= {spec.name for spec in self.registry.call_scoped()}  # its models depend on the caller
         async with anyio.create_task_group() as tg:
             for name in providers:
-                if name in self.registry.providers_with_adapters() and name != "client" and name not in local:
+                if name in askable:
                     tg.start_soon(discover, name)
 
         models: list[ModelInfo] = []
@@ -87,8 +94,10 @@ class App:
             if name not in providers:
                 continue
             models.extend(m for m in found or [] if m.id not in listed and _canonical(m.id) not in listed)
-        if "client" in providers and client is not None:  # the command line has no MCP client to sample
-            models.append(client_model(client))
+        if client is not None:  # the command line has no MCP client to sample
+            for spec in self.registry.call_scoped():
+                if spec.name in providers and spec.call_models is not None:
+                    models.extend(spec.call_models(client))
         return models
 
     async def local_servers(self) -> list[LocalServer]:
@@ -131,8 +140,9 @@ class App:
         results: dict[str, Health] = {}
 
         async def probe(name: str) -> None:
-            if name == "client":
-                results[name] = client_health(client).model_copy(
+            spec = self.registry.spec_of(name)
+            if spec is not None and spec.call_health is not None:  # read from the call, never probed
+                results[name] = spec.call_health(client).model_copy(
                     update={"circuit": self.router.breakers.state(name)})
                 return
             results[name] = await self._probe(name)
@@ -159,13 +169,13 @@ class App:
         return Health(
             provider=provider,
             status="unconfigured",
-            endpoint=settings.endpoint if settings else None,
+            endpoint=next(iter(self.registry.hosts(provider)), None),
             has_api_key=bool(settings and settings.has_api_key),
             detail="This version of mcp_llm has no adapter for this provider yet.",
         )
 
     def _check_provider(self, provider: str | None) -> list[str]:
-        known = [*self.registry.provider_names(), "client"]
+        known = [*self.registry.provider_names(), *(spec.name for spec in self.registry.call_scoped())]
         if provider is None or provider == "":
             return known
         if provider not in known:

@@ -4,25 +4,39 @@ This is the only module that reads `os.environ`. The file never holds a secret: 
 names the variable its key is in (`api_key_env`), and the key is kept as a `SecretStr`
 that only the adapter unwraps. Every value remembers where it came from, so
 `mcp-llm config` can show each one with its source and with secrets redacted.
+
+The `[providers]` table is built from the provider specs (adapters/providers.py): one table per
+spec, its class the one the provider's module defines. What a provider takes from the environment
+is named by its spec (its key's variables, the keys a variable may supply, the others it honours);
+this module reads those variables and hands the values to the table (`ProviderSection.attach`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, create_model, field_validator
 
+from mcp_llm.adapters.providers import PROVIDERS, spec_named
+from mcp_llm.adapters.spec import ModelEntry, ProviderSection, ProviderSettings, ProviderSpec, Section
 from mcp_llm.errors import ConfigError
 
-OLLAMA_LOCAL_ENDPOINT = "http://localhost:11434"
-OLLAMA_CLOUD_ENDPOINT = "https://ollama.com"
-# Prefixes the registry routes by itself: an OpenAI-compatible endpoint named so would never be reached.
-RESERVED_ENDPOINT_NAMES = frozenset({"ollama", "gemini", "vertex", "anthropic", "openai", "client"})
+__all__ = ["DISCOVERY_SERVERS", "ModelEntry", "Providers", "Settings", "describe", "load_settings"]
+
+
+def reserved_names(specs: tuple[ProviderSpec, ...]) -> frozenset[str]:
+    """Prefixes the registry routes by itself: an OpenAI-compatible endpoint named so would never be reached."""
+    return frozenset(name for spec in specs for name in spec.route_names())
+
+
+RESERVED_ENDPOINT_NAMES = reserved_names(PROVIDERS)
 # Where people run local model servers, each on its usual loopback port: the endpoint name a found
 # server's models get (`llamacpp/<model>`) and its OpenAI-compatible base URL. Ollama is looked for at
 # providers.ollama's own endpoint. MCP_LLM_DISCOVERY replaces this list (tests point it at their fakes).
@@ -32,15 +46,10 @@ DISCOVERY_SERVERS = {
     "vllm": "http://127.0.0.1:8000/v1",  # vLLM (`vllm serve`)
 }
 DISCOVERY_ENV = "MCP_LLM_DISCOVERY"
+DISCOVERED_TABLE = "openai_compatible"  # the table of endpoints a found local server joins
 
 
-class _Section(BaseModel):
-    """A config table: unknown keys are errors, so a typo is reported, not ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class Defaults(_Section):
+class Defaults(Section):
     model: str = ""
     vision_model: str = ""
     fallback: list[str] = Field(default_factory=list)
@@ -54,125 +63,71 @@ class Defaults(_Section):
     circuit_cooldown_s: float = Field(default=30.0, ge=0)
 
 
-class ModelEntry(_Section):
-    id: str
-    label: str | None = None
-    vision: bool = False
-    enabled: bool = True
-    fallback: list[str] = Field(default_factory=list)
+class ProviderTable(NamedTuple):
+    """One provider's table as configured: a spec's, or one endpoint of a spec that holds endpoints."""
+
+    spec: ProviderSpec
+    name: str  # the provider's name: the spec's, or the endpoint's (`lmstudio`)
+    key: str  # its dotted config key: `providers.ollama`, `providers.openai_compatible.lmstudio`
+    section: ProviderSection
 
 
-class _Provider(_Section):
-    endpoint: str | None = None
-    api_key_env: str = ""
-    concurrency: int = Field(default=4, ge=1, le=4096)
-    models: list[ModelEntry] = Field(default_factory=list)
-    _api_key: SecretStr | None = PrivateAttr(default=None)
+class Providers(Section):
+    """`[providers]`: a table per provider spec, of the class its module defines (see `providers_table`)."""
 
-    @property
-    def api_key(self) -> SecretStr | None:
-        return self._api_key
+    specs: ClassVar[tuple[ProviderSpec, ...]] = ()
 
-    @property
-    def has_api_key(self) -> bool:
-        return self._api_key is not None
+    if TYPE_CHECKING:  # the fields are the specs' names, made by `providers_table`
 
+        def __getattr__(self, name: str) -> Any: ...
 
-class OllamaSettings(_Provider):
-    use_cloud: bool = False
-    api_key_env: str = "OLLAMA_API_KEY"
-    _env_host: str | None = PrivateAttr(default=None)
-
-    @property
-    def effective_endpoint(self) -> str:
-        """Cloud: `endpoint` or ollama.com. Local: `endpoint`, else `$OLLAMA_HOST`, else localhost."""
-        if self.use_cloud:
-            return normalize_ollama_host(self.endpoint or OLLAMA_CLOUD_ENDPOINT)
-        return normalize_ollama_host(self.endpoint or self._env_host or OLLAMA_LOCAL_ENDPOINT)
-
-    @property
-    def sends_api_key(self) -> bool:
-        """Only Ollama Cloud gets the key; a local server never sees it."""
-        return self.use_cloud and self.has_api_key
+    def tables(self) -> list[ProviderTable]:
+        """Every provider's table, in the specs' order (a table of endpoints: each endpoint, in the file's)."""
+        tables: list[ProviderTable] = []
+        for spec in self.specs:
+            value = getattr(self, spec.name)
+            if spec.endpoints:
+                tables += [ProviderTable(spec, name, f"providers.{spec.name}.{name}", section)
+                           for name, section in value.items()]
+            else:
+                tables.append(ProviderTable(spec, spec.name, f"providers.{spec.name}", value))
+        return tables
 
 
-class GeminiSettings(_Provider):
-    backend: Literal["api", "vertex"] = "api"
-    api_key_env: str = "GEMINI_API_KEY"
-    project: str | None = None
-    location: str | None = None
-    access_token_env: str = ""
-    locations: dict[str, str] = Field(default_factory=dict)
-    _access_token: SecretStr | None = PrivateAttr(default=None)
+@functools.cache
+def providers_table(specs: tuple[ProviderSpec, ...]) -> type[Providers]:
+    """The `[providers]` model for these specs: a field per spec, with its defaults and its own typo errors;
+    a table of endpoints is a dict of them whose names must not be a built-in prefix. Made once per tuple
+    of specs (the built-in one at import; a test's own once)."""
+    reserved = reserved_names(specs)
 
-    @property
-    def access_token(self) -> SecretStr | None:
-        """Vertex AI: an OAuth access token from the variable `access_token_env` names, if set."""
-        return self._access_token
-
-    def location_for(self, model: str) -> str:
-        """Vertex AI: the model's own location if it has one, else `location`, else `global`."""
-        return self.locations.get(model) or self.location or "global"
-
-
-class AnthropicSettings(_Provider):
-    api_key_env: str = "ANTHROPIC_API_KEY"
-
-
-# How far an OpenAI-style server enforces a schema: `json_schema` (response_format json_schema, a grammar
-# or strict decoding), `json_object` (JSON mode: any JSON object), `none` (the prompt alone). The adapter
-# steps down by itself, per model, when the server refuses response_format with a 400.
-StructuredOutput = Literal["json_schema", "json_object", "none"]
-
-
-class OpenAISettings(_Provider):
-    api_key_env: str = "OPENAI_API_KEY"
-    structured_output: StructuredOutput = "json_schema"
-
-
-class CompatibleEndpoint(_Provider):
-    endpoint: str  # type: ignore[assignment]
-    api_key_env: str = ""
-    models: list[str] = Field(default_factory=list)  # type: ignore[assignment]
-    structured_output: StructuredOutput = "json_schema"
-
-
-class ClientSettings(_Section):
-    """The MCP client's own model, through sampling: what to ask the client for."""
-
-    as_fallback: bool = False
-    hints: list[str] = Field(default_factory=list)
-    cost_priority: float | None = Field(default=None, ge=0, le=1)
-    speed_priority: float | None = Field(default=None, ge=0, le=1)
-    intelligence_priority: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int = Field(default=4096, ge=1)  # sampling needs one; a call's max_tokens wins
-
-
-class Providers(_Section):
-    ollama: OllamaSettings = Field(default_factory=OllamaSettings)
-    gemini: GeminiSettings = Field(default_factory=GeminiSettings)
-    anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
-    openai: OpenAISettings = Field(default_factory=OpenAISettings)
-    openai_compatible: dict[str, CompatibleEndpoint] = Field(default_factory=dict)
-    client: ClientSettings = Field(default_factory=ClientSettings)
-
-    @field_validator("openai_compatible")
-    @classmethod
-    def _endpoint_names(cls, endpoints: dict[str, CompatibleEndpoint]) -> dict[str, CompatibleEndpoint]:
+    def endpoint_names(cls: type[Providers], endpoints: dict[str, Any]) -> dict[str, Any]:
         for name in endpoints:
-            _check_endpoint_name(name)
+            _check_endpoint_name(name, reserved)
         return endpoints
 
+    fields: dict[str, Any] = {}
+    validators: dict[str, Any] = {}
+    for spec in specs:
+        if spec.endpoints:
+            fields[spec.name] = (dict[str, spec.settings], Field(default_factory=dict))  # type: ignore[name-defined]
+            validators[f"_{spec.name}_names"] = field_validator(spec.name)(endpoint_names)
+        else:
+            fields[spec.name] = (spec.settings, Field(default_factory=spec.settings))
+    table = create_model("Providers", __base__=Providers, __module__=__name__, __validators__=validators, **fields)
+    table.specs = specs
+    return table
 
-def _check_endpoint_name(name: str) -> None:
+
+def _check_endpoint_name(name: str, reserved: frozenset[str] = RESERVED_ENDPOINT_NAMES) -> None:
     """`<name>/<model>` ids: a name must not be a built-in prefix, which would win the routing."""
-    if name in RESERVED_ENDPOINT_NAMES:
+    if name in reserved:
         raise ValueError(f"{name!r} is a built-in provider prefix; give this endpoint another name")
     if not name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"{name!r}: an endpoint name is letters, digits, - and _ (it starts model ids)")
 
 
-class DiscoverySettings(_Section):
+class DiscoverySettings(Section):
     """Local model servers looked for when a call names no model and none is configured (zero_config.py)."""
 
     enabled: bool = True
@@ -190,7 +145,7 @@ class DiscoverySettings(_Section):
         return servers
 
 
-class ImageSettings(_Section):
+class ImageSettings(Section):
     roots: list[Path] = Field(default_factory=lambda: [Path.home()])
     max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_pixels: int = Field(default=4096 * 4096, gt=0)
@@ -203,7 +158,7 @@ class ImageSettings(_Section):
         return [Path(os.path.expanduser(str(r))).resolve() for r in roots]
 
 
-class LimitSettings(_Section):
+class LimitSettings(Section):
     """Bounds on what a caller's schema and a model's reply may cost, checked before the work is done."""
 
     schema_max_bytes: int = Field(default=2_097_152, ge=256)
@@ -215,7 +170,7 @@ class LimitSettings(_Section):
     validation_timeout_s: float = Field(default=5.0, gt=0)
 
 
-class ServerSettings(_Section):
+class ServerSettings(Section):
     transport: Literal["stdio", "http"] = "stdio"
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
@@ -231,11 +186,22 @@ class ServerSettings(_Section):
         """The bearer token HTTP clients must send, read from the variable `token_env` names."""
         return self._token
 
+    def attach_token(self, token: SecretStr) -> None:
+        """The token, as the loader read it from the variable `token_env` names."""
+        self._token = token
 
-class Settings(_Section):
+
+if TYPE_CHECKING:
+    _BuiltinProviders = Providers
+else:
+    _BuiltinProviders = providers_table(PROVIDERS)
+
+
+class Settings(Section):
+    specs: ClassVar[tuple[ProviderSpec, ...]] = PROVIDERS  # the providers whose tables `providers` holds
     defaults: Defaults = Field(default_factory=Defaults)
     aliases: dict[str, str] = Field(default_factory=dict)
-    providers: Providers = Field(default_factory=Providers)
+    providers: _BuiltinProviders = Field(default_factory=_BuiltinProviders)
     images: ImageSettings = Field(default_factory=ImageSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
@@ -252,15 +218,27 @@ class Settings(_Section):
         """Where a value came from: `file`, `env:NAME` or `default`."""
         return self._sources.get(dotted_key, "default")
 
-    def provider_settings(self, name: str) -> _Provider | None:
-        value = getattr(self.providers, name, None)
-        return value if isinstance(value, _Provider) else None
+    def record_origin(self, path: Path | None, sources: dict[str, str]) -> None:
+        """The file these settings were read from, and where each value came from (the loader's findings)."""
+        self._path = path
+        self._sources = sources
 
-    def add_discovered_endpoint(self, name: str, url: str) -> str:
+    def provider_tables(self) -> list[ProviderTable]:
+        return self.providers.tables()
+
+    def provider_settings(self, name: str) -> ProviderSettings | None:
+        """The table of the provider `name` (a built-in one, or an endpoint) if it is one reached over the
+        network; None for the client's own model and for names no table has."""
+        for table in self.provider_tables():
+            if table.name == name:
+                return table.section if isinstance(table.section, ProviderSettings) else None
+        return None
+
+    def add_discovered_endpoint(self, name: str, url: str, table: str = DISCOVERED_TABLE) -> str:
         """Make a local OpenAI-compatible server found at `url` routable, for the rest of the process:
         the endpoint already at that URL (configured, or found before), else a new one named `name`,
         or `name-local` (`-local2`…) when a configured endpoint elsewhere has that name. Returns its name."""
-        endpoints = self.providers.openai_compatible
+        endpoints = getattr(self.providers, table)
         for existing, endpoint in endpoints.items():
             if same_url(endpoint.endpoint, url):
                 return existing
@@ -268,9 +246,23 @@ class Settings(_Section):
         while chosen in endpoints:
             n += 1
             chosen = f"{name}-local" + (str(n - 1) if n > 2 else "")
-        endpoints[chosen] = CompatibleEndpoint(endpoint=url)
-        self._sources[f"providers.openai_compatible.{chosen}"] = "discovered"
+        endpoints[chosen] = spec_named(table, self.specs).settings.model_validate({"endpoint": url})
+        self._sources[f"providers.{table}.{chosen}"] = "discovered"
         return chosen
+
+
+@functools.cache
+def settings_class(specs: tuple[ProviderSpec, ...]) -> type[Settings]:
+    """`Settings` with a `[providers]` table for these specs: `Settings` itself for the built-in ones; for
+    others (a test's own provider, registered there), a subclass made once. Everything downstream (the
+    registry, the router, the tools) reads the specs from the settings it is given."""
+    if specs == PROVIDERS:
+        return Settings
+    table = providers_table(specs)
+    made = create_model("Settings", __base__=Settings, __module__=__name__,
+                        providers=(table, Field(default_factory=table)))
+    made.specs = specs
+    return made
 
 
 def same_url(a: str, b: str) -> bool:
@@ -282,38 +274,15 @@ def same_url(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
-def normalize_ollama_host(host: str) -> str:
-    """`OLLAMA_HOST` forms → a full base URL, by the ollama SDK's own rules (ollama/_client.py, _parse_host).
-
-    No scheme means port 11434; `http://h` means port 80 and `https://h` 443, as the SDK and
-    the ollama CLI read them. `0.0.0.0` (a bind address, often set for the server) becomes 127.0.0.1.
-    """
-    host = host.strip()
-    scheme, sep, rest = host.partition("://")
-    if not sep:
-        scheme, rest = "http", host
-    default_port = {"http": 80, "https": 443}.get(scheme, 11434) if sep else 11434
-    hostport, _, path = rest.partition("/")
-    path = path.rstrip("/")
-    if hostport.startswith("["):  # an IPv6 literal
-        address, _, after = hostport[1:].partition("]")
-        name, port = f"[{address}]", after.removeprefix(":")
-    else:
-        name, _, port = hostport.partition(":")
-    if name in ("", "0.0.0.0"):
-        name = "127.0.0.1"
-    return f"{scheme}://{name}:{port or default_port}" + (f"/{path}" if path else "")
-
-
 def default_config_path(env: dict[str, str] | None = None) -> Path:
     """The user config dir, as each platform keeps it: `…/mcp-llm/config.toml`."""
-    env = os.environ if env is None else env
+    found: Mapping[str, str] = os.environ if env is None else env
     if sys.platform == "win32":
-        base = Path(env.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+        base = Path(found.get("APPDATA") or Path.home() / "AppData" / "Roaming")
     elif sys.platform == "darwin":
         base = Path.home() / "Library" / "Application Support"
     else:
-        base = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+        base = Path(found.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     return base / "mcp-llm" / "config.toml"
 
 
@@ -367,14 +336,14 @@ def dotted_items(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]
     return items
 
 
-def _explain(exc: ValidationError, path: Path | None) -> ConfigError:
+def _explain(exc: ValidationError, path: Path | None, model: type[Settings]) -> ConfigError:
     where = f" in {path}" if path else ""
     problems = []
     for err in exc.errors():
         key = ".".join(str(part) for part in err["loc"])
         problem = f"`{key}`: {err['msg']}"
         if err["type"] == "extra_forbidden":
-            problem = f"`{key}` is not a config key" + _did_you_mean(err["loc"])
+            problem = f"`{key}` is not a config key" + _did_you_mean(err["loc"], model)
         problems.append(problem)
     return ConfigError(
         f"Invalid config{where}: " + "; ".join(problems) + ".",
@@ -382,13 +351,13 @@ def _explain(exc: ValidationError, path: Path | None) -> ConfigError:
     )
 
 
-def _did_you_mean(loc: tuple[Any, ...]) -> str:
+def _did_you_mean(loc: tuple[Any, ...], settings_model: type[Settings]) -> str:
     """A typo's closest key in the same table (`defaults.modle` → `model`)."""
     import difflib
 
-    model: Any = Settings
+    model: type[BaseModel] = settings_model
     for part in loc[:-1]:
-        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
@@ -403,6 +372,43 @@ def _first_env(env: dict[str, str], *names: str) -> tuple[str, str] | None:
         if name and env.get(name):
             return name, env[name]
     return None
+
+
+def _fill_from_env(data: dict[str, Any], env: dict[str, str], sources: dict[str, str],
+                   specs: tuple[ProviderSpec, ...]) -> None:
+    """Keys a provider's table takes from a variable when the file does not set them (`FromEnv`:
+    GOOGLE_CLOUD_PROJECT → providers.gemini.project). A table that is not a table is left to validation."""
+    providers = data.get("providers", {})
+    if not isinstance(providers, dict):
+        return
+    for spec in specs:
+        table = providers.get(spec.name, {})
+        if not isinstance(table, dict):
+            continue
+        for default in spec.from_env:
+            text = env.get(default.variable, "")
+            if default.key in table or not text:
+                continue
+            value = default.convert(text) if default.convert is not None else text
+            if value is not None:
+                data.setdefault("providers", {}).setdefault(spec.name, {})[default.key] = value
+                sources[f"providers.{spec.name}.{default.key}"] = f"env:{default.variable}"
+
+
+def _attach(table: ProviderTable, env: dict[str, str]) -> dict[str, str]:
+    """Hand a provider's table what the environment holds for it: each secret from the variable its table
+    names, else from the spec's fallbacks, and the other variables the spec honours. Returns the sources."""
+    sources: dict[str, str] = {}
+    secrets: dict[str, SecretStr] = {}
+    for secret in table.spec.secrets:
+        found = _first_env(env, getattr(table.section, secret.variable_field), *secret.fallbacks)
+        if found:
+            secrets[secret.name] = SecretStr(found[1])
+            sources[f"{table.key}.{secret.name}"] = f"env:{found[0]}"
+    honoured = {name: env[name] for name in table.spec.env if env.get(name)}
+    for key, variable in table.section.attach(secrets, honoured).items():
+        sources[f"{table.key}.{key}"] = f"env:{variable}"
+    return sources
 
 
 def _discovery_from_env(data: dict[str, Any], env: dict[str, str], sources: dict[str, str]) -> None:
@@ -430,76 +436,56 @@ def _discovery_from_env(data: dict[str, Any], env: dict[str, str], sources: dict
 
 
 def load_settings(
-    config_path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+    config_path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None,
+    specs: tuple[ProviderSpec, ...] | None = None,
 ) -> Settings:
-    """Read the config file (if any) and the environment; raise ConfigError naming the bad key."""
+    """Read the config file (if any) and the environment; raise ConfigError naming the bad key.
+    `specs`: the providers to know (the built-in ones unless given: a test adds its own this way)."""
     env = dict(os.environ) if env is None else env
+    model = Settings if specs is None else settings_class(specs)
     loaded = _read_file(config_path, env)
     data = loaded.data
     sources = {key: "file" for key, _ in dotted_items(data)}
 
-    gemini_raw = data.get("providers", {}).get("gemini", {})
-    if "backend" not in gemini_raw and env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true", "yes"):
-        data.setdefault("providers", {}).setdefault("gemini", {})["backend"] = "vertex"
-        sources["providers.gemini.backend"] = "env:GOOGLE_GENAI_USE_VERTEXAI"
-    for key, var in (("project", "GOOGLE_CLOUD_PROJECT"), ("location", "GOOGLE_CLOUD_LOCATION")):
-        if key not in gemini_raw and env.get(var):
-            data.setdefault("providers", {}).setdefault("gemini", {})[key] = env[var]
-            sources[f"providers.gemini.{key}"] = f"env:{var}"
-
+    _fill_from_env(data, env, sources, model.specs)
     _discovery_from_env(data, env, sources)
     try:
-        settings = Settings.model_validate(data)
+        settings = model.model_validate(data)
     except ValidationError as exc:
-        raise _explain(exc, loaded.path) from None
+        raise _explain(exc, loaded.path, model) from None
 
-    ollama = settings.providers.ollama
-    if env.get("OLLAMA_HOST"):
-        ollama._env_host = env["OLLAMA_HOST"]
-        if not ollama.endpoint and not ollama.use_cloud:
-            sources["providers.ollama.endpoint"] = "env:OLLAMA_HOST"
-
-    key_vars: dict[str, tuple[str, ...]] = {
-        "ollama": (ollama.api_key_env,),
-        "gemini": (settings.providers.gemini.api_key_env, "GEMINI_API_KEY", "GOOGLE_API_KEY"),
-        "anthropic": (settings.providers.anthropic.api_key_env, "ANTHROPIC_API_KEY"),
-        "openai": (settings.providers.openai.api_key_env, "OPENAI_API_KEY"),
-    }
-    for name, variables in key_vars.items():
-        found = _first_env(env, *variables)
-        if found:
-            provider = settings.provider_settings(name)
-            assert provider is not None
-            provider._api_key = SecretStr(found[1])
-            sources[f"providers.{name}.api_key"] = f"env:{found[0]}"
-    for name, endpoint in settings.providers.openai_compatible.items():
-        found = _first_env(env, endpoint.api_key_env)
-        if found:
-            endpoint._api_key = SecretStr(found[1])
-            sources[f"providers.openai_compatible.{name}.api_key"] = f"env:{found[0]}"
-
-    access_token = _first_env(env, settings.providers.gemini.access_token_env)
-    if access_token:
-        settings.providers.gemini._access_token = SecretStr(access_token[1])
-        sources["providers.gemini.access_token"] = f"env:{access_token[0]}"
-
+    for table in settings.provider_tables():
+        sources.update(_attach(table, env))
     token = _first_env(env, settings.server.token_env)
     if token:
-        settings.server._token = SecretStr(token[1])
-    settings._sources = sources
-    settings._path = loaded.path
+        settings.server.attach_token(SecretStr(token[1]))
+    settings.record_origin(loaded.path, sources)
     return settings
 
 
 def describe(settings: Settings) -> dict[str, Any]:
-    """The effective config as plain data, with `api_key` shown only as set / not set."""
+    """The effective config as plain data, each secret shown only as set / not set (after its table's
+    keys, with what the table works out from them, e.g. Ollama's effective endpoint)."""
     out = settings.model_dump(mode="json", by_alias=True)
-    for name in ("ollama", "gemini", "anthropic", "openai"):
-        provider = settings.provider_settings(name)
-        assert provider is not None
-        out["providers"][name]["api_key"] = "<set>" if provider.has_api_key else "<not set>"
-    out["providers"]["gemini"]["access_token"] = "<set>" if settings.providers.gemini.access_token else "<not set>"
-    out["providers"]["ollama"]["effective_endpoint"] = settings.providers.ollama.effective_endpoint
-    for name, endpoint in settings.providers.openai_compatible.items():
-        out["providers"]["openai_compatible"][name]["api_key"] = "<set>" if endpoint.has_api_key else "<not set>"
+    for table in settings.provider_tables():
+        shown = out
+        for part in table.key.split("."):
+            shown = shown[part]
+        for secret in table.spec.secrets:
+            shown[secret.name] = "<set>" if table.section.secret(secret.name) is not None else "<not set>"
+        shown.update(table.section.derived())
     return out
+
+
+# Names this module had before each provider's table moved into the provider's own module.
+_MOVED = {"OllamaSettings": "ollama", "normalize_ollama_host": "ollama", "GeminiSettings": "gemini",
+          "AnthropicSettings": "anthropic", "OpenAISettings": "openai", "CompatibleEndpoint": "openai",
+          "StructuredOutput": "openai", "ClientSettings": "sampling"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(f"mcp_llm.adapters.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,24 +2,28 @@
 
 The prefixes are a contract (DESIGN.md): `ollama/<name>`, `gemini-*`, `gemini/<name>`,
 `vertex/<name>`, `claude-*`, `anthropic/<name>`, `openai/<name>`, `<endpoint>/<name>` for
-a named OpenAI-compatible endpoint, and `client` / `client/<hint>`. Aliases from config
-are expanded first; an empty id means the configured default. Adapters are built on first
-use (so start-up imports no SDK) and kept, one per provider, until `aclose()`.
+a named OpenAI-compatible endpoint, and `client` / `client/<hint>`. Each provider's spec states
+its own (adapters/spec.py); this module reads them, in the order adapters/providers.py lists them,
+from the settings it is given (`Settings.specs`). Aliases from config are expanded first; an empty
+id means the configured default. Adapters are built on first use (so start-up imports no SDK) and
+kept, one per provider, until `aclose()`.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 import importlib
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
 from mcp_llm.adapters.base import LLMAdapter, Timeouts
-from mcp_llm.config import ModelEntry, Settings
+from mcp_llm.adapters.providers import spec_named
+from mcp_llm.adapters.spec import ProviderSpec
+from mcp_llm.config import ModelEntry, ProviderTable, Settings
 from mcp_llm.errors import ProviderNotReady, UnknownModelError, clip
 
 MAX_ALIAS_DEPTH = 8
@@ -34,46 +38,31 @@ class Route:
     model_id: str  # the id as the user knows it, after alias expansion
     provider: str  # ollama | gemini | anthropic | openai | client | an openai_compatible endpoint name
     native: str  # the provider's own name for the model
-    vertex: bool = False  # `vertex/…`: Gemini on Vertex AI whatever the configured backend
+    # Provider-specific route data from the prefix (`Prefix.options`), handed to the adapter as
+    # `Request.options`: `vertex/…` carries {"vertex": True}, Gemini on Vertex AI whatever the backend.
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
-
-# (prefix, provider, strip the prefix?), longest match first where they overlap
-PREFIXES: tuple[tuple[str, str, bool], ...] = (
-    ("ollama/", "ollama", True),
-    ("gemini/", "gemini", True),
-    ("vertex/", "gemini", True),
-    ("gemini-", "gemini", False),
-    ("anthropic/", "anthropic", True),
-    ("claude-", "anthropic", False),
-    ("openai/", "openai", True),
-    ("client/", "client", True),
-)
-
-CONFIGURABLE_PROVIDERS = ("ollama", "gemini", "anthropic", "openai")
-
-PROVIDER_LABELS = {
-    "ollama": "Ollama",
-    "gemini": "Gemini",
-    "anthropic": "Anthropic",
-    "openai": "OpenAI",
-    "client": "the MCP client's own model (sampling)",
-}
 
 def _import_all(modules: Iterable[str]) -> None:
     for module in modules:
         importlib.import_module(module)
 
 
+def _full_id(spec: ProviderSpec, name: str, model_id: str) -> str:
+    """A config entry under `[providers.X]` may omit X's prefix: `llama3.2` there is `ollama/llama3.2`.
+    An endpoint's models are always `<endpoint>/<model>`."""
+    if not spec.endpoints and any(model_id.startswith(prefix.text) for prefix in spec.prefixes):
+        return model_id
+    return f"{name}/{model_id}"
+
+
 def full_id(provider: str, model_id: str) -> str:
-    """A config entry under `[providers.X]` may omit X's prefix: `llama3.2` there is `ollama/llama3.2`."""
-    for prefix, owner, _ in PREFIXES:
-        if owner == provider and model_id.startswith(prefix):
-            return model_id
-    return f"{provider}/{model_id}"
-
-
-# Providers whose adapter this version ships; the others are known prefixes that say so.
-AdapterFactory = Callable[[Settings], LLMAdapter]
+    """`_full_id` for a built-in provider by name (an unknown one is taken for an endpoint)."""
+    try:
+        spec = spec_named(provider)
+    except KeyError:
+        return f"{provider}/{model_id}"
+    return _full_id(spec, provider, model_id)
 
 
 def timeouts(settings: Settings) -> Timeouts:
@@ -82,78 +71,64 @@ def timeouts(settings: Settings) -> Timeouts:
                     first_response_s=defaults.first_response_timeout_s)
 
 
-def _build_ollama(settings: Settings) -> LLMAdapter:
-    from mcp_llm.adapters.ollama import OllamaAdapter
-
-    return OllamaAdapter(settings.providers.ollama, timeouts=timeouts(settings))
-
-
-def _build_gemini(settings: Settings) -> LLMAdapter:
-    from mcp_llm.adapters.gemini import GeminiAdapter
-
-    return GeminiAdapter(settings.providers.gemini, timeouts=timeouts(settings))
-
-
-def _build_anthropic(settings: Settings) -> LLMAdapter:
-    from mcp_llm.adapters.anthropic import AnthropicAdapter
-
-    return AnthropicAdapter(settings.providers.anthropic, timeouts=timeouts(settings))
-
-
-def _build_client(settings: Settings) -> LLMAdapter:
-    from mcp_llm.adapters.sampling import SamplingAdapter
-
-    return SamplingAdapter(settings.providers.client)
-
-
-def _build_openai(settings: Settings) -> LLMAdapter:
-    from mcp_llm.adapters.openai import OpenAIAdapter
-
-    return OpenAIAdapter(settings.providers.openai, timeouts=timeouts(settings))
-
-
-def _build_compatible(settings: Settings, name: str) -> LLMAdapter:
-    """`[providers.openai_compatible.<name>]`: the OpenAI adapter under the endpoint's own name."""
-    from mcp_llm.adapters.openai import OpenAIAdapter
-
-    return OpenAIAdapter(settings.providers.openai_compatible[name], timeouts=timeouts(settings), name=name)
-
-
-ADAPTER_FACTORIES: dict[str, AdapterFactory] = {
-    "ollama": _build_ollama,
-    "gemini": _build_gemini,
-    "anthropic": _build_anthropic,
-    "client": _build_client,
-    "openai": _build_openai,
-}
-
-
 _SAFE_NATIVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}")
 
 
 class Registry:
-    def __init__(self, settings: Settings, factories: dict[str, AdapterFactory] | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._factories = dict(ADAPTER_FACTORIES if factories is None else factories)
+        self.specs = settings.specs
         self._adapters: dict[str, LLMAdapter] = {}
         self._discovered: set[str] = set()
         self._imported: set[str] = set()
+
+    # --- providers -------------------------------------------------------------------------
+
+    def tables(self) -> list[ProviderTable]:
+        """Every provider's table, endpoints included (they may be added at run time: discovery)."""
+        return self.settings.provider_tables()
+
+    def table(self, provider: str) -> ProviderTable | None:
+        return next((table for table in self.tables() if table.name == provider), None)
+
+    def spec_of(self, provider: str) -> ProviderSpec | None:
+        table = self.table(provider)
+        return table.spec if table else None
+
+    def label(self, provider: str) -> str:
+        """How messages name a provider: its spec's label (an endpoint's says which)."""
+        table = self.table(provider)
+        if table is None:
+            return repr(provider)
+        return f"the {table.spec.label} {provider!r}" if table.spec.endpoints else table.spec.label
+
+    def hosts(self, provider: str) -> list[str]:
+        """The base URLs the provider serves from, as its spec says what a host is (none: not at an address)."""
+        table = self.table(provider)
+        return table.spec.hosts(table.section) if table else []
+
+    def schema_dialect(self, provider: str) -> str | None:
+        """The schema package's dialect this provider is sent (None: the caller's schema as is)."""
+        spec = self.spec_of(provider)
+        return spec.schema_dialect if spec else None
+
+    def call_scoped(self) -> list[ProviderSpec]:
+        """The providers reached through the MCP call itself (the client's own model)."""
+        return [spec for spec in self.specs if spec.call_scoped]
 
     # --- ids -------------------------------------------------------------------------------
 
     def configured_models(self) -> list[ModelEntry]:
         entries: list[ModelEntry] = []
-        for name in CONFIGURABLE_PROVIDERS:
-            provider = self.settings.provider_settings(name)
-            if provider is not None:
-                entries.extend(entry.model_copy(update={"id": full_id(name, entry.id)}) for entry in provider.models)
-        for name, endpoint in self.settings.providers.openai_compatible.items():
-            entries.extend(ModelEntry(id=f"{name}/{model}") for model in endpoint.models)
+        for table in self.tables():
+            entries.extend(entry.model_copy(update={"id": _full_id(table.spec, table.name, entry.id)})
+                           for entry in table.section.entries())
         return entries
 
     def provider_names(self) -> list[str]:
-        """Every provider a caller may name: the built-in ones, then each OpenAI-compatible endpoint."""
-        return [*CONFIGURABLE_PROVIDERS, *self.settings.providers.openai_compatible]
+        """Every provider a caller may name but those reached through the call: the built-in ones, then
+        each OpenAI-compatible endpoint."""
+        return [table.name for table in self.tables() if not table.spec.call_scoped]
 
     def configured_entry(self, model_id: str) -> ModelEntry | None:
         return next((entry for entry in self.configured_models() if entry.id == model_id), None)
@@ -231,21 +206,27 @@ class Registry:
         return route
 
     def route_for(self, model_id: str) -> Route | None:
-        """The route an id takes by its prefix alone (no alias, default or enabled check)."""
-        if model_id == "client":
-            return Route(model_id, "client", "")
-        for prefix, provider, strip in PREFIXES:
-            if model_id.startswith(prefix) and len(model_id) > len(prefix):
-                native = model_id[len(prefix) :] if strip else model_id
-                return Route(model_id, provider, native, vertex=prefix == "vertex/")
+        """The route an id takes by its prefix alone (no alias, default or enabled check): a whole id a
+        provider claims, else the first prefix that matches (provider by provider, in order), else
+        `<endpoint>/<name>` for an endpoint that exists."""
+        for spec in self.specs:
+            if model_id in spec.ids:
+                return Route(model_id, spec.name, "")
+        for spec in self.specs:
+            for prefix in spec.prefixes:
+                if model_id.startswith(prefix.text) and len(model_id) > len(prefix.text):
+                    native = model_id[len(prefix.text) :] if prefix.strip else model_id
+                    return Route(model_id, spec.name, native, options=prefix.options)
         endpoint, sep, native = model_id.partition("/")
-        if sep and native and endpoint in self.settings.providers.openai_compatible:
+        table = self.table(endpoint) if sep and native else None
+        if table is not None and table.spec.endpoints:
             return Route(model_id, endpoint, native)
         return None
 
     def _unknown(self, model_id: str) -> UnknownModelError:
-        prefixes = [prefix for prefix, _, _ in PREFIXES] + ["client"]
-        prefixes += [f"{name}/" for name in self.settings.providers.openai_compatible]
+        prefixes = [prefix.text for spec in self.specs for prefix in spec.prefixes]
+        prefixes += [whole for spec in self.specs for whole in spec.ids]
+        prefixes += [f"{table.name}/" for table in self.tables() if table.spec.endpoints]
         candidates = self.known_ids()
         close: list[str] = []
         if len(model_id) <= MAX_MODEL_ID_CHARS:  # resolve() refuses longer ones first; kept for other callers
@@ -265,17 +246,17 @@ class Registry:
         """The provider's adapter, built on first use."""
         if provider in self._adapters:
             return self._adapters[provider]
-        factory = self._factories.get(provider)
-        if factory is None and provider in self.settings.providers.openai_compatible:
-            factory = functools.partial(_build_compatible, name=provider)
-        if factory is None:
-            label = PROVIDER_LABELS.get(provider, f"the OpenAI-compatible endpoint {provider!r}")
+        table = self.table(provider)
+        if table is None:  # the tools check names first: this is a caller of ours asking for what is not there
+            raise ProviderNotReady(f"{provider!r} is not a provider of this server.", provider=provider,
+                                   hint="list_models and provider_health show the providers there are.")
+        if table.spec.build is None:
             raise ProviderNotReady(
-                f"{label} is a known provider, but this version of mcp_llm has no adapter for it yet.",
+                f"{self.label(provider)} is a known provider, but this version of mcp_llm has no adapter for it yet.",
                 provider=provider,
                 hint="Use an Ollama model ('ollama/<name>') for now; list_models shows those available.",
             )
-        adapter = self._adapters[provider] = factory(self.settings)
+        adapter = self._adapters[provider] = table.spec.build(table.section, timeouts(self.settings), provider)
         return adapter
 
     async def ready_adapter(self, provider: str) -> LLMAdapter:
@@ -288,7 +269,7 @@ class Registry:
         return adapter
 
     def providers_with_adapters(self) -> list[str]:
-        return [*self._factories, *self.settings.providers.openai_compatible]
+        return [table.name for table in self.tables() if table.spec.build is not None]
 
     def built_adapters(self) -> dict[str, LLMAdapter]:
         return dict(self._adapters)

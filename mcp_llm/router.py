@@ -264,7 +264,8 @@ class Router:
     async def _run_model(self, route: Route, spec: CallSpec, call: _Call) -> Outcome:
         adapter = await self.registry.ready_adapter(route.provider)
         images, call.images = await images_for_route(self.registry, adapter, route, spec.images)
-        compiled = await compile_for_off_loop(route.provider, spec.schema) if spec.schema is not None else None
+        dialect = self.registry.schema_dialect(route.provider)
+        compiled = await compile_for_off_loop(dialect, spec.schema) if spec.schema is not None else None
         system = spec.system
         if spec.schema is not None:
             system = "\n\n".join(part for part in (spec.system, schema_instruction(spec.schema)) if part)
@@ -280,7 +281,7 @@ class Router:
                 schema=compiled.schema if compiled and adapter.capabilities.native_schema else None,
                 temperature=temperature,
                 max_tokens=spec.max_tokens,
-                vertex=route.vertex,
+                options=route.options,
                 client=spec.client,
             )
             completion, started = await self._complete_with_retries(adapter, route, request, call)

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from mcp_llm.adapters import ollama
 from mcp_llm.adapters.base import ModelInfo
 from mcp_llm.errors import LLMError, UnknownModelError
 from mcp_llm.registry import _SAFE_NATIVE_NAME
@@ -67,8 +68,9 @@ STALE_MAX_S = 600.0  # ... and served from the cache meanwhile for at most this 
 MISS_CACHE_S = 3.0  # "nothing there" is asked again this soon: it may have just been started
 OLLAMA_LIST_TIMEOUT_S = 5.0  # listing a found Ollama's models with their capabilities (/api/show each)
 MAX_LISTING_BYTES = 4 * 1024 * 1024
-# What each discovery name is, in messages ("a llama-server at http://127.0.0.1:8080/v1").
-LABELS = {"ollama": "Ollama", "llamacpp": "llama-server", "lmstudio": "LM Studio", "vllm": "vLLM"}
+# What each discovery name is, in messages ("a llama-server at http://127.0.0.1:8080/v1"): Ollama by its
+# spec's label; the OpenAI-compatible servers by their own names.
+LABELS = {ollama.PROVIDER: ollama.SPEC.label, "llamacpp": "llama-server", "lmstudio": "LM Studio", "vllm": "vLLM"}
 _NOT_CHAT = ("embed", "rerank", "whisper", "tts")  # listed by LM Studio and vLLM, but no chat model
 
 
@@ -139,7 +141,7 @@ class LocalDiscovery:
         """Where to look: (discovery name, URL), Ollama first."""
         places = []
         if self.settings.ollama:
-            places.append(("ollama", self.registry.settings.providers.ollama.effective_endpoint))
+            places.append((ollama.PROVIDER, self.registry.hosts(ollama.PROVIDER)[0]))
         return places + list(self.settings.servers.items())
 
     async def probes(self) -> list[_Probe]:

@@ -125,7 +125,7 @@ async def test_vertex_with_access_token_and_per_model_location(make_adapter, fak
 async def test_vertex_prefix_forces_vertex_on_an_api_key_setup(make_adapter, fake: FakeGemini) -> None:
     adapter = make_adapter('project = "proj-1"\naccess_token_env = "VERTEX_TOKEN"\n',
                            env={"GEMINI_API_KEY": KEY, "VERTEX_TOKEN": TOKEN})
-    await adapter.complete(ask("gemini-2.5-flash", vertex=True))
+    await adapter.complete(ask("gemini-2.5-flash", options={"vertex": True}))
     await adapter.complete(ask("gemini-2.5-flash"))
     assert [r.api for r in fake.generate_requests] == ["vertex", "gemini"]
     await adapter.aclose()

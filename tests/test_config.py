@@ -137,6 +137,24 @@ def test_wrong_type_names_its_key(tmp_path: Path, xdg: Path, toml: str, key: str
     assert str(path) in str(caught.value)
 
 
+def test_a_providers_value_that_is_not_a_table_is_named(tmp_path: Path, xdg: Path) -> None:
+    # The Google variables fill providers.gemini only when [providers] is a table; otherwise validation says so.
+    path = write_config(tmp_path / "scalar.toml", "providers = 5\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, env=env_with(xdg, GOOGLE_CLOUD_PROJECT="p"))
+    assert "`providers`" in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_the_providers_table_follows_the_specs(xdg: Path) -> None:
+    from mcp_llm.adapters.providers import PROVIDERS
+    from mcp_llm.config import RESERVED_ENDPOINT_NAMES
+
+    described = describe(load_settings(None, env=env_with(xdg)))
+    assert list(described["providers"]) == [spec.name for spec in PROVIDERS]
+    assert list(described["providers"]) == ["ollama", "gemini", "anthropic", "openai", "openai_compatible", "client"]
+    assert RESERVED_ENDPOINT_NAMES == {"ollama", "gemini", "vertex", "anthropic", "openai", "client"}
+
+
 def test_openai_compatible_endpoint_takes_a_models_list(tmp_path: Path, xdg: Path) -> None:
     path = write_config(
         tmp_path / "compat.toml",

@@ -82,7 +82,7 @@ def registry(make_registry: MakeRegistry) -> Registry:
 def test_prefix_resolves_to_provider_and_native_name(
     registry: Registry, model_id: str, provider: str, native: str, vertex: bool
 ) -> None:
-    assert registry.resolve(model_id) == Route(model_id, provider, native, vertex=vertex)
+    assert registry.resolve(model_id) == Route(model_id, provider, native, options={"vertex": True} if vertex else {})
 
 
 @pytest.mark.parametrize("model_id", ["ollama/", "gemini/", "vertex/", "anthropic/", "openai/", "lmstudio/"])

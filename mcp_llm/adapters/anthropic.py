@@ -38,13 +38,11 @@ from mcp_llm.adapters.base import (
     Timeouts,
     probe,
 )
+from mcp_llm.adapters.spec import API_KEY, Prefix, ProviderSettings, ProviderSpec, Secret
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
-from mcp_llm.schema.dialects import is_strict
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
-
-    from mcp_llm.config import AnthropicSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +53,16 @@ ANSWER_TOOL = "answer"
 KEY_HINT = "Set ANTHROPIC_API_KEY (from console.anthropic.com), or the variable providers.anthropic.api_key_env names."
 # Models from before native structured output: they go straight to the forced tool.
 NO_NATIVE_PREFIXES = ("claude-3-", "claude-2", "claude-instant")
+
+
+class AnthropicSettings(ProviderSettings):
+    """`[providers.anthropic]`: Anthropic, or any server speaking the Messages API (`endpoint`)."""
+
+    api_key_env: str = "ANTHROPIC_API_KEY"
+
+
+def hosts(settings: AnthropicSettings) -> list[str]:
+    return [settings.endpoint or DEFAULT_ENDPOINT]
 
 
 class AnthropicAdapter(LLMAdapter):
@@ -74,7 +82,7 @@ class AnthropicAdapter(LLMAdapter):
 
     @property
     def endpoint(self) -> str:
-        return self._settings.endpoint or DEFAULT_ENDPOINT
+        return hosts(self._settings)[0]
 
     def not_ready(self) -> ProviderNotReady | None:
         if self._settings.api_key is None:
@@ -119,6 +127,8 @@ class AnthropicAdapter(LLMAdapter):
             params["extra_body"] = {"temperature": request.temperature}
         if request.schema is None:
             return await self._create(client, params, request.model, request.on_chunk)
+        from mcp_llm.schema.dialects import is_strict  # the compilers are imported on first use, not at start-up
+
         if self.uses_native_schema(request.model) and is_strict(request.schema):
             try:
                 native = {"output_config": {"format": {"type": "json_schema", "schema": request.schema}}}
@@ -258,3 +268,17 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None) -> Pro
     return None
 
 
+def _build(settings: AnthropicSettings, timeouts: Timeouts, name: str) -> AnthropicAdapter:
+    return AnthropicAdapter(settings, timeouts=timeouts)
+
+
+SPEC = ProviderSpec(
+    name=PROVIDER,
+    label="Anthropic",
+    settings=AnthropicSettings,
+    build=_build,
+    prefixes=(Prefix("anthropic/"), Prefix("claude-", strip=False)),
+    secrets=(Secret(API_KEY.name, API_KEY.variable_field, fallbacks=("ANTHROPIC_API_KEY",)),),
+    schema_dialect="anthropic",
+    hosts=hosts,
+)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
@@ -76,7 +76,9 @@ class Request:
     temperature: float | None = None
     max_tokens: int | None = None
     timeout_s: float = 120.0
-    vertex: bool = False  # the id was `vertex/…`: Gemini on Vertex AI whatever the configured backend
+    # Provider-specific route data (`Route.options`, from the id's prefix), read by that provider's adapter
+    # alone: `vertex/…` gives Gemini {"vertex": True}, Vertex AI whatever the configured backend.
+    options: Mapping[str, Any] = field(default_factory=dict)
     client: ClientCall | None = None  # the MCP call this is part of: how `client` reaches the client's model
     # Each streamed piece of the answer's text, as it arrives (progress notifications; see progress.py)
     on_chunk: Callable[[str], Awaitable[None]] | None = None

@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import math
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+from pydantic import Field
 
 from mcp_llm.adapters._errors import (
     EVENT_HOOKS,
@@ -36,20 +37,57 @@ from mcp_llm.adapters.base import (
     Timeouts,
     probe,
 )
+from mcp_llm.adapters.spec import API_KEY, FromEnv, Prefix, ProviderSettings, ProviderSpec, Secret
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 
 if TYPE_CHECKING:
     from google.genai import Client
-
-    from mcp_llm.config import GeminiSettings
+    from pydantic import SecretStr
 
 PROVIDER = "gemini"
 API_ENDPOINT = "https://generativelanguage.googleapis.com"
+VERTEX = "vertex"  # the route option `vertex/<name>` carries (Request.options): Vertex AI whatever the backend
 KEY_HINT = "Set GEMINI_API_KEY (from aistudio.google.com/apikey), or the variable providers.gemini.api_key_env names."
 VERTEX_HINT = (
     "Set GOOGLE_CLOUD_PROJECT (or providers.gemini.project) and sign in with "
     "`gcloud auth application-default login`, or name a token variable in providers.gemini.access_token_env."
 )
+
+
+class GeminiSettings(ProviderSettings):
+    """`[providers.gemini]`: the Gemini API by key, or Vertex AI (a project, ADC or an access token)."""
+
+    backend: Literal["api", "vertex"] = "api"
+    api_key_env: str = "GEMINI_API_KEY"
+    project: str | None = None
+    location: str | None = None
+    access_token_env: str = ""
+    locations: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def access_token(self) -> SecretStr | None:
+        """Vertex AI: an OAuth access token from the variable `access_token_env` names, if set."""
+        return self.secret("access_token")
+
+    def location_for(self, model: str) -> str:
+        """Vertex AI: the model's own location if it has one, else `location`, else `global`."""
+        return self.locations.get(model) or self.location or "global"
+
+
+def endpoint_for(settings: GeminiSettings, vertex: bool, location: str | None = None) -> str:
+    """The base URL: `endpoint` if set, else the Gemini API's, else Vertex AI's for the location."""
+    if settings.endpoint:
+        return settings.endpoint
+    if not vertex:
+        return API_ENDPOINT
+    if location in (None, "global"):
+        return "https://aiplatform.googleapis.com"
+    return f"https://{location}-aiplatform.googleapis.com"
+
+
+def hosts(settings: GeminiSettings) -> list[str]:
+    """Where the configured backend is reached (a Vertex AI model pinned elsewhere goes to its location's)."""
+    return [endpoint_for(settings, settings.backend == "vertex", settings.location)]
 
 
 class GeminiAdapter(LLMAdapter):
@@ -71,13 +109,7 @@ class GeminiAdapter(LLMAdapter):
         return forced or self._settings.backend == "vertex"
 
     def endpoint(self, vertex: bool, location: str | None = None) -> str:
-        if self._settings.endpoint:
-            return self._settings.endpoint
-        if not vertex:
-            return API_ENDPOINT
-        if location in (None, "global"):
-            return "https://aiplatform.googleapis.com"
-        return f"https://{location}-aiplatform.googleapis.com"
+        return endpoint_for(self._settings, vertex, location)
 
     def _check_configured(self, vertex: bool) -> None:
         settings = self._settings
@@ -133,7 +165,7 @@ class GeminiAdapter(LLMAdapter):
     # --- completion ------------------------------------------------------------------------
 
     async def complete(self, request: Request) -> Completion:
-        vertex = self.uses_vertex(request.vertex)
+        vertex = self.uses_vertex(bool(request.options.get(VERTEX)))
         client, endpoint = self._client_for_model(request.model, vertex)
         from google.genai import types
 
@@ -307,3 +339,25 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None, *, ver
                            down_hint="Check the network, or providers.gemini.endpoint if you set one.")
 
 
+def _vertex_if_true(value: str) -> str | None:
+    """GOOGLE_GENAI_USE_VERTEXAI, read as google-genai reads it: true, 1 or yes mean Vertex AI."""
+    return "vertex" if value.lower() in ("1", "true", "yes") else None
+
+
+def _build(settings: GeminiSettings, timeouts: Timeouts, name: str) -> GeminiAdapter:
+    return GeminiAdapter(settings, timeouts=timeouts)
+
+
+SPEC = ProviderSpec(
+    name=PROVIDER,
+    label="Gemini",
+    settings=GeminiSettings,
+    build=_build,
+    prefixes=(Prefix("gemini/"), Prefix("vertex/", options={VERTEX: True}), Prefix("gemini-", strip=False)),
+    secrets=(Secret(API_KEY.name, API_KEY.variable_field, fallbacks=("GEMINI_API_KEY", "GOOGLE_API_KEY")),
+             Secret("access_token", "access_token_env")),
+    from_env=(FromEnv("backend", "GOOGLE_GENAI_USE_VERTEXAI", _vertex_if_true),
+              FromEnv("project", "GOOGLE_CLOUD_PROJECT"), FromEnv("location", "GOOGLE_CLOUD_LOCATION")),
+    schema_dialect="gemini",
+    hosts=hosts,
+)

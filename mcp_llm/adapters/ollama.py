@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from pydantic import PrivateAttr
 
 from mcp_llm.adapters._errors import error_for_status, mark_sent, parse_retry_after, translated, transport_error
 from mcp_llm.adapters.base import (
@@ -26,15 +27,76 @@ from mcp_llm.adapters.base import (
     Timeouts,
     probe,
 )
+from mcp_llm.adapters.spec import Prefix, ProviderSettings, ProviderSpec
 from mcp_llm.errors import BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 
 if TYPE_CHECKING:
-    from ollama import AsyncClient
+    from collections.abc import Mapping
 
-    from mcp_llm.config import OllamaSettings
+    from ollama import AsyncClient
+    from pydantic import SecretStr
 
 PROVIDER = "ollama"
 SHOW_CONCURRENCY = 4
+LOCAL_ENDPOINT = "http://localhost:11434"
+CLOUD_ENDPOINT = "https://ollama.com"
+HOST_ENV = "OLLAMA_HOST"  # where the ollama CLI and SDK look for the server
+
+
+class OllamaSettings(ProviderSettings):
+    """`[providers.ollama]`: a local server (`endpoint`, else `$OLLAMA_HOST`, else localhost) or Ollama Cloud."""
+
+    use_cloud: bool = False
+    api_key_env: str = "OLLAMA_API_KEY"
+    _env_host: str | None = PrivateAttr(default=None)
+
+    def attach(self, secrets: Mapping[str, SecretStr], env: Mapping[str, str]) -> dict[str, str]:
+        super().attach(secrets, env)
+        self._env_host = env.get(HOST_ENV)
+        return {"endpoint": HOST_ENV} if self._env_host and not self.endpoint and not self.use_cloud else {}
+
+    @property
+    def effective_endpoint(self) -> str:
+        """Cloud: `endpoint` or ollama.com. Local: `endpoint`, else `$OLLAMA_HOST`, else localhost."""
+        if self.use_cloud:
+            return normalize_ollama_host(self.endpoint or CLOUD_ENDPOINT)
+        return normalize_ollama_host(self.endpoint or self._env_host or LOCAL_ENDPOINT)
+
+    @property
+    def sends_api_key(self) -> bool:
+        """Only Ollama Cloud gets the key; a local server never sees it."""
+        return self.use_cloud and self.has_api_key
+
+    def derived(self) -> dict[str, Any]:
+        return {"effective_endpoint": self.effective_endpoint}
+
+
+def normalize_ollama_host(host: str) -> str:
+    """`OLLAMA_HOST` forms → a full base URL, by the ollama SDK's own rules (ollama/_client.py, _parse_host).
+
+    No scheme means port 11434; `http://h` means port 80 and `https://h` 443, as the SDK and
+    the ollama CLI read them. `0.0.0.0` (a bind address, often set for the server) becomes 127.0.0.1.
+    """
+    host = host.strip()
+    scheme, sep, rest = host.partition("://")
+    if not sep:
+        scheme, rest = "http", host
+    default_port = {"http": 80, "https": 443}.get(scheme, 11434) if sep else 11434
+    hostport, _, path = rest.partition("/")
+    path = path.rstrip("/")
+    if hostport.startswith("["):  # an IPv6 literal
+        address, _, after = hostport[1:].partition("]")
+        name, port = f"[{address}]", after.removeprefix(":")
+    else:
+        name, _, port = hostport.partition(":")
+    if name in ("", "0.0.0.0"):
+        name = "127.0.0.1"
+    return f"{scheme}://{name}:{port or default_port}" + (f"/{path}" if path else "")
+
+
+def hosts(settings: OllamaSettings) -> list[str]:
+    """The one server it talks to (several hosts per provider: issue 20)."""
+    return [settings.effective_endpoint]
 
 
 class OllamaAdapter(LLMAdapter):
@@ -52,7 +114,7 @@ class OllamaAdapter(LLMAdapter):
 
     @property
     def endpoint(self) -> str:
-        return self._settings.effective_endpoint
+        return hosts(self._settings)[0]
 
     def _get_client(self) -> AsyncClient:
         if self._client is None:
@@ -290,3 +352,17 @@ async def _remember_retry_after(response: Any) -> None:
         _retry_after.set(parse_retry_after(response.headers.get("retry-after")))
 
 
+def _build(settings: OllamaSettings, timeouts: Timeouts, name: str) -> OllamaAdapter:
+    return OllamaAdapter(settings, timeouts=timeouts)
+
+
+SPEC = ProviderSpec(
+    name=PROVIDER,
+    label="Ollama",
+    settings=OllamaSettings,
+    build=_build,
+    prefixes=(Prefix("ollama/"),),
+    env=(HOST_ENV,),
+    schema_dialect=None,  # the schema as is: Ollama's `format` turns it into a grammar
+    hosts=hosts,
+)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import base64
 import logging
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from mcp_llm.adapters._errors import (
     error_for_status,
@@ -44,12 +46,11 @@ from mcp_llm.adapters.base import (
     Timeouts,
     probe,
 )
+from mcp_llm.adapters.spec import API_KEY, ModelEntry, Prefix, ProviderSettings, ProviderSpec, Secret
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
-
-    from mcp_llm.config import CompatibleEndpoint, OpenAISettings
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,36 @@ _FORMAT_WORDS = ("response_format", "json_schema", "json_object", "json schema",
 # Listings from OpenAI itself hold models that cannot chat; they are left out of list_models.
 _NOT_CHAT = ("text-embedding", "embedding", "tts-", "whisper", "dall-e", "omni-moderation", "text-moderation",
              "davinci", "babbage", "gpt-image", "sora")
+
+COMPATIBLE = "openai_compatible"  # the table of named endpoints: `[providers.openai_compatible.<name>]`
+
+# How far an OpenAI-style server enforces a schema: `json_schema` (response_format json_schema, a grammar
+# or strict decoding), `json_object` (JSON mode: any JSON object), `none` (the prompt alone). The adapter
+# steps down by itself, per model, when the server refuses response_format with a 400.
+StructuredOutput = Literal["json_schema", "json_object", "none"]
+
+
+class OpenAISettings(ProviderSettings):
+    """`[providers.openai]`: OpenAI itself."""
+
+    api_key_env: str = "OPENAI_API_KEY"
+    structured_output: StructuredOutput = "json_schema"
+
+
+class CompatibleEndpoint(ProviderSettings):
+    """`[providers.openai_compatible.<name>]`: a server speaking OpenAI's API, its models `<name>/<model>`."""
+
+    endpoint: str  # type: ignore[assignment]
+    api_key_env: str = ""
+    models: list[str] = Field(default_factory=list)  # type: ignore[assignment]
+    structured_output: StructuredOutput = "json_schema"
+
+    def entries(self) -> list[ModelEntry]:
+        return [ModelEntry(id=model) for model in self.models]
+
+
+def hosts(settings: OpenAISettings | CompatibleEndpoint) -> list[str]:
+    return [(settings.endpoint or DEFAULT_ENDPOINT).rstrip("/")]
 
 
 class OpenAIAdapter(LLMAdapter):
@@ -84,7 +115,7 @@ class OpenAIAdapter(LLMAdapter):
 
     @property
     def endpoint(self) -> str:
-        return (self._settings.endpoint or DEFAULT_ENDPOINT).rstrip("/")
+        return hosts(self._settings)[0]
 
     @property
     def where(self) -> str:
@@ -301,3 +332,31 @@ def is_strict_compatible(schema: Any, _depth: int = 0) -> bool:
             return False
     return all(is_strict_compatible(value, _depth + 1) for key, value in schema.items()
                if key not in ("enum", "const", "default", "examples", "required"))
+
+
+def _build(settings: OpenAISettings | CompatibleEndpoint, timeouts: Timeouts, name: str) -> OpenAIAdapter:
+    """One adapter per endpoint, each under its own name (`openai`, or the endpoint's)."""
+    return OpenAIAdapter(settings, timeouts=timeouts, name=name)
+
+
+SPEC = ProviderSpec(
+    name=OPENAI,
+    label="OpenAI",
+    settings=OpenAISettings,
+    build=_build,
+    prefixes=(Prefix("openai/"),),
+    secrets=(Secret(API_KEY.name, API_KEY.variable_field, fallbacks=("OPENAI_API_KEY",)),),
+    schema_dialect="openai",
+    hosts=hosts,
+)
+
+# Never $OPENAI_API_KEY: a key goes only to the server whose table names its variable.
+COMPATIBLE_SPEC = ProviderSpec(
+    name=COMPATIBLE,
+    label="OpenAI-compatible endpoint",
+    settings=CompatibleEndpoint,
+    build=_build,
+    endpoints=True,
+    schema_dialect=None,  # llama-server's and vLLM's grammars take any schema, as is
+    hosts=hosts,
+)

@@ -38,9 +38,10 @@ from mcp_types import (
     SamplingMessage,
     TextContent,
 )
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request
+from mcp_llm.adapters.base import Capabilities, Completion, Health, LLMAdapter, ModelInfo, Request, Timeouts
+from mcp_llm.adapters.spec import Prefix, ProviderSection, ProviderSpec
 from mcp_llm.errors import (
     BadRequestError,
     InputError,
@@ -54,7 +55,6 @@ from mcp_llm.errors import (
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
 
-    from mcp_llm.config import ClientSettings
     from mcp_llm.router import Attempt, Usage
 
 PROVIDER = "client"
@@ -347,6 +347,17 @@ def _error_from(entry: _Done) -> LLMError:
 # --- the adapter ----------------------------------------------------------------------------------
 
 
+class ClientSettings(ProviderSection):
+    """`[providers.client]`: the MCP client's own model, through sampling: what to ask the client for."""
+
+    as_fallback: bool = False
+    hints: list[str] = Field(default_factory=list)
+    cost_priority: float | None = Field(default=None, ge=0, le=1)
+    speed_priority: float | None = Field(default=None, ge=0, le=1)
+    intelligence_priority: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int = Field(default=4096, ge=1)  # sampling needs one; a call's max_tokens wins
+
+
 class SamplingAdapter(LLMAdapter):
     """Speaks `sampling/createMessage` through the call's `ClientCall`; the schema goes in the prompt."""
 
@@ -421,3 +432,21 @@ def client_health(handle: ClientCall | None) -> Health:
     return Health(provider=PROVIDER, status="ok",
                   detail=f"The client {name}declared sampling; requests go as {generation}, and it may "
                   "ask its user before each one.")
+
+
+def _build(settings: ClientSettings, timeouts: Timeouts, name: str) -> SamplingAdapter:
+    return SamplingAdapter(settings)  # the client's deadline is the call's: no timeouts of its own
+
+
+SPEC = ProviderSpec(
+    name=PROVIDER,
+    label="the MCP client's own model (sampling)",
+    settings=ClientSettings,
+    build=_build,
+    prefixes=(Prefix("client/"),),
+    ids=(PROVIDER,),
+    secrets=(),
+    hosts=lambda settings: [],  # reached through the call, not at an address
+    call_health=client_health,
+    call_models=lambda handle: [client_model(handle)],
+)

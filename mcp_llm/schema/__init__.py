@@ -13,12 +13,16 @@ Modules: `limits.py` (what a schema and a reply may cost), `canonical.py` (cache
 `gate.py`, `argument.py`, `dialects.py`, `compile.py`, `validation.py`, `reply.py`, `repair.py`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from mcp_llm.schema.argument import check_schema, parse_schema_argument, parse_schema_argument_off_loop
 from mcp_llm.schema.compile import compile_for, compile_for_off_loop
-from mcp_llm.schema.dialects import CompiledSchema
 from mcp_llm.schema.limits import DEFAULT_REPLY_LIMITS, DEFAULT_SCHEMA_LIMITS, ReplyLimits, SchemaLimits, limits_from
 from mcp_llm.schema.repair import repair_message, schema_instruction
 from mcp_llm.schema.reply import parse_and_validate, parse_and_validate_off_loop, validation_errors
+
+if TYPE_CHECKING:
+    from mcp_llm.schema.walker import CompiledSchema
 
 __all__ = [
     "DEFAULT_REPLY_LIMITS",
@@ -38,3 +42,12 @@ __all__ = [
     "schema_instruction",
     "validation_errors",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`CompiledSchema` on first use: it lives with the compilers, which start-up does not import."""
+    if name == "CompiledSchema":
+        from mcp_llm.schema.walker import CompiledSchema
+
+        return CompiledSchema
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,11 @@
-"""Per-provider compilation, cached: what each provider is sent for a caller's schema.
+"""Per-dialect compilation, cached: what a provider is sent for a caller's schema.
 
-Ollama takes the schema verbatim (its `format` turns it into a grammar); the cloud providers
-take their own subsets of JSON Schema (see dialects.py). Every change is reported as a rewrite.
+A provider's spec names its dialect (`ProviderSpec.schema_dialect`, read by the router): `gemini`,
+`anthropic` or `openai`, each its own subset of JSON Schema (see dialects.py); none (Ollama, the
+OpenAI-compatible servers, whose grammars take any schema) means the schema as is. The names are
+this package's, so the arrow points down: the adapters name a dialect, the schema package knows
+what it is. Each compiler is imported on its first use (compile_anthropic.py is the package's
+largest module), so start-up pays for none of them. Every change is reported as a rewrite.
 A compiler that raises anyway (a bug: none should) must not cost the call, nor skip the fallback
 models the router would try: the provider then gets the loosest schema it takes, the traceback
 goes to the log, and the answer is still validated against the caller's schema.
@@ -9,46 +13,63 @@ goes to the log, and the answer is still validated against the caller's schema.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp_llm.schema.canonical import ordered_text
-from mcp_llm.schema.dialects import CompiledSchema, compile_anthropic, compile_gemini, compile_openai, loosest
 from mcp_llm.schema.limits import OFF_LOOP_CHARS
 
+if TYPE_CHECKING:
+    from mcp_llm.schema.walker import CompiledSchema
+
 log = logging.getLogger("mcp_llm")
-Compiler = Callable[[dict[str, Any]], CompiledSchema]
+Compiler = Callable[[dict[str, Any]], "CompiledSchema"]
 
 
 def _as_is(schema: dict[str, Any]) -> CompiledSchema:
+    from mcp_llm.schema.walker import CompiledSchema
+
     return CompiledSchema(schema)
 
 
-# Ollama takes the schema verbatim (its `format` turns it into a grammar); the cloud providers
-# take their own subsets of JSON Schema (see dialects.py).
-COMPILERS: dict[str, Compiler] = {"ollama": _as_is, "gemini": compile_gemini, "anthropic": compile_anthropic,
-                                   "openai": compile_openai}
+def _on_first_use(module: str, function: str) -> Compiler:
+    """The compiler `module.function`, imported when it is first called."""
+
+    def compile_schema(schema: dict[str, Any]) -> CompiledSchema:
+        compiler: Compiler = getattr(importlib.import_module(module), function)
+        return compiler(schema)
+
+    compile_schema.__name__ = compile_schema.__qualname__ = function
+    return compile_schema
 
 
-def compile_for(provider: str, schema: dict[str, Any]) -> CompiledSchema:
-    """What `provider` is sent for `schema`, with every change listed (compiled once per schema;
-    callers must not change what they get)."""
-    compiler = COMPILERS.get(provider, _as_is)
-    if compiler is _as_is:
+# The dialects, by the name a provider's spec gives; any other name (or None) is sent as is.
+COMPILERS: dict[str, Compiler] = {
+    "gemini": _on_first_use("mcp_llm.schema.compile_gemini", "compile_gemini"),
+    "anthropic": _on_first_use("mcp_llm.schema.compile_anthropic", "compile_anthropic"),
+    "openai": _on_first_use("mcp_llm.schema.compile_openai", "compile_openai"),
+}
+
+
+def compile_for(dialect: str | None, schema: dict[str, Any]) -> CompiledSchema:
+    """What a provider of `dialect` is sent for `schema`, with every change listed (compiled once per
+    schema; callers must not change what they get)."""
+    if dialect not in COMPILERS:
         return _as_is(schema)
-    return _compiled(provider, ordered_text(schema))
+    return _compiled(dialect, ordered_text(schema))
 
 
-async def compile_for_off_loop(provider: str, schema: dict[str, Any]) -> CompiledSchema:
+async def compile_for_off_loop(dialect: str | None, schema: dict[str, Any]) -> CompiledSchema:
     """`compile_for`, in a worker thread the first time a schema over a kilobyte is compiled: an
     Anthropic compile follows each `allOf` branch's references, and a hostile 50 KB schema takes
     most of a second. Compiled before (or small), it is answered on the loop."""
-    if COMPILERS.get(provider, _as_is) is _as_is:
+    if dialect not in COMPILERS:
         return _as_is(schema)
-    key = (provider, ordered_text(schema))
+    key = (dialect, ordered_text(schema))
     if len(key[1]) <= OFF_LOOP_CHARS or key in _COMPILED_BEFORE:
         return _compiled(*key)
     import anyio
@@ -65,16 +86,18 @@ _COMPILED_BEFORE: set[tuple[str, str]] = set()  # large schemas `_compiled` has 
 
 
 @lru_cache(maxsize=COMPILED_SCHEMAS_KEPT)
-def _compiled(provider: str, schema_text: str) -> CompiledSchema:
+def _compiled(dialect: str, schema_text: str) -> CompiledSchema:
     """Keyed by the schema's text in the caller's own key order, and compiled from it: a model that
     writes in order must get `reasoning` before `answer` if that is how the caller wrote them."""
-    return _guarded(provider, json.loads(schema_text))
+    return _guarded(dialect, json.loads(schema_text))
 
 
-def _guarded(provider: str, schema: dict[str, Any]) -> CompiledSchema:
-    """The provider's compiler, or, if it raises (RecursionError included), the loosest schema it takes."""
+def _guarded(dialect: str, schema: dict[str, Any]) -> CompiledSchema:
+    """The dialect's compiler, or, if it raises (RecursionError included), the loosest schema it takes."""
     try:
-        return COMPILERS[provider](schema)
+        return COMPILERS[dialect](schema)
     except Exception as exc:  # any bug in a compiler: logged, and the call goes on, looser
-        log.error("compiling a schema for %s failed; it gets the loosest schema it takes", provider, exc_info=True)
-        return loosest(provider, f"the schema could not be compiled for {provider} ({type(exc).__name__}, logged)")
+        from mcp_llm.schema.walker import loosest
+
+        log.error("compiling a schema for %s failed; it gets the loosest schema it takes", dialect, exc_info=True)
+        return loosest(dialect, f"the schema could not be compiled for {dialect} ({type(exc).__name__}, logged)")

@@ -1,0 +1,171 @@
+"""What a provider is, stated once: its `ProviderSpec`, and the base of the config table it takes.
+
+A provider is one module under `adapters/` (ollama.py, gemini.py, anthropic.py, openai.py, sampling.py):
+its settings class (the pydantic table under `[providers.<name>]`), its adapter, and a `SPEC` naming
+its facts — name, label, the model-id prefixes that route to it, the environment variables it
+honours, the schema dialect it is sent, what a host is for it, and how its adapter is built.
+`providers.py` lists the specs, one line each. Everything that used to keep a table of its own reads
+them instead: registry.py (routing, "did you mean", building adapters), config.py (the `[providers]`
+table, its secrets and sources, `mcp-llm config`), app.py (listing and health), the router (which
+schema dialect a provider is sent).
+
+Nothing here reads the environment. A spec names variables; config.py, the only reader of
+`os.environ`, reads them and hands the values to the table through `ProviderSection.attach`, so no
+one writes a table's private attributes from outside.
+
+Adding a provider is then one module (settings, adapter, `SPEC`), one line in providers.py, and its
+test file. A module imports its SDK inside functions only: the spec list is read at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+
+if TYPE_CHECKING:
+    from mcp_llm.adapters.base import Health, LLMAdapter, ModelInfo, Timeouts
+
+
+class Section(BaseModel):
+    """A config table: unknown keys are errors, so a typo is reported, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelEntry(Section):
+    id: str
+    label: str | None = None
+    vision: bool = False
+    enabled: bool = True
+    fallback: list[str] = Field(default_factory=list)
+
+
+class ProviderSection(Section):
+    """The base of every `[providers.<name>]` table: how it takes what the environment holds for it."""
+
+    def attach(self, secrets: Mapping[str, SecretStr], env: Mapping[str, str]) -> dict[str, str]:
+        """Take the secrets config.py read for this table (by `Secret.name`) and the values of the other
+        variables its spec honours (`ProviderSpec.env`, only those set). Returns the keys whose value now
+        comes from a variable, and which (`{"endpoint": "OLLAMA_HOST"}`), for `mcp-llm config`'s sources."""
+        return {}
+
+    def secret(self, name: str) -> SecretStr | None:
+        """A secret attached by `attach` (`api_key`, `access_token`); None when its variable is unset."""
+        return None
+
+    def entries(self) -> list[ModelEntry]:
+        """The models this table configures, as written (the registry gives them their full ids)."""
+        return []
+
+    def derived(self) -> dict[str, Any]:
+        """Values worked out from the table and the environment, shown by `mcp-llm config` after its keys."""
+        return {}
+
+
+class ProviderSettings(ProviderSection):
+    """A provider reached over the network: where, with which key (named by variable), how many at once."""
+
+    endpoint: str | None = None
+    api_key_env: str = ""
+    concurrency: int = Field(default=4, ge=1, le=4096)
+    models: list[ModelEntry] = Field(default_factory=list)
+    _secrets: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
+
+    def attach(self, secrets: Mapping[str, SecretStr], env: Mapping[str, str]) -> dict[str, str]:
+        self._secrets = dict(secrets)
+        return {}
+
+    def secret(self, name: str) -> SecretStr | None:
+        return self._secrets.get(name)
+
+    @property
+    def api_key(self) -> SecretStr | None:
+        return self._secrets.get("api_key")
+
+    @property
+    def has_api_key(self) -> bool:
+        return self.api_key is not None
+
+    def entries(self) -> list[ModelEntry]:
+        return list(self.models)
+
+
+def endpoint_only(settings: Any) -> list[str]:
+    """The hosts of a provider that has one: its `endpoint` (none configured: none)."""
+    endpoint = getattr(settings, "endpoint", None)
+    return [endpoint] if endpoint else []
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """Ids starting with `text` route to the provider: the rest is the native name (`strip`), or the whole id
+    is (`claude-…`). `options` is provider-specific route data the adapter reads from `Request.options`
+    (`vertex/` → `{"vertex": True}`: Gemini on Vertex AI whatever the configured backend)."""
+
+    text: str
+    strip: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret the table takes from the environment: from the variable its field `variable_field` names,
+    else the first set of `fallbacks` (the variables the provider's own SDK reads). `name` is the table's
+    attribute for it and its key in `mcp-llm config`, which only ever shows `<set>` or `<not set>`."""
+
+    name: str
+    variable_field: str
+    fallbacks: tuple[str, ...] = ()
+
+
+API_KEY = Secret("api_key", "api_key_env")
+
+
+@dataclass(frozen=True)
+class FromEnv:
+    """A key of the table the environment supplies when the file does not set it (`GOOGLE_CLOUD_PROJECT` →
+    `project`). `convert` turns the variable's text into the key's value; None from it: not taken."""
+
+    key: str
+    variable: str
+    convert: Callable[[str], Any] | None = None
+
+
+AdapterFactory = Callable[[Any, "Timeouts", str], "LLMAdapter"]  # (its table, timeouts, provider name) → adapter
+
+
+@dataclass(frozen=True, eq=False)  # one per provider, compared (and hashed) by identity
+class ProviderSpec:
+    """One provider's facts, each stated once (see the module's docstring)."""
+
+    name: str  # its table `[providers.<name>]`, and the provider's name in routes, traces and health rows
+    label: str  # how messages name it ("Gemini")
+    settings: type[ProviderSection]  # the table's class (`endpoints`: each endpoint's)
+    build: AdapterFactory | None  # None: a known prefix whose adapter this version does not ship
+    prefixes: tuple[Prefix, ...] = ()  # tried in order, provider after provider
+    ids: tuple[str, ...] = ()  # whole ids that route here by themselves (`client`)
+    secrets: tuple[Secret, ...] = (API_KEY,)
+    from_env: tuple[FromEnv, ...] = ()  # keys the environment may supply (before the table is validated)
+    env: tuple[str, ...] = ()  # other variables it honours, handed to `attach` (`OLLAMA_HOST`)
+    schema_dialect: str | None = None  # the schema package's dialect it is sent (`gemini`); None: as is
+    hosts: Callable[[Any], list[str]] = endpoint_only  # its table → the base URLs it serves from, in order
+    # The table holds named endpoints (`[providers.<name>.<endpoint>]`), each a provider of its own under
+    # that name, whose ids are `<endpoint>/<model>` (the OpenAI-compatible servers).
+    endpoints: bool = False
+    # A provider reached through the MCP call itself (the client's own model): whether it works and what it
+    # offers depend on the caller, so they are read from the call (`client_call`), never probed or listed.
+    call_health: Callable[[Any], Health] | None = None
+    call_models: Callable[[Any], list[ModelInfo]] | None = None
+
+    @property
+    def call_scoped(self) -> bool:
+        return self.call_health is not None
+
+    def route_names(self) -> list[str]:
+        """The names an id can start with that route here (`ollama`, `vertex`, `client`): an endpoint named
+        so would never be reached."""
+        names = [prefix.text[:-1] for prefix in self.prefixes if prefix.text.endswith("/")]
+        return [*names, *self.ids]
