@@ -16,7 +16,9 @@ point at the wrong place, or nowhere. So, before any rule runs:
 3. `Walk.finish` writes each `Ref` as a JSON pointer to its target's home (keeping the caller's
    text when it still means that), and drops, saying so, a reference whose target was not sent
    (it lay inside a keyword the provider does not take): dropping a reference is looser, never
-   tighter. Nested `$id`s go (a pointer is read from the document's root), each one reported.
+   tighter. Nested `$id`s go (a pointer is read from the document's root), each one reported. A
+   referenced schema that lies outside every keyword (`definitions.group.name`, a custom root key)
+   is copied too and sent under `$defs` (`attach_detached`), so neither it nor its names are lost.
 
 All of it is linear in the schema's size.
 """
@@ -305,7 +307,6 @@ def _scopes(schema: dict[str, Any], id_key: str) -> Callable[[dict[str, Any]], A
 # compiler made, such as a wrapper), and whether it IS that node (False for, say, an `anyOf` branch a type
 # list was split into); it returns the node to send, whose subschemas are then walked in turn.
 Rule = Callable[[dict[str, Any], str, "dict[str, Any] | None", bool], dict[str, Any]]
-_IDENTIFIERS = ("$id", "id")
 
 
 class Walk:
@@ -367,7 +368,7 @@ class Walk:
                 node = _tuple_items(self._without_nested_id(node, path), path, self.rewrites)
             elif id(node) in self.fresh:
                 origin, own = self.origin[id(node)], True
-                node = self._without_nested_id(node, path, report=False)
+                node = _tuple_items(self._without_nested_id(node, path, report=False), path, [])
             else:
                 origin = self.origin.get(id(node), origin)
             out = self.rule(dict(node), path, origin, own) if apply and self.rule else dict(node)
