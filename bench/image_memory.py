@@ -49,7 +49,8 @@ def child(path: str) -> None:
     after_load = _kb("VmHWM")
     sent = {}
     for adapter in (AnthropicAdapter, GeminiAdapter, OllamaAdapter):
-        image, report = fit(loaded, Limits.of(adapter.capabilities), adapter.provider)
+        image, report = fit(loaded.image, Limits.of(adapter.capabilities), adapter.provider, loaded.original,
+                            loaded.steps)
         sent[adapter.provider] = [report.sent.width, report.sent.height, report.sent.bytes]
         del image
     elapsed = time.perf_counter() - started

@@ -23,7 +23,7 @@ from mcp_llm.router import Router
 from mcp_llm.zero_config import LocalServer
 
 if TYPE_CHECKING:
-    from mcp_llm.adapters.sampling import ClientCall
+    from mcp_llm.client_call import ClientCall
 
 log = logging.getLogger("mcp_llm")
 

@@ -49,23 +49,6 @@ def _fail(message: str) -> None:
     sys.stderr.write(f"mcp-llm: {message}\n")
 
 
-# The errors and hints are written for an assistant calling the tools; on the command line the
-# same advice names the command's own options and commands.
-_CLI_WORDS = (
-    (re.compile(r"Pass `model`"), "Pass --model"),
-    (re.compile(r"\blist_models\b"), "`mcp-llm models`"),
-    (re.compile(r"\bprovider_health\b"), "`mcp-llm health`"),
-    (re.compile(r"(?<![.\w])timeout_s\b"), "--timeout"),
-    (re.compile(r"(?<![.\w])max_tokens\b"), "--max-tokens"),
-)
-
-
-def cli_words(message: str) -> str:
-    for pattern, replacement in _CLI_WORDS:
-        message = pattern.sub(replacement, message)
-    return message
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse, with the closest name suggested for a mistyped command."""
 
@@ -311,53 +294,62 @@ def _print_config(settings: Settings, *, as_json: bool) -> int:
 def _call(settings: Settings, args: argparse.Namespace) -> int:
     """What the tools do, from a shell: the result (data or text, and the trace) as JSON, or the error on stderr.
 
-    A --schema or --image that cannot be used is a usage error (exit 2), found before any model is asked;
-    a call that fails is exit 1.
+    The tool service does the work (`tools.Tools`, speaking the command line's words); this maps
+    options to its arguments and its errors to exit codes. A --schema, --image or number that cannot
+    be used is a usage error (exit 2), found before any model is asked; a call that fails is exit 1.
     """
     import anyio
 
     from mcp_llm.app import App
-    from mcp_llm.errors import ImageError, LLMError, SchemaError
-    from mcp_llm.images import load_image
-    from mcp_llm.router import CallSpec
-    from mcp_llm.schema import parse_schema_argument
-    from mcp_llm.schema.limits import limits_from
+    from mcp_llm.errors import ArgumentError, ImageError, LLMError, SchemaError
+    from mcp_llm.tools import Tools
+    from mcp_llm.words import CLI_WORDS
 
     if args.timeout is not None and args.timeout <= 0:
         _fail(f"--timeout must be positive, not {args.timeout}.")
         return EXIT_USAGE
     text_answer = args.schema in ("", "none") or (args.schema is None and args.image)
-    schema: Any = None
-    if not text_answer:
-        try:
-            schema = parse_schema_argument(_schema_argument(args.schema or '{"type": "object"}'),
-                                           limits_from(settings.limits)[0])[0]
-        except SchemaError as exc:
-            _fail("--schema: " + cli_words(exc.user_message()))
-            return EXIT_USAGE
+    try:
+        schema = None if text_answer else _schema_argument(args.schema or '{"type": "object"}')
+    except SchemaError as exc:
+        _fail("--schema: " + exc.user_message())
+        return EXIT_USAGE
 
     async def run() -> dict[str, Any]:
         app = App(settings)
+        tools = Tools(app, words=CLI_WORDS)
+        asked: dict[str, Any] = {"model": args.model, "temperature": args.temperature,
+                                 "max_tokens": args.max_tokens, "timeout_s": args.timeout}
         try:
-            images = (await load_image(args.image, settings.images),) if args.image else ()
-            await app.router.picker.prepare(args.model)  # `--model llamacpp/…`, as `mcp-llm models` showed it
-            outcome = await app.router.run(CallSpec(prompt=args.prompt, schema=schema, model=args.model,
-                                                    system=args.system, temperature=args.temperature,
-                                                    max_tokens=args.max_tokens, images=images,
-                                                    timeout_s=args.timeout))
-            answer = {"data": outcome.data} if schema is not None else {"text": outcome.text}
-            _say_what_was_picked(app, args.model, outcome.trace.model)
-            return answer | outcome.trace.model_dump()
+            result: Any
+            if args.image:  # analyze_image, which takes a --system here (the MCP tool has no such parameter)
+                result = await tools.analyze_image(args.image, args.prompt, schema, system=args.system, **asked)
+            elif schema is None:  # `--schema none`: text, with no image
+                result = await tools.generate_text(args.prompt, system=args.system, **asked)
+            else:
+                result = await tools.generate_structured(args.prompt, schema, system=args.system, **asked)
+            _say_what_was_picked(app, args.model, result.model)
         finally:
             await app.aclose()
+        trace = result.model_dump()
+        answer = {"data": trace.pop("data")} if schema is not None else {"text": trace.pop("text")}
+        trace.pop("data", None)
+        trace.pop("text", None)
+        return answer | trace
 
     try:
         result = anyio.run(run)
+    except SchemaError as exc:
+        _fail("--schema: " + exc.user_message())
+        return EXIT_USAGE
     except ImageError as exc:
-        _fail("--image: " + cli_words(exc.user_message()))
+        _fail("--image: " + exc.user_message())
+        return EXIT_USAGE
+    except ArgumentError as exc:
+        _fail(exc.user_message())
         return EXIT_USAGE
     except LLMError as exc:
-        _fail(cli_words(exc.user_message()))
+        _fail(exc.user_message())
         return EXIT_FAILED
     _emit(json.dumps(result, indent=2, ensure_ascii=False))
     return EXIT_OK
@@ -398,22 +390,29 @@ def _say_what_was_picked(app: Any, asked: str | None, answered: str) -> None:
 
 
 def _run_query(settings: Settings, command: str, *, as_json: bool) -> int:
+    """`models` and `health`: the tools `list_models` and `provider_health`, printed for a person or a script.
+
+    Messages speak the command line's words, except in `health --json`, whose `detail`s are what the
+    `provider_health` tool returns (scripts may read either)."""
     import anyio
 
     from mcp_llm.app import App
+    from mcp_llm.tools import Tools
+    from mcp_llm.words import CLI_WORDS, TOOL_WORDS
 
     problems: dict[str, str] = {}
     places: list[tuple[str, str]] = []
 
     async def run() -> list[Any]:
         app = App(settings)
+        tools = Tools(app, words=TOOL_WORDS if command == "health" and as_json else CLI_WORDS)
         places.extend(app.router.picker.discovery.places() if settings.discovery.enabled else [])
         try:
             if command == "models":
-                rows = await app.models(None, refresh=True)
+                rows = (await tools.list_models(None, refresh=True)).models
                 problems.update(app.discovery_errors)
                 return rows
-            return await app.health(None)
+            return (await tools.provider_health(None)).providers
         finally:
             await app.aclose()
 
@@ -445,7 +444,7 @@ def _print_models(rows: list[Any], problems: dict[str, str], settings: Settings,
         # A provider with models in the table, or an Ollama set up by hand: its failure matters. An Ollama
         # that is merely the default endpoint, with nothing of it configured, is no one's concern.
         if provider in listed or (provider == "ollama" and _ollama_set_up(settings)):
-            _fail(f"{provider}: could not list its models, so their availability is unknown: {cli_words(why)}")
+            _fail(f"{provider}: could not list its models, so their availability is unknown: {why}")
     if not rows:
         from mcp_llm.zero_config import LABELS
 
@@ -462,13 +461,13 @@ def _ollama_set_up(settings: Settings) -> bool:
 
 
 def _print_health(rows: list[Any], *, as_json: bool) -> None:
-    if as_json:
-        _emit(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
+    if as_json:  # a one-shot process has no usage to show: `stats` is the server's (`mcp-llm stats`)
+        _emit(json.dumps([row.model_dump(mode="json", exclude={"stats"}) for row in rows], indent=2))
         return
     table = [("PROVIDER", "STATUS", "LATENCY", "VERSION", "DETAIL")]
     for h in rows:
         latency = f"{h.latency_ms:.0f} ms" if h.latency_ms is not None else "-"
-        table.append((h.provider, h.status, latency, h.version or "-", cli_words(h.detail) or "-"))
+        table.append((h.provider, h.status, latency, h.version or "-", h.detail or "-"))
     _emit_table(table)
 
 

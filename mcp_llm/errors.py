@@ -4,6 +4,7 @@
 LLMError                      every failure we anticipate; .hint says what to do
 ├── ConfigError               the config file or an environment value is wrong
 ├── InputError                the caller's arguments cannot be used (never retried)
+│   ├── ArgumentError         a number outside every provider's domain (temperature, max_tokens, timeout_s)
 │   ├── SchemaError           not a valid JSON Schema, or an unknown preset name
 │   ├── ImageError            missing, outside the allowed roots, not an image, too large
 │   └── UnknownModelError     no provider prefix, alias or default matches the id
@@ -73,6 +74,11 @@ class ConfigError(LLMError):
 
 class InputError(LLMError):
     kind = "input"
+
+
+class ArgumentError(InputError):
+    """Found at the tool boundary (`tools.check_arguments`), before any model is chosen: on the
+    command line, a usage error (exit 2) rather than a failed call."""
 
 
 class SchemaError(InputError):

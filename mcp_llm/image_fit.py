@@ -7,24 +7,27 @@ steps, line art (few colours, or transparency) as PNG, then as JPEG if PNG stays
 while nothing fits, the size drops by a quarter and the steps run again. Only an image that
 cannot fit even at `MIN_SIDE` pixels is refused: as a non-retryable error of that provider,
 so a fallback to another provider still runs. The report says what was done, for the trace.
+
+This module is pixels only: which model may be sent an image at all is routing's question
+(`vision.py`, asked by the router before it asks for a fitted image here). What the caller passed
+and what loading did (`images.LoadedImage`) is the start of the report; nothing rides on the
+image's bytes (`ImageInput`, the type adapters send).
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from pydantic import BaseModel, Field
 
-from mcp_llm.adapters.base import Capabilities, ImageInput, LLMAdapter
-from mcp_llm.errors import BadRequestError, LLMError
+from mcp_llm.adapters.base import Capabilities, ImageInput
+from mcp_llm.trace import ImageReport, ImageShape
 
 if TYPE_CHECKING:
-    from mcp_llm.registry import Registry, Route
+    from mcp_llm.images import LoadedImage
 
 JPEG_QUALITIES = (90, 80, 70, 60, 50, 40)
 SHRINK = 0.75
@@ -33,22 +36,6 @@ LINE_ART_COLOURS = 256
 PHOTO_FORMATS = ("image/jpeg", "image/webp", "image/png")  # what a photo becomes, first one the provider takes
 LINE_ART_FORMATS = ("image/png", "image/webp", "image/jpeg")
 _PIL_FORMAT = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP", "image/gif": "GIF"}
-
-
-class ImageShape(BaseModel):
-    width: int
-    height: int
-    bytes: int
-    mime_type: str
-
-
-class ImageReport(BaseModel):
-    """What was sent for one image, next to what the caller passed, and the steps between."""
-
-    provider: str
-    original: ImageShape = Field(description="The image as the caller passed it.")
-    sent: ImageShape = Field(description="The image as the provider received it.")
-    steps: list[str] = Field(default_factory=list, description="What was done, in order; empty if nothing.")
 
 
 @dataclass(frozen=True)
@@ -78,21 +65,38 @@ class CannotFit(Exception):
     """Even the smallest version of the image is over the provider's limits."""
 
 
-def fit(image: ImageInput, limits: Limits, provider: str) -> tuple[ImageInput, ImageReport]:
-    """The image as `provider` can take it, and the report; raises CannotFit. Runs in a worker thread."""
-    from mcp_llm.images import ImageSize, LoadedImage, check_bomb, pillow, reduce_on_decode, scaled_within
+async def fit_all(images: Sequence[LoadedImage], capabilities: Capabilities, provider: str
+                  ) -> tuple[tuple[ImageInput, ...], list[ImageReport]]:
+    """Each loaded image as `provider` can take it, and its report, off the event loop; raises CannotFit."""
+    limits = Limits.of(capabilities)
+    fitted: list[ImageInput] = []
+    reports: list[ImageReport] = []
+    for loaded in images:
+        sent, report = await anyio.to_thread.run_sync(fit, loaded.image, limits, provider, loaded.original,
+                                                      loaded.steps)
+        fitted.append(sent)
+        reports.append(report)
+    return tuple(fitted), reports
+
+
+def fit(image: ImageInput, limits: Limits, provider: str, original: ImageShape | None = None,
+        steps: Sequence[str] = ()) -> tuple[ImageInput, ImageReport]:
+    """The image as `provider` can take it, and the report; raises CannotFit. Runs in a worker thread.
+
+    `original` and `steps` are what the caller passed and what was done before (by loading); without
+    them the image counts as passed as it is."""
+    from mcp_llm.images import check_bomb, pillow, reduce_on_decode, scaled_within
 
     Image = pillow()
     opened = Image.open(io.BytesIO(image.data))  # not closed: closing would free the decoded pixels too
     width, height = opened.size
-    original = image.original if isinstance(image, LoadedImage) and image.original else \
-        ImageSize(width, height, len(image.data), image.mime_type)
-    steps = list(image.steps) if isinstance(image, LoadedImage) else []
+    original = original or ImageShape(width=width, height=height, bytes=len(image.data), mime_type=image.mime_type)
+    done = list(steps)
     target = scaled_within(width, height, limits.max_pixels, limits.max_side)
     fits = (target == (width, height) and image.mime_type in limits.formats
             and (limits.max_bytes is None or len(image.data) <= limits.max_bytes))
     if fits:
-        return image, _report(provider, original, width, height, image, steps)
+        return image, _report(provider, original, width, height, image, done)
     check_bomb(opened, 1 << 28, "the image")
     reduce_on_decode(opened, target)
     opened.load()
@@ -100,27 +104,27 @@ def fit(image: ImageInput, limits: Limits, provider: str) -> tuple[ImageInput, I
     base = _flatten_mode(opened)
     del opened
     if target != (width, height):
-        steps.append(f"scaled {width}×{height} → {target[0]}×{target[1]} ({provider}'s size limit)")
+        done.append(f"scaled {width}×{height} → {target[0]}×{target[1]} ({provider}'s size limit)")
     for size in _sizes(target):
         resized = base if base.size == size else base.resize(size, Image.LANCZOS, reducing_gap=3.0)
         if size != target:
-            steps_here = [*steps, f"scaled to {size[0]}×{size[1]} to fit {provider}'s byte limit"]
+            steps_here = [*done, f"scaled to {size[0]}×{size[1]} to fit {provider}'s byte limit"]
         else:
-            steps_here = steps
+            steps_here = done
         for mime, options, label in _encodings(limits, photo, resized):
             data = _encode(resized, mime, options)
             if limits.max_bytes is None or len(data) <= limits.max_bytes:
                 sent = ImageInput(data, mime)
-                done = [*steps_here, f"re-encoded as {label}"]
-                return sent, _report(provider, original, size[0], size[1], sent, done)
+                return sent, _report(provider, original, size[0], size[1], sent,
+                                     [*steps_here, f"re-encoded as {label}"])
     raise CannotFit(f"cannot be made to fit {provider}'s limits ({limits.describe()})")
 
 
-def _report(provider: str, original: Any, width: int, height: int, sent: ImageInput, steps: list[str]) -> ImageReport:
+def _report(provider: str, original: ImageShape, width: int, height: int, sent: ImageInput,
+            steps: list[str]) -> ImageReport:
     return ImageReport(
         provider=provider,
-        original=ImageShape(width=original.width, height=original.height, bytes=original.bytes,
-                            mime_type=original.mime_type),
+        original=original.model_copy(),
         sent=ImageShape(width=width, height=height, bytes=len(sent.data), mime_type=sent.mime_type),
         steps=steps,
     )
@@ -185,64 +189,3 @@ def _on_white(image: Any) -> Any:
     background = Image.new("RGB", rgba.size, (255, 255, 255))
     background.paste(rgba, mask=rgba.getchannel("A"))
     return background
-
-
-# --- per route: vision gating, then fitting ------------------------------------------------------
-
-VISION_CHECK_TIMEOUT_S = 10.0
-
-
-async def images_for_route(
-    registry: Registry, adapter: LLMAdapter, route: Route, images: tuple[ImageInput, ...]
-) -> tuple[tuple[ImageInput, ...], list[ImageReport]]:
-    """The images as `route`'s provider can take them, and what was done to each; refuses (with a
-    non-retryable error of that provider, so fallback goes on) a model that cannot read images."""
-    if not images:
-        return (), []
-    await _check_vision(registry, adapter, route)
-    limits = Limits.of(adapter.capabilities)
-    fitted: list[ImageInput] = []
-    reports: list[ImageReport] = []
-    for image in images:
-        try:
-            sent, report = await anyio.to_thread.run_sync(fit, image, limits, route.provider)
-        except CannotFit as exc:
-            raise BadRequestError(f"The image {exc}.", provider=route.provider, model=route.model_id,
-                                  hint="Use another provider's model, or send a smaller image.") from None
-        fitted.append(sent)
-        reports.append(report)
-    return tuple(fitted), reports
-
-
-async def _check_vision(registry: Registry, adapter: LLMAdapter, route: Route) -> None:
-    """A configured model's own `vision` flag when it sets one, else what the provider says."""
-    if not adapter.capabilities.images:
-        raise BadRequestError(f"{route.provider} does not take images.", provider=route.provider,
-                              model=route.model_id, hint=await _vision_hint(registry, adapter, route))
-    entry = registry.configured_entry(route.model_id)
-    if entry is not None and "vision" in entry.model_fields_set:
-        vision: bool | None = entry.vision
-        why = "vision = false in the config file"
-    else:
-        vision = None
-        with anyio.move_on_after(VISION_CHECK_TIMEOUT_S):
-            vision = await adapter.supports_images(route.native)
-        why = "the provider does not list vision among its capabilities"
-    if vision is False:
-        raise BadRequestError(f"{route.model_id} cannot read images ({why}).", provider=route.provider,
-                              model=route.model_id, hint=await _vision_hint(registry, adapter, route))
-
-
-async def _vision_hint(registry: Registry, adapter: LLMAdapter, route: Route) -> str:
-    """Name a model that can read images: the configured vision default, a configured vision model,
-    or one the provider lists with vision."""
-    candidates = [registry.settings.defaults.vision_model]
-    candidates += [e.id for e in registry.configured_models() if e.enabled and e.vision]
-    if not any(c and c != route.model_id for c in candidates):
-        with anyio.move_on_after(VISION_CHECK_TIMEOUT_S):
-            with contextlib.suppress(LLMError):
-                candidates += [m.id for m in await adapter.list_models() if m.vision]
-    name = next((c for c in candidates if c and c != route.model_id), None)
-    if name:
-        return f"Use a vision model such as {name!r} (list_models shows vision: true for each)."
-    return "Use a vision model (list_models shows vision: true), or set defaults.vision_model."

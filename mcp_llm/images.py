@@ -21,7 +21,7 @@ on first use, and the work runs in a worker thread so the event loop keeps servi
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -31,8 +31,9 @@ from mcp_llm.adapters.base import ImageInput
 from mcp_llm.config import ImageSettings
 from mcp_llm.errors import ImageError
 from mcp_llm.image_sources import RootsProvider, check_size, read_source, sniff
+from mcp_llm.trace import ImageShape
 
-__all__ = ["ImageSize", "LoadedImage", "RootsProvider", "load_image"]
+__all__ = ["LoadedImage", "RootsProvider", "load_image"]
 
 # What every provider accepts as is; anything else Pillow can read is sent as PNG.
 PASSTHROUGH = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
@@ -49,23 +50,22 @@ _TRANSPOSE = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}  # PIL.Image.Transpose v
 
 
 @dataclass(frozen=True)
-class ImageSize:
-    """An image's dimensions, length and type, for the trace."""
+class LoadedImage:
+    """Checked, upright, metadata-free bytes (`image`), with what the caller passed (`original`) and
+    what was done to it (`steps`): the start of the trace's `ImageReport`, which `image_fit` completes
+    per provider. The record travels beside the bytes, not on them: adapters are sent `image` only."""
 
-    width: int
-    height: int
-    bytes: int
-    mime_type: str
+    image: ImageInput
+    original: ImageShape
+    steps: tuple[str, ...] = ()
 
+    @property
+    def data(self) -> bytes:
+        return self.image.data
 
-@dataclass(frozen=True)
-class LoadedImage(ImageInput):
-    """Checked, upright, metadata-free bytes, with what the caller passed and what was done to it."""
-
-    width: int = 0
-    height: int = 0
-    original: ImageSize | None = None
-    steps: tuple[str, ...] = field(default_factory=tuple)
+    @property
+    def mime_type(self) -> str:
+        return self.image.mime_type
 
 
 async def load_image(spec: str, settings: ImageSettings, client_roots: RootsProvider | None = None) -> LoadedImage:
@@ -144,7 +144,7 @@ def _normalize(box: list[bytes], max_pixels: int, origin: str) -> LoadedImage:
         image_format = image.format or ""
         width, height = image.size
         mime_in = Image.MIME.get(image_format, f"image/{image_format.lower()}")
-        original = ImageSize(width, height, original_len, mime_in)
+        original = ImageShape(width=width, height=height, bytes=original_len, mime_type=mime_in)
         check_bomb(image, bomb_limit(max_pixels), origin)
         orientation = _orientation(image)
         kept = image_metadata.plan(box[0], image_format) if sniff(box[0]) == image_format else None
@@ -152,7 +152,7 @@ def _normalize(box: list[bytes], max_pixels: int, origin: str) -> LoadedImage:
             data = kept.join() if kept.dropped else box[0]
             _check_intact(data, origin)
             steps = (f"metadata stripped losslessly: {image_metadata.describe(kept.dropped)}",) if kept.dropped else ()
-            return LoadedImage(data, PASSTHROUGH[image_format], width, height, original, steps)
+            return LoadedImage(ImageInput(data, PASSTHROUGH[image_format]), original, steps)
         # Rotated, scaled, another format, or a structure the lossless rebuild cannot vouch for: from the pixels.
         dropped = image_metadata.describe(kept.dropped) if kept else None
         del kept  # its pieces are views into the encoded input, which `_reencode` lets go of
@@ -186,7 +186,7 @@ def _check_intact(data: bytes, origin: str) -> None:
 
 
 def _reencode(box: list[bytes], stream: io.BytesIO, image: Any, max_pixels: int, orientation: int | None,
-              original: ImageSize, dropped: str | None) -> LoadedImage:
+              original: ImageShape, dropped: str | None) -> LoadedImage:
     """Decode (at reduced scale when it can), turn upright, scale within `max_pixels`, encode afresh
     from the pixels (and colour profile) alone. `dropped` names the metadata the file held ("" for
     none), or is None when its structure was not walked (another format, or one too damaged to)."""
@@ -226,7 +226,7 @@ def _reencode(box: list[bytes], stream: io.BytesIO, image: Any, max_pixels: int,
     elif dropped:
         steps.append(f"metadata stripped: {dropped}")
     steps.append(f"re-encoded as {out_format}" + (f" quality {JPEG_QUALITY}" if out_format == "JPEG" else ""))
-    return LoadedImage(buffer.getvalue(), PASSTHROUGH[out_format], image.width, image.height, original, tuple(steps))
+    return LoadedImage(ImageInput(buffer.getvalue(), PASSTHROUGH[out_format]), original, tuple(steps))
 
 
 def _dct_scaled(size: tuple[int, int], max_pixels: int) -> tuple[int, int] | None:

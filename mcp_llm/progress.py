@@ -20,9 +20,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import anyio
+
+if TYPE_CHECKING:
+    from mcp_llm.trace import Attempt
 
 log = logging.getLogger("mcp_llm")
 
@@ -32,12 +35,7 @@ ReportFn = Callable[[float, float | None, str | None], Awaitable[None]]
 ChunkFn = Callable[[str], Awaitable[None]]
 
 
-class _AttemptLike(Protocol):
-    model: str
-    outcome: str
-
-
-def attempt_reason(model_id: str, earlier: Sequence[_AttemptLike]) -> str:
+def attempt_reason(model_id: str, earlier: Sequence[Attempt]) -> str:
     """Why an attempt runs, from the attempts before it: first, retry, re-ask or fallback."""
     if not earlier:
         return "first"
@@ -64,7 +62,7 @@ class Progress:
     def characters(self) -> int:
         return self._chars
 
-    def listener(self, model_id: str, earlier: Sequence[_AttemptLike]) -> ChunkFn:
+    def listener(self, model_id: str, earlier: Sequence[Attempt]) -> ChunkFn:
         """The `on_chunk` callback of the attempt about to run with `model_id`."""
         number = len(earlier) + 1
         reason = attempt_reason(model_id, earlier)

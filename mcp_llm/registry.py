@@ -25,6 +25,7 @@ from mcp_llm.adapters.providers import spec_named
 from mcp_llm.adapters.spec import ProviderSpec
 from mcp_llm.config import ModelEntry, ProviderTable, Settings
 from mcp_llm.errors import ProviderNotReady, UnknownModelError, clip
+from mcp_llm.words import words
 
 MAX_ALIAS_DEPTH = 8
 # No id is longer: a native name is at most 200 characters (`_SAFE_NATIVE_NAME`), after a prefix or an
@@ -159,7 +160,7 @@ class Registry:
         what = "defaults.vision_model (or defaults.model)" if vision else "defaults.model"
         raise UnknownModelError(
             "No model was given and no default is configured.",
-            hint=f"Pass `model`{self.examples()}, set {what} in the config file, "
+            hint=f"Pass {words().model}{self.examples()}, set {what} in the config file, "
             "or use an MCP client that supports sampling (its own model answers then).",
         )
 
@@ -184,14 +185,14 @@ class Registry:
         if len(requested) > MAX_MODEL_ID_CHARS and requested not in self.settings.aliases:
             raise UnknownModelError(
                 f"Model id {clip(requested)} is too long to be one (at most {MAX_MODEL_ID_CHARS} characters).",
-                hint=f"Pass a model id{self.examples()}; list_models shows what is available.",
+                hint=f"Pass a model id{self.examples()}; {words().list_models} shows what is available.",
             )
         resolved = self.expand_alias(requested)
         entry = self.configured_entry(resolved)
         if entry is not None and not entry.enabled:
             raise UnknownModelError(
                 f"Model {clip(resolved)} is disabled in the config file.",
-                hint="Set enabled = true for it, or choose another model (list_models).",
+                hint=f"Set enabled = true for it, or choose another model ({words().list_models}).",
             )
         route = self.route_for(resolved)
         if route is None:
@@ -201,7 +202,7 @@ class Registry:
             # with the key attached): no path tricks, queries, fragments or escapes
             raise UnknownModelError(
                 f"Model id {clip(requested)} holds characters no model name has.",
-                hint="Model names are letters, digits and . _ - : / @ + (list_models shows the ids).",
+                hint=f"Model names are letters, digits and . _ - : / @ + ({words().list_models} shows the ids).",
             )
         return route
 
@@ -237,7 +238,8 @@ class Registry:
             hint = f"Did you mean {', '.join(repr(c) for c in close[:3])}? " + hint
         return UnknownModelError(
             f"Unknown model id {clip(model_id)}.",
-            hint=hint + f"{self.examples()}, or an alias from [aliases]; list_models shows what is available.",
+            hint=hint + f"{self.examples()}, or an alias from [aliases]; "
+            f"{words().list_models} shows what is available.",
         )
 
     # --- adapters --------------------------------------------------------------------------
@@ -249,12 +251,13 @@ class Registry:
         table = self.table(provider)
         if table is None:  # the tools check names first: this is a caller of ours asking for what is not there
             raise ProviderNotReady(f"{provider!r} is not a provider of this server.", provider=provider,
-                                   hint="list_models and provider_health show the providers there are.")
+                                   hint=f"{words().list_models} and {words().provider_health} show the providers "
+                                   "there are.")
         if table.spec.build is None:
             raise ProviderNotReady(
                 f"{self.label(provider)} is a known provider, but this version of mcp_llm has no adapter for it yet.",
                 provider=provider,
-                hint="Use an Ollama model ('ollama/<name>') for now; list_models shows those available.",
+                hint=f"Use an Ollama model ('ollama/<name>') for now; {words().list_models} shows those available.",
             )
         adapter = self._adapters[provider] = table.spec.build(table.section, timeouts(self.settings), provider)
         return adapter

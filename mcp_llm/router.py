@@ -13,18 +13,17 @@ Every try is recorded as an `Attempt`, so the result (or the final error) says w
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from pydantic import BaseModel, Field
 
 from mcp_llm.adapters.base import Completion, ImageInput, LLMAdapter, Message, Request
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.errors import (
     AllAttemptsFailed,
+    BadRequestError,
     CircuitOpenError,
     InputError,
     LLMError,
@@ -34,7 +33,7 @@ from mcp_llm.errors import (
     RateLimitedError,
     TransientError,
 )
-from mcp_llm.image_fit import ImageReport, images_for_route
+from mcp_llm.image_fit import CannotFit, fit_all
 from mcp_llm.progress import Progress, ReportFn
 from mcp_llm.registry import Registry, Route
 from mcp_llm.schema import (
@@ -45,58 +44,17 @@ from mcp_llm.schema import (
     schema_instruction,
 )
 from mcp_llm.stats import Stats
+from mcp_llm.trace import Attempt, AttemptOutcome, ImageReport, Trace, Usage
+from mcp_llm.vision import check_vision
+from mcp_llm.words import words
 from mcp_llm.zero_config import DefaultPicker
 
 if TYPE_CHECKING:
-    from mcp_llm.adapters.sampling import ClientCall
+    from mcp_llm.client_call import ClientCall
+    from mcp_llm.images import LoadedImage
 
 RETRY_INITIAL_WAIT_S = 0.5
 RETRY_MAX_WAIT_S = 8.0
-
-# The tool arguments' domains, checked at the tool boundary (`check_arguments`). A temperature up
-# to the highest any provider takes (OpenAI, Gemini, Ollama: 2) is valid; one above a provider's
-# own range (Anthropic: 1, `Capabilities.temperature_max`) is lowered to it there, and said so in
-# the trace's `argument_rewrites`.
-TEMPERATURE_MAX = 2.0
-MAX_TOKENS_LIMIT = 1_000_000  # above every model's output limit; the provider refuses what its model cannot
-TIMEOUT_MAX_S = 86_400.0
-
-
-AttemptOutcome = Literal["ok", "invalid_output", "error", "skipped"]
-
-
-class Attempt(BaseModel):
-    model: str
-    provider: str
-    outcome: AttemptOutcome = Field(description="ok, invalid_output, error, or skipped (circuit open)")
-    error: str | None = None  # the error's kind (e.g. `unavailable`, `invalid_output`), None when ok
-    latency_ms: float
-
-
-class Usage(BaseModel):
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
-class Trace(BaseModel):
-    """The fields every tool result carries: who answered, how, and at what cost."""
-
-    model: str = Field(description="The model that answered.")
-    provider: str
-    attempts: list[Attempt] = Field(description="Every try, in order, including failed ones.")
-    usage: Usage = Field(description="Tokens over all attempts of this call.")
-    latency_ms: float = Field(description="Wall time of the whole call.")
-    schema_rewrites: list[str] = Field(
-        default_factory=list, description="What was changed in the schema for the provider; empty if nothing."
-    )
-    argument_rewrites: list[str] = Field(
-        default_factory=list, description="Arguments changed to fit the provider that answered (a temperature "
-        "above its range lowered to its maximum); empty if nothing."
-    )
-    images: list[ImageReport] = Field(
-        default_factory=list, description="Each image as passed and as sent to the model that answered, "
-        "with what was done (rotated, scaled, re-encoded); empty without images."
-    )
 
 
 @dataclass
@@ -114,40 +72,10 @@ class CallSpec:
     system: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
-    images: tuple[ImageInput, ...] = ()
+    images: tuple[LoadedImage, ...] = ()  # as `images.load_image` made them; fitted per route here
     timeout_s: float | None = None
-    client: ClientCall | None = None  # this call's MCP client (sampling), from server.py; never shared
+    client: ClientCall | None = None  # this call's MCP client (sampling), from the tool call; never shared
     progress: ReportFn | None = None  # e.g. the MCP context's report_progress: streamed text reports through it
-
-
-def check_arguments(temperature: float | None, max_tokens: int | None, timeout_s: float | None) -> None:
-    """The tool boundary's check of the numeric arguments: an `InputError` for a value out of every
-    provider's domain (NaN, infinity, negative, absurdly large), before anything is sent. JSON's
-    `1e309` reads as infinity and pydantic takes a bare `NaN`, so both do arrive here; sent on, they
-    could not even be encoded, and must never look like the provider's fault."""
-    if temperature is not None and not (math.isfinite(temperature) and 0 <= temperature <= TEMPERATURE_MAX):
-        raise InputError(
-            f"temperature must be a number from 0 to {TEMPERATURE_MAX:g}, not {_number(temperature)}.",
-            hint="Leave it out for the provider's default; 0 is the most deterministic. A provider with a "
-            "smaller range (Anthropic: 0 to 1) gets its highest value instead, and argument_rewrites says so.",
-        )
-    if max_tokens is not None and not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
-        raise InputError(
-            f"max_tokens must be a whole number from 1 to {MAX_TOKENS_LIMIT:,}, not {max_tokens:,}.",
-            hint="It caps the length of the answer; leave it out for the provider's default.",
-        )
-    if timeout_s is not None and not (math.isfinite(timeout_s) and 0 < timeout_s <= TIMEOUT_MAX_S):
-        raise InputError(
-            f"timeout_s must be a number of seconds above 0 and at most {TIMEOUT_MAX_S:,.0f}, "
-            f"not {_number(timeout_s)}.",
-            hint="Pass seconds, e.g. 60, or leave it out for defaults.timeout_s.",
-        )
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return f"{value} (a number too large for a double, such as 1e309, reads as infinity)"
-    return f"{value:g}"
 
 
 class _Call:
@@ -237,6 +165,8 @@ class Router:
         model = spec.model
         if not (model or "").strip() and self.registry.configured_default(vision=vision) is None:
             model = await self.picker.pick(vision=vision, client=spec.client)
+        else:
+            await self.picker.prepare(model)  # `llamacpp/<model>` as list_models showed it, in a fresh process
         first = self.registry.resolve(model, vision=vision)
         errors: list[tuple[str, LLMError]] = []
         chain = self.chain(first)
@@ -263,7 +193,7 @@ class Router:
 
     async def _run_model(self, route: Route, spec: CallSpec, call: _Call) -> Outcome:
         adapter = await self.registry.ready_adapter(route.provider)
-        images, call.images = await images_for_route(self.registry, adapter, route, spec.images)
+        images, call.images = await self._images_for(adapter, route, spec.images)
         dialect = self.registry.schema_dialect(route.provider)
         compiled = await compile_for_off_loop(dialect, spec.schema) if spec.schema is not None else None
         system = spec.system
@@ -302,6 +232,24 @@ class Router:
             return Outcome(completion.text, data, trace)
         raise AssertionError("unreachable: the last round returns or raises")
 
+    async def _images_for(
+        self, adapter: LLMAdapter, route: Route, images: tuple[LoadedImage, ...]
+    ) -> tuple[tuple[ImageInput, ...], list[ImageReport]]:
+        """The images as `route`'s provider can take them, and what was done to each (for the trace).
+
+        Routing decides who may see an image: a model that cannot read images is refused here,
+        before anything is sent (`vision.check_vision`). The pixels are image_fit's. Either refusal
+        is a non-retryable error of that provider, so the next model of the chain is tried.
+        """
+        if not images:
+            return (), []
+        await check_vision(self.registry, adapter, route)
+        try:
+            return await fit_all(images, adapter.capabilities, route.provider)
+        except CannotFit as exc:
+            raise BadRequestError(f"The image {exc}.", provider=route.provider, model=route.model_id,
+                                  hint="Use another provider's model, or send a smaller image.") from None
+
     async def _complete_with_retries(
         self, adapter: LLMAdapter, route: Route, request: Request, call: _Call
     ) -> tuple[Completion, float]:
@@ -326,7 +274,7 @@ class Router:
                         f"{provider} is skipped: it failed {failures} time{'s' if failures != 1 else ''} in a row.",
                         provider=provider, model=route.model_id,
                         hint=f"It is tried again in {self.breakers.retry_in(provider):.1f} s; "
-                        "provider_health shows its state.",
+                        f"{words().provider_health} shows its state.",
                     )
                     call.record(route, "skipped", started, error)
                     raise error
@@ -361,7 +309,7 @@ class Router:
             f"{route.model_id} did not answer within the call's deadline.",
             provider=route.provider,
             model=route.model_id,
-            hint="Pass a larger timeout_s for slow models, or raise defaults.timeout_s.",
+            hint=f"Pass a larger {words().timeout_s} for slow models, or raise defaults.timeout_s.",
         )
 
     def _wait(self, backoff: Any) -> Any:

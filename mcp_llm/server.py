@@ -1,8 +1,11 @@
-"""The MCP server: four thin tools and the preset resources.
+"""The MCP server: the four tools' MCP wiring and the preset resources.
 
-Each tool parses its arguments, calls the router (or the registry) once, and returns a
-pydantic model, which the SDK publishes as the tool's output schema and `structuredContent`.
-Our errors become tool errors here, and only here, with a message that says what to do.
+What each tool does is `tools.py`'s (shared with the command line); here is only what MCP needs:
+each tool's signature with its parameter descriptions (the input schema the assistant's model
+reads), its annotations, the call's client handle (`client_call.ClientCall`, built from the MCP
+`Context`: sampling, roots, the 2026-07-28 input requests), the resources, and `tool_errors`: our
+errors become tool errors here, and only here, with a message that says what to do. The result
+models come back from `tools.py` and the SDK publishes them as output schema and `structuredContent`.
 Building the server imports no provider SDK and touches no network.
 """
 
@@ -13,41 +16,40 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import unquote, urlsplit
 
 import anyio
-from mcp import MCPError
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp_types import (
-    Completion,
-    InputRequiredResult,
-    ListRootsRequest,
-    ListRootsResult,
-    ResourceTemplateReference,
-    ToolAnnotations,
-)
-from pydantic import BaseModel, Field, StrictBool
+from mcp_types import Completion, InputRequiredResult, ResourceTemplateReference, ToolAnnotations
+from pydantic import Field, StrictBool
 
 from mcp_llm import __version__
-from mcp_llm.adapters.base import Health, ModelInfo
-from mcp_llm.adapters.sampling import AwaitingClient, ClientCall, StateCodec
 from mcp_llm.app import App
+from mcp_llm.client_call import AwaitingClient, ClientCall, StateCodec
 from mcp_llm.config import Settings
 from mcp_llm.errors import LLMError, clip
 from mcp_llm.output_schema import publish_inlined
 from mcp_llm.presets import PRESETS
-from mcp_llm.router import MAX_TOKENS_LIMIT, TEMPERATURE_MAX, TIMEOUT_MAX_S, CallSpec, Trace, check_arguments
-from mcp_llm.schema import parse_schema_argument_off_loop
-from mcp_llm.transport import LONE_SURROGATE, AnsweringReadStream, http_body_limit
+from mcp_llm.progress import ReportFn
+from mcp_llm.tools import (
+    MAX_TOKENS_LIMIT,
+    TEMPERATURE_MAX,
+    TIMEOUT_MAX_S,
+    HealthReport,
+    ImageResult,
+    ModelList,
+    StructuredResult,
+    Tools,
+)
+from mcp_llm.transport import AnsweringReadStream, http_body_limit
 
 log = logging.getLogger("mcp_llm")
 
 PRESET_TEMPLATE = "mcp-llm://presets/{name}"
+
 
 def instructions(settings: Settings, app: App) -> str:
     """What the assistant's model is told about this server: only what is true of its config."""
@@ -111,28 +113,6 @@ REFRESH = Annotated[bool, Field(description=(
     "Ask the providers again instead of using their listings cached for up to 30 s."))]
 
 
-class StructuredResult(Trace):
-    data: Any = Field(description="The answer; it validates against the schema that was passed.")
-
-
-class ImageResult(Trace):
-    text: str | None = Field(default=None, description="The answer, when no schema was passed.")
-    data: Any = Field(default=None, description="The answer as JSON valid against the schema, when one was passed.")
-
-
-class ModelList(BaseModel):
-    models: list[ModelInfo]
-
-
-class ProviderHealth(Health):
-    stats: dict[str, Any] = Field(default_factory=dict,
-                                  description="Usage since start (as in mcp-llm://stats); empty before any call.")
-
-
-class HealthReport(BaseModel):
-    providers: list[ProviderHealth]
-
-
 @contextmanager
 def tool_errors(tool: str) -> Iterator[None]:
     """Our anticipated errors → a tool error the assistant can act on; the server stays up.
@@ -159,37 +139,9 @@ def tool_errors(tool: str) -> Iterator[None]:
         ) from None
 
 
-ROOTS_TIMEOUT_S = 5.0
-
-
-async def declared_roots(ctx: Context) -> list[Path]:
-    """The `file://` roots the MCP client declares (`roots/list`), or none when it declares no roots
-    capability or cannot be asked (the capability is deprecated as of the 2026-07-28 protocol)."""
-    capabilities = ctx.client_capabilities
-    if capabilities is None or capabilities.roots is None:
-        return []
-    try:
-        with anyio.fail_after(ROOTS_TIMEOUT_S):
-            # send_request rather than session.list_roots(), which warns that roots are deprecated
-            result = await ctx.session.send_request(ListRootsRequest(), ListRootsResult)
-    except (MCPError, TimeoutError) as exc:
-        log.info("roots/list failed: %s", exc)
-        return []
-    roots = []
-    for root in result.roots:
-        uri = urlsplit(str(root.uri))
-        if uri.scheme == "file" and uri.netloc in ("", "localhost") and uri.path:
-            roots.append(Path(unquote(uri.path)))
-    return roots
-
-
-def valid_unicode(text: str) -> str:
-    """A text answer with each lone surrogate (a model's `"\ud800"`, decoded by its SDK) as U+FFFD:
-    the SDK cannot serialize one, and the caller got "Error executing tool" instead of the answer.
-    (A JSON answer holding one is refused by the reply reader and re-asked.)"""
-    if not LONE_SURROGATE.search(text):
-        return text
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+def _progress(ctx: Context | None) -> ReportFn | None:
+    """Where streamed text is reported: the call's MCP progress (a no-op without a progress token)."""
+    return ctx.report_progress if ctx else None
 
 
 class StaticTokenVerifier:
@@ -236,6 +188,7 @@ class LLMServer(MCPServer):
 def build_server(settings: Settings, *, http_token: str | None = None, http_url: str | None = None) -> MCPServer:
     """The server with its tools; `http_token` makes every HTTP request carry that bearer token."""
     app = App(settings)
+    tools = Tools(app)
     codec = StateCodec()  # signs the state a 2026-07-28 sampling call carries between rounds
     auth: dict[str, Any] = {}
     if http_token is not None:
@@ -282,17 +235,12 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         argument_rewrites). Bad input is a tool error that says what to change.
         """
         with tool_errors("generate_structured"):
-            check_arguments(temperature, max_tokens, timeout_s)
-            checked, _ = await parse_schema_argument_off_loop(schema, app.router.schema_limits)
             client = ClientCall(ctx, codec)
-            spec = CallSpec(prompt=prompt, schema=checked, model=model, system=system, temperature=temperature,
-                            max_tokens=max_tokens, timeout_s=timeout_s, client=client,
-                            progress=ctx.report_progress if ctx else None)
             try:
-                outcome = await app.router.run(spec)
+                return await tools.generate_structured(prompt, schema, model, system, temperature, max_tokens,
+                                                       timeout_s, client=client, progress=_progress(ctx))
             except AwaitingClient:  # 2026-07-28: ask the client to sample, then go on when it calls again
                 return client.input_required()
-            return StructuredResult(data=outcome.data, **outcome.trace.model_dump())
 
     @server.tool(title="Analyze an image", annotations=reads)
     async def analyze_image(
@@ -316,26 +264,12 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         defaults.vision_model (or pull one, e.g. `ollama pull llava`).
         """
         with tool_errors("analyze_image"):
-            check_arguments(temperature, max_tokens, timeout_s)
-            checked = None
-            if schema not in (None, ""):
-                checked = (await parse_schema_argument_off_loop(schema, app.router.schema_limits))[0]
-            from mcp_llm.images import load_image  # on first use: start-up does not pay for it
-
-            roots = (lambda: declared_roots(ctx)) if ctx is not None else None
-            loaded = await load_image(image, settings.images, roots)
             client = ClientCall(ctx, codec)
-            spec = CallSpec(prompt=prompt, schema=checked, model=model, temperature=temperature,
-                            max_tokens=max_tokens, images=(loaded,), timeout_s=timeout_s, client=client,
-                            progress=ctx.report_progress if ctx else None)
             try:
-                outcome = await app.router.run(spec)
+                return await tools.analyze_image(image, prompt, schema, model, temperature, max_tokens, timeout_s,
+                                                 client=client, progress=_progress(ctx))
             except AwaitingClient:
                 return client.input_required()
-            trace = outcome.trace.model_dump()
-            if checked is None:
-                return ImageResult(text=valid_unicode(outcome.text), **trace)
-            return ImageResult(data=outcome.data, **trace)
 
     names = ", ".join([*app.registry.provider_names(), "client"])
 
@@ -348,7 +282,7 @@ Providers of this server: {names}.""")
     async def list_models(provider: MODELS_PROVIDER = None, refresh: REFRESH = False,
                           ctx: Context | None = None) -> ModelList:
         with tool_errors("list_models"):
-            return ModelList(models=await app.models(provider, refresh, ClientCall(ctx, codec)))
+            return await tools.list_models(provider, refresh, client=ClientCall(ctx, codec))
 
     @server.tool(title="Provider health", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True),
                  description=f"""Whether each provider is reachable, how fast, its version, and whether a key is set.
@@ -358,9 +292,7 @@ unconfigured; `detail` says what to do when it is not ok; `circuit` is open whil
 kept failing is skipped. Providers of this server: {names}.""")
     async def provider_health(provider: HEALTH_PROVIDER = None, ctx: Context | None = None) -> HealthReport:
         with tool_errors("provider_health"):
-            usage = app.router.stats.providers()
-            return HealthReport(providers=[ProviderHealth(**row.model_dump(), stats=usage.get(row.provider, {}))
-                                           for row in await app.health(provider, ClientCall(ctx, codec))])
+            return await tools.provider_health(provider, client=ClientCall(ctx, codec))
 
     @server.resource("mcp-llm://presets", title="Schema presets", mime_type="application/json")
     def presets_index() -> str:

@@ -54,11 +54,12 @@ from mcp_llm.adapters import ollama
 from mcp_llm.adapters.base import ModelInfo
 from mcp_llm.errors import LLMError, UnknownModelError
 from mcp_llm.registry import _SAFE_NATIVE_NAME
+from mcp_llm.words import words
 
 if TYPE_CHECKING:
     import httpx
 
-    from mcp_llm.adapters.sampling import ClientCall
+    from mcp_llm.client_call import ClientCall
     from mcp_llm.registry import Registry
 
 log = logging.getLogger("mcp_llm")
@@ -348,7 +349,7 @@ class DefaultPicker:
             looked = "looking for local model servers is off (discovery.enabled)"
         return UnknownModelError(
             f"No model was given and none is configured, and none could be chosen: {looked}; and {why}.",
-            hint="Pass `model`, or set defaults.model in the config file; or start a local model server "
+            hint=f"Pass {words().model}, or set defaults.model in the config file; or start a local model server "
             f"(`llama-server -hf {'ggml-org/gemma-3-4b-it-GGUF' if vision else 'ggml-org/gemma-3-1b-it-GGUF'}`, "
             f"or `ollama serve` and `ollama pull {'llava' if vision else 'llama3.2:3b'}`); "
             "or use an MCP client that supports sampling.",

@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 from mcp import Client
 
 from mcp_llm.output_schema import inline_refs
-from mcp_llm.server import StructuredResult
+from mcp_llm.tools import StructuredResult
 
 pytestmark = pytest.mark.anyio
 

@@ -17,8 +17,8 @@ from mcp import Client
 
 from mcp_llm.config import load_settings
 from mcp_llm.progress import Progress
-from mcp_llm.router import Attempt
 from mcp_llm.server import build_server
+from mcp_llm.trace import Attempt
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.ollama_server import FakeOllama

@@ -297,7 +297,7 @@ async def test_a_tampered_request_state_is_refused(make_server: Any) -> None:
 
 
 def test_our_own_signature_refuses_a_forged_state() -> None:
-    from mcp_llm.adapters.sampling import STATE_VERSION, StateCodec, _State
+    from mcp_llm.client_call import STATE_VERSION, StateCodec, _State
     from mcp_llm.errors import InputError
 
     codec = StateCodec()

@@ -15,9 +15,9 @@ import pytest
 from mcp import Client, MCPError
 
 from mcp_llm.config import load_settings
-from mcp_llm.router import Attempt
 from mcp_llm.server import build_server
 from mcp_llm.stats import MAX_KEYS, OTHER, RESERVOIR_SIZE, Reservoir, Stats
+from mcp_llm.trace import Attempt
 from tests.fakes.ollama_server import FakeOllama
 
 pytestmark = pytest.mark.anyio

@@ -40,6 +40,7 @@ from mcp_llm.adapters.base import (
 )
 from mcp_llm.adapters.spec import API_KEY, Prefix, ProviderSettings, ProviderSpec, Secret
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
+from mcp_llm.words import words
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -252,7 +253,8 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None) -> Pro
         if status == 200:  # an error event inside a stream
             return ProviderServerError(f"{where} reported an error mid-stream ({kind}): {text}", provider=PROVIDER,
                                        model=model, status=status)
-        hint = "Check the model id; list_models shows the models this key can use." if status == 404 else None
+        hint = (f"Check the model id; {words().list_models} shows the models this key can use."
+                if status == 404 else None)
         if status == 413:
             hint = "Send a smaller image or prompt."
         retry_after = parse_retry_after(exc.response.headers.get("retry-after")) if exc.response else None

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from mcp_llm.errors import AuthError, ProviderError, ProviderNotReady
 
 if TYPE_CHECKING:
-    from mcp_llm.adapters.sampling import ClientCall
+    from mcp_llm.client_call import ClientCall
 
 ClientT = TypeVar("ClientT")
 

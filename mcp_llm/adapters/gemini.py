@@ -39,6 +39,7 @@ from mcp_llm.adapters.base import (
 )
 from mcp_llm.adapters.spec import API_KEY, FromEnv, Prefix, ProviderSettings, ProviderSpec, Secret
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
+from mcp_llm.words import words
 
 if TYPE_CHECKING:
     from google.genai import Client
@@ -318,7 +319,7 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None, *, ver
                              status=status, hint=VERTEX_HINT if vertex else KEY_HINT)
         hint = None
         if status == 404:
-            hint = "Check the model name; list_models shows the models this key can use."
+            hint = f"Check the model name; {words().list_models} shows the models this key can use."
         elif status == 400 and "schema" in text.lower():
             hint = "Simplify the schema; schema_rewrites lists what was already adapted for Gemini."
         return error_for_status(status, f"{where} answered {status} {exc.status or ''}: {text}".replace("  ", " "),

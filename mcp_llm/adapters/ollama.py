@@ -29,6 +29,7 @@ from mcp_llm.adapters.base import (
 )
 from mcp_llm.adapters.spec import Prefix, ProviderSettings, ProviderSpec
 from mcp_llm.errors import BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
+from mcp_llm.words import words
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -293,7 +294,7 @@ def _format(schema: Any) -> Any:
 
 
 OLLAMA_HINTS = {
-    404: "Run `ollama pull {model}` on that server, or pick one from list_models.",
+    404: "Run `ollama pull {model}` on that server, or pick one from {list_models}.",
     401: "Check the API key in OLLAMA_API_KEY (or the variable api_key_env names).",
     403: "Check the API key in OLLAMA_API_KEY (or the variable api_key_env names).",
     400: "If it names the schema, simplify the schema (some Ollama builds refuse `pattern`).",
@@ -318,7 +319,7 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None) -> Pro
         if "missing data required for image input" in text:  # Ollama's 500 for an image sent to a text model
             return BadRequestError(f"Ollama model {model!r} cannot read images ({text}).", provider=PROVIDER,
                                    model=model, status=status,
-                                   hint="Use a vision model (list_models shows vision: true).")
+                                   hint=f"Use a vision model ({words().list_models} shows vision: true).")
         if status == -1:
             return ProviderServerError(f"Ollama reported an error mid-stream: {text}.", provider=PROVIDER,
                                        model=model, status=status)
@@ -330,7 +331,7 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None) -> Pro
             message = f"{where} failed ({status}): {text}."
         else:
             message = f"{where} refused the request ({status}): {text}."
-        hint = OLLAMA_HINTS.get(status, "").format(model=model) or None
+        hint = OLLAMA_HINTS.get(status, "").format(model=model, list_models=words().list_models) or None
         return error_for_status(status, message, provider=PROVIDER, model=model, hint=hint,
                                 retry_after=_retry_after.get())
     # JSONDecodeError is a ValueError; a JSON body that is not an object fails `cls(**r.json())`

@@ -48,6 +48,7 @@ from mcp_llm.adapters.base import (
 )
 from mcp_llm.adapters.spec import API_KEY, ModelEntry, Prefix, ProviderSettings, ProviderSpec, Secret
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
+from mcp_llm.words import words
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -215,9 +216,10 @@ class OpenAIAdapter(LLMAdapter):
         if finish == "length" and request.schema is not None:
             # Cut off mid-JSON: never hand on a prefix that might still parse (a number, say).
             raise BadRequestError(
-                f"{self.where}: the answer was cut off at the max_tokens limit ({request.max_tokens or 'default'}) "
-                "before the JSON was complete.", provider=self.provider, model=request.model,
-                hint="Raise max_tokens, or ask for less (a smaller schema, shorter strings).")
+                f"{self.where}: the answer was cut off at the {words().max_tokens} limit "
+                f"({request.max_tokens or 'default'}) before the JSON was complete.", provider=self.provider,
+                model=request.model,
+                hint=f"Raise {words().max_tokens}, or ask for less (a smaller schema, shorter strings).")
         return Completion(text="".join(pieces), input_tokens=usage.prompt_tokens if usage else None,
                           output_tokens=usage.completion_tokens if usage else None, finish_reason=finish)
 
@@ -268,7 +270,7 @@ class OpenAIAdapter(LLMAdapter):
                                  status=status, hint=self._key_hint())
             hint = None
             if status == 404:
-                hint = "Check the model id; list_models shows the models this server has."
+                hint = f"Check the model id; {words().list_models} shows the models this server has."
             elif status == 400 and "context" in str(text).lower():
                 hint = "Shorten the prompt or schema, or start the server with a larger context (-c)."
             retry_after = parse_retry_after(exc.response.headers.get("retry-after")) if exc.response else None

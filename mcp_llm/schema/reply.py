@@ -23,6 +23,7 @@ from mcp_llm.schema.gate import json_depth
 from mcp_llm.schema.limits import DEFAULT_REPLY_LIMITS, OFF_LOOP_CHARS, ReplyLimits
 from mcp_llm.schema.regex import PatternUndecided
 from mcp_llm.schema.validation import ValidationTimeout, compiled_validator, errors_within
+from mcp_llm.words import words
 
 MAX_INTEGER_DIGITS = 64
 MAX_FENCED_BLOCKS = 8
@@ -151,7 +152,7 @@ def _not_json(text: str, problems: list[str]) -> OutputError:
         return OutputError("The model's JSON cannot be used: " + problems[0] + ".",
                            errors=[f"at $: {p}" for p in problems[:3]], reply=text)
     return NotJSONError(
-        "The model's answer is not JSON (prose, or JSON cut off by max_tokens).",
+        f"The model's answer is not JSON (prose, or JSON cut off by {words().max_tokens}).",
         errors=["the answer holds no JSON value: answer with JSON only, no prose"],
         reply=text,
     )

@@ -1,0 +1,66 @@
+"""What every tool result says about how it was made: the trace, and the records it is built from.
+
+These are data, with no behaviour and no imports of ours, so that everything that writes a part of
+the trace can import them pointing down: the router (attempts, usage), the per-call client handle
+(`client_call`, which carries attempts and usage between the rounds of a 2026-07-28 call), the image
+fitting (`image_fit`: one `ImageReport` per image) and the tools (whose results extend `Trace`).
+Field names and descriptions are the tools' output schema (DESIGN.md: contract).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+AttemptOutcome = Literal["ok", "invalid_output", "error", "skipped"]
+
+
+class Attempt(BaseModel):
+    model: str
+    provider: str
+    outcome: AttemptOutcome = Field(description="ok, invalid_output, error, or skipped (circuit open)")
+    error: str | None = None  # the error's kind (e.g. `unavailable`, `invalid_output`), None when ok
+    latency_ms: float
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ImageShape(BaseModel):
+    width: int
+    height: int
+    bytes: int
+    mime_type: str
+
+
+class ImageReport(BaseModel):
+    """What was sent for one image, next to what the caller passed, and the steps between."""
+
+    provider: str
+    original: ImageShape = Field(description="The image as the caller passed it.")
+    sent: ImageShape = Field(description="The image as the provider received it.")
+    steps: list[str] = Field(default_factory=list, description="What was done, in order; empty if nothing.")
+
+
+class Trace(BaseModel):
+    """The fields every tool result carries: who answered, how, and at what cost."""
+
+    model: str = Field(description="The model that answered.")
+    provider: str
+    attempts: list[Attempt] = Field(description="Every try, in order, including failed ones.")
+    usage: Usage = Field(description="Tokens over all attempts of this call.")
+    latency_ms: float = Field(description="Wall time of the whole call.")
+    schema_rewrites: list[str] = Field(
+        default_factory=list, description="What was changed in the schema for the provider; empty if nothing."
+    )
+    argument_rewrites: list[str] = Field(
+        default_factory=list, description="Arguments changed to fit the provider that answered (a temperature "
+        "above its range lowered to its maximum); empty if nothing."
+    )
+    images: list[ImageReport] = Field(
+        default_factory=list, description="Each image as passed and as sent to the model that answered, "
+        "with what was done (rotated, scaled, re-encoded); empty without images."
+    )
