@@ -101,7 +101,8 @@ TARGETS: dict[str, Target] = {
         f"{CORE_RULES}::test_config_command_says_not_set_without_secrets",
         f"{CORE_RULES}::test_each_secret_is_read_from_the_variable_its_config_names",
         "tests/test_config.py",
-    ), scope=("describe", "load_settings", "_first_env")),
+        "tests/test_provider_spec.py",
+    ), scope=("describe", "load_settings", "_first_env", "_fill_from_env", "_attach")),
     "images": Target("mcp_llm/images.py", (
         "tests/test_images.py",
         f"{CORE_RULES}::test_max_bytes_holds_for_inline_images_too",

@@ -37,6 +37,7 @@ def reserved_names(specs: tuple[ProviderSpec, ...]) -> frozenset[str]:
 
 
 RESERVED_ENDPOINT_NAMES = reserved_names(PROVIDERS)
+
 # Where people run local model servers, each on its usual loopback port: the endpoint name a found
 # server's models get (`llamacpp/<model>`) and its OpenAI-compatible base URL. Ollama is looked for at
 # providers.ollama's own endpoint. MCP_LLM_DISCOVERY replaces this list (tests point it at their fakes).

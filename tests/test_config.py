@@ -143,6 +143,10 @@ def test_a_providers_value_that_is_not_a_table_is_named(tmp_path: Path, xdg: Pat
     with pytest.raises(ConfigError) as caught:
         load_settings(path, env=env_with(xdg, GOOGLE_CLOUD_PROJECT="p"))
     assert "`providers`" in str(caught.value) and str(path) in str(caught.value)
+    for value in ("5", '"text"'):  # a provider's table that is not a table, with its variables set
+        path = write_config(tmp_path / "scalar.toml", f"[providers]\ngemini = {value}\n")
+        with pytest.raises(ConfigError, match=r"`providers\.gemini`"):
+            load_settings(path, env=env_with(xdg, GOOGLE_CLOUD_PROJECT="p", GOOGLE_GENAI_USE_VERTEXAI="1"))
 
 
 def test_the_providers_table_follows_the_specs(xdg: Path) -> None:

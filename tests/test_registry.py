@@ -308,3 +308,14 @@ def test_openai_and_compatible_endpoints_get_the_openai_adapter(registry: Regist
     adapter = registry.adapter(route.provider)
     assert isinstance(adapter, OpenAIAdapter) and adapter.provider == provider
     assert provider in registry.provider_names() and provider in registry.providers_with_adapters()
+
+
+@pytest.mark.parametrize("native", ["llama3.2:3b", "gemini-2.5-flash", "claude-haiku-4-5", "gpt-4o", "hf.co/x/y:q4"])
+def test_the_ids_a_provider_lists_its_models_as_route_back_to_it(registry: Registry, native: str) -> None:
+    # Each adapter lists a model as its spec's `model_id`: that id must route back to the same provider and name.
+    from mcp_llm.adapters.providers import PROVIDERS
+
+    for spec in PROVIDERS:
+        for options in {tuple(prefix.options.items()) for prefix in spec.prefixes}:
+            model_id = spec.model_id(native, **dict(options))
+            assert registry.route_for(model_id) == Route(model_id, spec.name, native, options=dict(options)), model_id

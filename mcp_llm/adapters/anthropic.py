@@ -184,7 +184,7 @@ class AnthropicAdapter(LLMAdapter):
         models: list[ModelInfo] = []
         with self._translate_errors(None):
             async for model in client.models.list(limit=100):
-                model_id = model.id if model.id.startswith("claude-") else f"anthropic/{model.id}"
+                model_id = SPEC.model_id(model.id)
                 models.append(ModelInfo(id=model_id, provider=PROVIDER, label=model.display_name or model.id,
                                         vision=True, structured=True, available=True, source="discovered"))
         return models

@@ -214,6 +214,8 @@ class GeminiAdapter(LLMAdapter):
         client = self._client(vertex, location or ("global" if vertex else None))
         endpoint = self.endpoint(vertex, location)
         models: list[ModelInfo] = []
+        # `vertex/<name>` when Vertex AI is not the configured backend, so that the ids route back there
+        route = {VERTEX: True} if vertex and self._settings.backend != "vertex" else {}
         with self._translate_errors(None, endpoint):
             pager = await client.aio.models.list(config={"page_size": 100, "query_base": True})
             async for model in pager:
@@ -223,9 +225,7 @@ class GeminiAdapter(LLMAdapter):
                 name = (model.name or "").rsplit("/", 1)[-1]
                 if not name:
                     continue
-                model_id = name if name.startswith("gemini-") else f"gemini/{name}"
-                if vertex and self._settings.backend != "vertex":
-                    model_id = f"vertex/{name}"
+                model_id = SPEC.model_id(name, **route)
                 models.append(ModelInfo(id=model_id, provider=PROVIDER, label=model.display_name or name,
                                         vision=True, structured=True, available=True, source="discovered"))
         return models

@@ -223,7 +223,7 @@ class OllamaAdapter(LLMAdapter):
                 tg.start_soon(learn_vision, name)
         return [
             ModelInfo(
-                id=f"ollama/{name}",
+                id=SPEC.model_id(name),
                 provider=PROVIDER,
                 label=name,
                 vision="vision" in (self._capabilities.get(name) or []),

@@ -164,6 +164,16 @@ class ProviderSpec:
     def call_scoped(self) -> bool:
         return self.call_health is not None
 
+    def model_id(self, native: str, **options: Any) -> str:
+        """The id that routes to the provider's model `native` (with these route options): the name itself
+        where a prefix is part of it (`claude-…`), else the first prefix with these options (`anthropic/…`,
+        `vertex/…` for vertex=True). What its adapter lists a model as."""
+        kept = [p for p in self.prefixes if not p.strip and native.startswith(p.text) and dict(p.options) == options]
+        if kept:
+            return native
+        stripped = next(p for p in self.prefixes if p.strip and dict(p.options) == options)
+        return stripped.text + native
+
     def route_names(self) -> list[str]:
         """The names an id can start with that route here (`ollama`, `vertex`, `client`): an endpoint named
         so would never be reached."""
