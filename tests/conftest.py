@@ -1,11 +1,14 @@
-"""Shared fixtures: a fake Ollama on loopback, settings pointing at it, and an MCP client on the server."""
+"""Shared fixtures: a fake Ollama on loopback, settings pointing at it, and an MCP client on the server;
+and every provider's fake behind one server (`running_fakes`, `fakes`, `serve`: see tests/fleet.py)."""
 
 from __future__ import annotations
 
+import importlib
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
@@ -15,6 +18,9 @@ from mcp_llm.adapters.base import Timeouts
 from mcp_llm.config import Settings, load_settings
 from mcp_llm.server import build_server
 from tests.fakes.ollama_server import FakeOllama
+
+if TYPE_CHECKING:
+    from tests.fleet import Fakes, Serve
 
 TEXT_MODEL = "ollama/llama3.2:3b"
 VISION_MODEL = "ollama/llava:7b"
@@ -131,6 +137,57 @@ async def call_error(client: Client, tool: str, **arguments: Any) -> str:
     result = await client.call_tool(tool, arguments)
     assert result.is_error, f"expected a tool error, got {result.structured_content!r}"
     return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+# --- every provider behind one server (tests/fleet.py) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def running_fakes() -> Iterator[Fakes]:
+    """Every provider's fake, for the whole module (each test resets them: `fakes`). The provider SDKs
+    are imported once up front, so no call's deadline pays for an import (Anthropic's takes ~2 s)."""
+    from tests.fakes.anthropic_server import FakeAnthropic
+    from tests.fakes.gemini_server import FakeGemini
+    from tests.fleet import ANTHROPIC_KEY, GEMINI_KEY, Fakes
+
+    for sdk in ("ollama", "google.genai", "anthropic"):
+        importlib.import_module(sdk)
+    with FakeOllama() as ollama, FakeGemini(api_key=GEMINI_KEY) as gemini, \
+            FakeAnthropic(api_key=ANTHROPIC_KEY) as anthropic:
+        yield Fakes(ollama, gemini, anthropic)
+
+
+@pytest.fixture
+def fakes(running_fakes: Fakes) -> Iterator[Fakes]:
+    for fake in running_fakes.all():
+        fake.reset()
+    yield running_fakes
+    for fake in running_fakes.all():
+        assert not fake.errors, f"the fake server itself failed: {fake.errors!r}"
+
+
+@pytest.fixture
+def serve(fakes: Fakes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Serve:
+    """`async with serve(**config) as client:` — the server on every fake, with that config (`fleet.config_text`)."""
+    from tests.fleet import ENV, config_text
+
+    for name, value in ENV.items():  # the SDKs read some of these themselves
+        monkeypatch.setenv(name, value)
+
+    @asynccontextmanager
+    async def open_client(**config: Any) -> AsyncIterator[Client]:
+        path = tmp_path / "config.toml"
+        path.write_text(config_text(fakes, **config), encoding="utf-8")
+        async with Client(build_server(load_settings(path, env=ENV))) as client:
+            yield client
+
+    return open_client
+
+
+@pytest.fixture
+def fresh_health(monkeypatch: pytest.MonkeyPatch) -> None:
+    """provider_health caches its probes for 5 s; a cached entry would hide the circuit's changes."""
+    monkeypatch.setattr("mcp_llm.app.HEALTH_CACHE_S", 0.0)
 
 
 # --- the report: the product's tests and the fakes' self-tests, counted apart ---------------------

@@ -8,6 +8,7 @@ run as a real subprocess, with canary keys in its environment.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mcp_llm.cli import main as cli_main
 from mcp_llm.config import Settings, describe, load_settings
 from mcp_llm.errors import ConfigError
 from tests.conftest import write_config
@@ -501,3 +503,103 @@ def test_a_discovered_endpoint_gets_a_name_no_configured_one_has(tmp_path: Path,
     assert settings.add_discovered_endpoint("llamacpp", "http://127.0.0.1:8081/v1") == "llamacpp-local2"
     assert settings.add_discovered_endpoint("lmstudio", "http://127.0.0.1:1234/v1") == "here"  # the same server
     assert settings.providers.openai_compatible["llamacpp"].endpoint == "http://gpu:8080/v1"
+
+
+# --- `mcp-llm config`: every secret redacted, and each read from its variable ---------------------
+
+
+SECRETS = {
+    "OLLAMA_API_KEY": "canary-ollama-1111",
+    "GEMINI_API_KEY": "canary-gemini-2222",
+    "ANTHROPIC_API_KEY": "canary-anthropic-3333",
+    "OPENAI_API_KEY": "canary-openai-4444",
+    "VERTEX_TOKEN": "canary-vertex-token-5555",
+    "LMSTUDIO_KEY": "canary-lmstudio-6666",
+    "MCP_HTTP_TOKEN": "canary-http-token-7777",
+}
+
+
+VERTEX_CONFIG = """
+[providers.gemini]
+backend = "vertex"
+project = "proj-x"
+access_token_env = "VERTEX_TOKEN"
+
+[providers.openai_compatible.lmstudio]
+endpoint = "http://127.0.0.1:1234/v1"
+api_key_env = "LMSTUDIO_KEY"
+
+[server]
+token_env = "MCP_HTTP_TOKEN"
+"""
+
+
+def run_config_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                       env: dict[str, str], *args: str) -> str:
+    """`mcp-llm --config … config [args]` through the CLI's own entry point; its stdout."""
+    for name in (*SECRETS, "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_CLOUD_PROJECT", "OLLAMA_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    root = logging.getLogger()  # main() sets up its stderr logging: undone after the test
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    path = tmp_path / "config.toml"
+    path.write_text(VERTEX_CONFIG, encoding="utf-8")
+    assert cli_main(["--config", str(path), "config", *args]) == 0
+    out, err = capsys.readouterr()
+    for secret in SECRETS.values():
+        assert secret not in out + err, f"`mcp-llm config` printed a secret: {secret}"
+    return out
+
+
+def test_config_command_redacts_every_secret_and_says_where_it_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = run_config_command(tmp_path, monkeypatch, capsys, SECRETS).splitlines()
+    for name, variable in (("ollama", "OLLAMA_API_KEY"), ("gemini", "GEMINI_API_KEY"),
+                           ("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY")):
+        assert f'providers.{name}.api_key = "<set>"    # env:{variable}' in lines
+    assert 'providers.gemini.access_token = "<set>"    # env:VERTEX_TOKEN' in lines
+    assert 'providers.openai_compatible.lmstudio.api_key = "<set>"    # env:LMSTUDIO_KEY' in lines
+    assert 'server.token_env = "MCP_HTTP_TOKEN"    # file' in lines  # the variable's name, never its value
+
+
+def test_config_command_json_redacts_every_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    printed = json.loads(run_config_command(tmp_path, monkeypatch, capsys, SECRETS, "--json"))
+    providers = printed["config"]["providers"]
+    for name in ("ollama", "gemini", "anthropic", "openai"):
+        assert providers[name]["api_key"] == "<set>", name
+    assert providers["gemini"]["access_token"] == "<set>"
+    assert providers["openai_compatible"]["lmstudio"]["api_key"] == "<set>"
+    assert printed["sources"]["providers.gemini.access_token"] == "env:VERTEX_TOKEN"
+
+
+def test_config_command_says_not_set_without_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    printed = json.loads(run_config_command(tmp_path, monkeypatch, capsys, {}, "--json"))
+    providers = printed["config"]["providers"]
+    for name in ("ollama", "gemini", "anthropic", "openai"):
+        assert providers[name]["api_key"] == "<not set>", name
+    assert providers["gemini"]["access_token"] == "<not set>"
+    assert providers["openai_compatible"]["lmstudio"]["api_key"] == "<not set>"
+    assert not any(key.endswith((".api_key", ".access_token")) for key in printed["sources"])
+
+
+def test_each_secret_is_read_from_the_variable_its_config_names(tmp_path: Path) -> None:
+    # Redaction hides the values; the adapters must still get the right ones (the value, not the name).
+    path = tmp_path / "config.toml"
+    path.write_text(VERTEX_CONFIG, encoding="utf-8")
+    settings = load_settings(path, env=SECRETS)
+    providers = settings.providers
+    assert providers.gemini.access_token is not None
+    assert providers.gemini.access_token.get_secret_value() == SECRETS["VERTEX_TOKEN"]
+    assert providers.openai_compatible["lmstudio"].api_key.get_secret_value() == SECRETS["LMSTUDIO_KEY"]
+    assert settings.server.token is not None and settings.server.token.get_secret_value() == SECRETS["MCP_HTTP_TOKEN"]
+    for name, variable in (("ollama", "OLLAMA_API_KEY"), ("gemini", "GEMINI_API_KEY"),
+                           ("anthropic", "ANTHROPIC_API_KEY"), ("openai", "OPENAI_API_KEY")):
+        key = settings.provider_settings(name).api_key
+        assert key is not None and key.get_secret_value() == SECRETS[variable], name

@@ -1,10 +1,11 @@
 """Fault injection through a real MCP client: each provider and each fault, and what the user sees.
 
-Every test builds the server with all three fakes (Ollama, Gemini, Anthropic) behind it, as in
-test_cloud_e2e.py, injects one fault into one provider's fake with `enqueue(...)` (or points the
-provider at a closed port), calls `generate_structured` through `mcp.Client`, and asserts the
-outcome from the tool result (`data`, `model`, `provider`, `attempts`) or from the tool error.
-After each faulty call the same session must answer the next call correctly.
+Every test builds the server with every provider's fake behind it (`serve`, conftest.py; the
+providers, faults and calling helpers are in tests/fleet.py), injects one fault into one provider's
+fake with `enqueue(...)` (or points the provider at a closed port), calls `generate_structured`
+through `mcp.Client`, and asserts the outcome from the tool result (`data`, `model`, `provider`,
+`attempts`) or from the tool error. After each faulty call the same session must answer the next
+call correctly.
 
 Waits are kept small: `max_retries` is at most 1 (backoff starts at 0.5 s plus up to 1 s of
 jitter), Retry-After is 1 s, a hung request is given up on after 0.5 s (1 s at a call's deadline).
@@ -14,256 +15,35 @@ once up front, so no call's deadline pays for an import (Anthropic's takes ~2 s)
 
 from __future__ import annotations
 
-import importlib
-import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
-import jsonschema
 import pytest
-from mcp import Client
 
-from mcp_llm.config import load_settings
-from mcp_llm.server import build_server
-from tests.conftest import call, call_error, free_port
-from tests.fakes.anthropic_server import FakeAnthropic
-from tests.fakes.gemini_server import FakeGemini
-from tests.fakes.ollama_server import FakeOllama
+from tests.conftest import free_port
+from tests.fleet import (
+    BY_NAME,
+    GOOD,
+    INVALID,
+    OLLAMA,
+    TRANSIENT,
+    Fakes,
+    Provider,
+    Serve,
+    assert_next_call_ok,
+    fault_kwargs,
+    generate,
+    generate_error,
+    health,
+    matrix,
+    per_provider,
+    tries,
+)
 
 pytestmark = pytest.mark.anyio
 
-GEMINI_KEY = "AIza-faults-gemini-1234"
-ANTHROPIC_KEY = "sk-ant-faults-5678"
-ENV = {"GEMINI_API_KEY": GEMINI_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY}
-
-SCHEMA = {
-    "type": "object",
-    "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
-    "required": ["city", "population"],
-}
-GOOD = {"city": "Lyon", "population": 522250}  # four streamed pieces: a mid-stream error cuts it after two
-SCHEMA_VIOLATION = {"city": 42}  # wrong type, and `population` missing
-PROSE = "The city is Lyon, and a little over half a million people live there."
-
 HUNG_TRY_S = 0.5  # how long one hung request is waited for, when a test wants a retry or a fallback after it
-
-
-# --- providers and faults -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Provider:
-    name: str  # as in `provider` of a result, and `providers.<name>` in config
-    model: str
-    label: str  # how its errors name it ("Cannot reach Gemini at ...")
-    fallback: str  # a model on another provider
-    fallback_provider: str
-
-    def __str__(self) -> str:
-        return self.name
-
-
-OLLAMA = Provider("ollama", "ollama/llama3.2:3b", "Ollama", "claude-haiku-4-5", "anthropic")
-GEMINI = Provider("gemini", "gemini-2.5-flash", "Gemini", "ollama/llama3.2:3b", "ollama")
-ANTHROPIC = Provider("anthropic", "claude-haiku-4-5", "Anthropic", "gemini-2.5-flash", "gemini")
-PROVIDERS = [OLLAMA, GEMINI, ANTHROPIC]
-BY_NAME = {p.name: p for p in PROVIDERS}
-
-
-def fault_kwargs(provider: Provider, fault: str, *, retry_after: str = "1") -> dict[str, Any]:
-    """`enqueue(...)` arguments for one fault, in that provider's fake's dialect."""
-    message_key = "message" if provider.name == "anthropic" else "error"
-    if fault in ("500", "503"):
-        return {"status": int(fault), message_key: f"simulated {fault}"}
-    if fault == "429":
-        return {"status": 429, message_key: "simulated 429, slow down", "headers": {"Retry-After": retry_after}}
-    if fault == "read_timeout":
-        return {"hang": True}
-    if fault == "malformed_body":
-        return {"raw_body": b"<html>oops</html>"}
-    if fault == "mid_stream":
-        if provider.name == "anthropic":  # the fake takes the error event's type, and its message
-            return {"content": GOOD, "stream_error": "api_error", "message": "simulated mid-stream failure"}
-        return {"content": GOOD, "stream_error": "simulated mid-stream failure"}
-    raise AssertionError(f"unknown fault {fault!r}")
-
-
-# The fault → the error kind its failed attempt must show.
-TRANSIENT = {
-    "500": "server_error",
-    "503": "server_error",
-    "429": "rate_limited",
-    "read_timeout": "timeout",
-    "malformed_body": "server_error",
-    "mid_stream": "server_error",
-}
-INVALID = {"schema_violation": (SCHEMA_VIOLATION, "invalid_output"), "prose": (PROSE, "not_json")}
-
-
-def matrix(faults: list[str]) -> list[Any]:
-    return [pytest.param(p, f, id=f"{p.name}-{f}") for p in PROVIDERS for f in faults]
-
-
-def per_provider() -> list[Any]:
-    return [pytest.param(p, id=p.name) for p in PROVIDERS]
-
-
-# --- fakes, config, server ------------------------------------------------------------------------
-
-
-@dataclass
-class Fakes:
-    ollama: FakeOllama
-    gemini: FakeGemini
-    anthropic: FakeAnthropic
-
-    def all(self) -> tuple[Any, ...]:
-        return self.ollama, self.gemini, self.anthropic
-
-    def of(self, provider: Provider | str) -> Any:
-        return getattr(self, str(provider))
-
-    def _completion_requests(self, provider: Provider | str) -> list[Any]:
-        kind = {"ollama": "chat_requests", "gemini": "generate_requests", "anthropic": "message_requests"}
-        return getattr(self.of(provider), kind[str(provider)])
-
-    def completions(self, provider: Provider | str) -> int:
-        """How many completion requests reached that provider's fake."""
-        return len(self._completion_requests(provider))
-
-    def last_completion(self, provider: Provider | str) -> str:
-        """The last completion request's body, as JSON text."""
-        return json.dumps(self._completion_requests(provider)[-1].json)
-
-
-@pytest.fixture(scope="module")
-def running_fakes() -> Iterator[Fakes]:
-    for sdk in ("ollama", "google.genai", "anthropic"):  # see the module docstring
-        importlib.import_module(sdk)
-    with FakeOllama() as ollama, FakeGemini(api_key=GEMINI_KEY) as gemini, \
-            FakeAnthropic(api_key=ANTHROPIC_KEY) as anthropic:
-        yield Fakes(ollama, gemini, anthropic)
-
-
-@pytest.fixture
-def fakes(running_fakes: Fakes) -> Iterator[Fakes]:
-    for fake in running_fakes.all():
-        fake.reset()
-    yield running_fakes
-    for fake in running_fakes.all():
-        assert not fake.errors, f"the fake server itself failed: {fake.errors!r}"
-
-
-def toml_list(ids: list[str]) -> str:
-    return json.dumps(ids)
-
-
-def config_text(
-    fakes: Fakes,
-    *,
-    max_retries: int = 1,
-    max_repairs: int = 1,
-    timeout_s: float = 10,
-    defaults: str = "",
-    fallback: Sequence[str] = (),
-    model_fallback: dict[str, list[str]] | None = None,
-    endpoints: dict[str, str] | None = None,
-) -> str:
-    urls = {name: fakes.of(name).url for name in BY_NAME} | (endpoints or {})
-    own = model_fallback or {}
-    return f"""
-[defaults]
-model = "{OLLAMA.model}"
-max_retries = {max_retries}
-max_repairs = {max_repairs}
-timeout_s = {timeout_s}
-fallback = {toml_list(list(fallback))}
-{defaults}
-
-[providers.ollama]
-endpoint = "{urls["ollama"]}"
-
-[[providers.ollama.models]]
-id = "llama3.2:3b"
-fallback = {toml_list(own.get("ollama", []))}
-
-[providers.gemini]
-endpoint = "{urls["gemini"]}"
-
-[[providers.gemini.models]]
-id = "gemini-2.5-flash"
-fallback = {toml_list(own.get("gemini", []))}
-
-[providers.anthropic]
-endpoint = "{urls["anthropic"]}"
-
-[[providers.anthropic.models]]
-id = "claude-haiku-4-5"
-fallback = {toml_list(own.get("anthropic", []))}
-"""
-
-
-Serve = Callable[..., AbstractAsyncContextManager[Client]]
-
-
-@pytest.fixture
-def serve(fakes: Fakes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Serve:
-    """`async with serve(**config) as client:` — the server on all three fakes, with that config."""
-    for name, value in ENV.items():  # the SDKs read some of these themselves
-        monkeypatch.setenv(name, value)
-
-    @asynccontextmanager
-    async def open_client(**config: Any) -> AsyncIterator[Client]:
-        path = tmp_path / "config.toml"
-        path.write_text(config_text(fakes, **config), encoding="utf-8")
-        async with Client(build_server(load_settings(path, env=ENV))) as client:
-            yield client
-
-    return open_client
-
-
-# --- calling --------------------------------------------------------------------------------------
-
-
-async def generate(client: Client, model: str, **arguments: Any) -> tuple[dict[str, Any], float]:
-    """A call that must succeed: its result (validated against SCHEMA here) and its wall time."""
-    started = time.perf_counter()
-    result = await call(client, "generate_structured", prompt="A French city, please.", schema=SCHEMA,
-                        model=model, **arguments)
-    elapsed = time.perf_counter() - started
-    jsonschema.validate(result["data"], SCHEMA)
-    return result, elapsed
-
-
-async def generate_error(client: Client, model: str, **arguments: Any) -> tuple[str, float]:
-    """A call that must fail: the tool error's text and the call's wall time."""
-    started = time.perf_counter()
-    text = await call_error(client, "generate_structured", prompt="A French city, please.", schema=SCHEMA,
-                            model=model, **arguments)
-    return text, time.perf_counter() - started
-
-
-def tries(result: dict[str, Any]) -> list[tuple[str, str, str | None]]:
-    """The attempts as (model, outcome, error kind)."""
-    return [(a["model"], a["outcome"], a["error"]) for a in result["attempts"]]
-
-
-async def assert_next_call_ok(client: Client, model: str, provider: str) -> None:
-    """The same session answers the next call, first time, from the provider asked."""
-    result, _ = await generate(client, model, timeout_s=5)
-    assert (result["model"], result["provider"]) == (model, provider)
-    assert tries(result) == [(model, "ok", None)], "the call after the faulty one did not go through cleanly"
-
-
-async def health(client: Client, provider: Provider) -> dict[str, Any]:
-    report = await call(client, "provider_health", provider=provider.name)
-    (entry,) = report["providers"]
-    return entry
 
 
 def read_timeout_config(config: dict[str, Any], arguments: dict[str, Any], fault: str) -> None:

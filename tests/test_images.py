@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,86 @@ async def test_urls_are_fetched_when_enabled_and_still_checked(images: ImageSett
             await load_image(f"{fake.url}/", enabled)
         with pytest.raises(ImageError, match="HTTP 404"):
             await load_image(f"{fake.url}/nothing-here.png", enabled)
+
+
+# --- the roots, the size limit on every form, what errors name ------------------------------------
+
+
+@pytest.fixture
+def image_settings(image_root: Path) -> ImageSettings:
+    return ImageSettings(roots=[image_root], max_bytes=200_000, max_pixels=4096 * 4096)
+
+
+def noise_png(side: int = 300) -> bytes:
+    """A PNG that does not compress: about 3 × side² bytes."""
+    image = Image.frombytes("RGB", (side, side), random.Random(7).randbytes(side * side * 3))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("form", ["data-uri", "base64"])
+async def test_max_bytes_holds_for_inline_images_too(image_settings: ImageSettings, form: str) -> None:
+    raw = noise_png()
+    assert len(raw) > image_settings.max_bytes
+    encoded = base64.b64encode(raw).decode()
+    spec = f"data:image/png;base64,{encoded}" if form == "data-uri" else encoded
+    with pytest.raises(ImageError, match=r"over the 0\.2 MB limit"):
+        await load_image(spec, image_settings)
+
+
+async def test_a_path_outside_the_roots_names_every_allowed_root(image_settings: ImageSettings, image_root: Path,
+                                                                 tmp_path: Path) -> None:
+    declared = tmp_path / "declared"
+    declared.mkdir()
+    (tmp_path / "cat.png").write_bytes(png_bytes())
+
+    async def client_roots() -> list[Path]:
+        return [declared]
+
+    with pytest.raises(ImageError) as info:
+        await load_image(str(tmp_path / "cat.png"), image_settings, client_roots)
+    message = info.value.user_message()
+    assert f"outside the allowed roots ({image_root}, {declared})" in message
+    with pytest.raises(ImageError, match=r"outside the allowed roots \(\(none\)\)"):
+        await load_image(str(tmp_path / "cat.png"), ImageSettings(roots=[]))
+
+
+async def test_a_path_inside_the_configured_roots_needs_no_client_root(image_settings: ImageSettings,
+                                                                       image_root: Path, tmp_path: Path) -> None:
+    (image_root / "cat.png").write_bytes(png_bytes())
+    asked: list[bool] = []
+
+    async def client_roots() -> list[Path]:
+        asked.append(True)
+        return [tmp_path / "elsewhere"]
+
+    loaded = await load_image(str(image_root / "cat.png"), image_settings, client_roots)
+    assert loaded.mime_type == "image/png"
+    assert not asked, "the client was asked for its roots about a path images.roots already allows"
+
+
+async def test_surrounding_whitespace_is_ignored(image_settings: ImageSettings, image_root: Path) -> None:
+    (image_root / "cat.png").write_bytes(png_bytes())
+    assert (await load_image(f"  {image_root / 'cat.png'}\n", image_settings)).mime_type == "image/png"
+    data_uri = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    assert (await load_image(f"\n{data_uri} ", image_settings)).mime_type == "image/png"
+
+
+@pytest.mark.parametrize("length", [200, 201, 400])
+async def test_a_url_over_200_characters_is_clipped_in_errors(image_settings: ImageSettings, length: int) -> None:
+    from tests.fakes.ollama_server import FakeOllama
+
+    enabled = image_settings.model_copy(update={"allow_urls": True, "allow_private_urls": True})
+    with FakeOllama() as fake:  # `/` answers text, which is not an image
+        base = f"{fake.url}/?"
+        url = base + "q" * (length - len(base))
+        assert len(url) == length
+        with pytest.raises(ImageError) as info:
+            await load_image(url, enabled)
+    message = info.value.user_message()
+    assert "not an image" in message
+    if length <= 200:
+        assert url in message and "…" not in message
+    else:
+        assert url[:200] + "…" in message and url not in message

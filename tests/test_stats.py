@@ -7,6 +7,7 @@ steered per request: answers, invalid answers (re-asks), 500s (retries), a 404 (
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from mcp_llm.server import build_server
 from mcp_llm.stats import MAX_KEYS, OTHER, RESERVOIR_SIZE, Reservoir, Stats
 from mcp_llm.trace import Attempt
 from tests.fakes.ollama_server import FakeOllama
+from tests.fleet import BY_NAME, OLLAMA, Fakes, Serve, generate_error, non_transient
 
 pytestmark = pytest.mark.anyio
 
@@ -137,3 +139,28 @@ def test_ever_new_model_ids_cannot_grow_the_table() -> None:
     assert len(snapshot["models"]) == MAX_KEYS + 1
     assert snapshot["models"][OTHER]["calls"] == MAX_KEYS * 2
     assert snapshot["providers"]["ollama"]["calls"] == MAX_KEYS * 3 == snapshot["calls"]["calls"]
+
+
+# --- failed calls: their wall time, and their last error ------------------------------------------
+
+
+async def test_a_failed_call_counts_its_wall_time_in_the_stats(serve: Serve, fakes: Fakes) -> None:
+    fakes.ollama.enqueue(delay_s=0.3, **non_transient(OLLAMA, 401))
+    async with serve(max_retries=0) as client:
+        started = time.perf_counter()
+        await generate_error(client, OLLAMA.model)
+        wall_ms = (time.perf_counter() - started) * 1000
+        resource = await client.read_resource("mcp-llm://stats")
+    latency = json.loads(resource.contents[0].text)["calls"]["latency_ms"]  # type: ignore[union-attr]
+    assert 300 <= latency["p50"] <= wall_ms, (latency, wall_ms)
+
+
+async def test_a_failed_chain_is_counted_under_its_last_error(serve: Serve, fakes: Fakes) -> None:
+    # mcp-llm://stats counts a failed call under the kind of its last error (the one the caller acted on).
+    fakes.ollama.enqueue(**non_transient(OLLAMA, 401))
+    fakes.of(BY_NAME[OLLAMA.fallback_provider]).enqueue("no JSON here")
+    async with serve(max_retries=0, max_repairs=0, fallback=[OLLAMA.fallback]) as client:
+        await generate_error(client, OLLAMA.model)
+        resource = await client.read_resource("mcp-llm://stats")
+    stats = json.loads(resource.contents[0].text)  # type: ignore[union-attr]
+    assert stats["calls"]["failures"] == {"not_json": 1}
