@@ -14,13 +14,9 @@ from mcp_llm.adapters.base import ImageInput, Message, Request
 from mcp_llm.config import Settings
 from mcp_llm.errors import (
     AuthError,
-    BadRequestError,
-    ModelNotFoundError,
-    ProviderError,
     ProviderServerError,
     ProviderTimeout,
     ProviderUnavailable,
-    RateLimitedError,
 )
 from mcp_llm.schema.dialects import compile_anthropic
 from tests.conftest import budget, free_port
@@ -104,7 +100,9 @@ async def test_an_inherited_base_goes_as_strict_output_and_one_that_cannot_be_me
     base = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}
     merged = {"$defs": {"Base": base}, "type": "object", "properties": {"tags": SCHEMA["properties"]["tags"]},
               "allOf": [{"$ref": "#/$defs/Base"}]}
-    left_open = {**merged, "$defs": {"Base": {**base, "oneOf": [{"required": ["tags"]}, {"required": ["year"]}]}}}
+    # a base whose keys cannot all be listed (a map of `x-` keys): closing the object would forbid them
+    # (a `oneOf` of `required` lists no longer leaves it open: its names are listed, and it goes strict)
+    left_open = {**merged, "$defs": {"Base": {**base, "patternProperties": {"^x-": {}}}}}
     adapter = make_adapter()
     for schema in (merged, left_open):
         fake.enqueue({"title": "Alien", "tags": ["sci-fi"]})
@@ -129,38 +127,6 @@ async def test_free_text_and_image_blocks(make_adapter, fake: FakeAnthropic) -> 
     assert content[0]["source"]["media_type"] == "image/png"
     assert base64.b64decode(content[0]["source"]["data"]) == raw
     assert content[-1] == {"type": "text", "text": "What is it?"}
-    await adapter.aclose()
-
-
-@pytest.mark.parametrize(
-    ("status", "error_class", "retryable"),
-    [
-        (400, BadRequestError, False),
-        (401, AuthError, False),
-        (403, AuthError, False),
-        (404, ModelNotFoundError, False),
-        (413, BadRequestError, False),
-        (429, RateLimitedError, True),
-        (500, ProviderServerError, True),
-        (503, ProviderServerError, True),
-        (529, ProviderServerError, True),
-    ],
-)
-async def test_every_status_becomes_one_of_our_errors(make_adapter, fake: FakeAnthropic, status: int,
-                                                      error_class: type[ProviderError], retryable: bool) -> None:
-    adapter = make_adapter()
-    fake.enqueue(status=status, message=f"simulated {status}",
-                 headers={"retry-after": "7"} if status == 429 else None)
-    with pytest.raises(error_class) as caught:
-        await adapter.complete(ask(schema=SCHEMA))
-    error = caught.value
-    assert type(error) is error_class
-    assert error.retryable is retryable
-    assert error.status == status and error.provider == "anthropic"
-    assert f"simulated {status}" in error.message and fake.url in error.message
-    assert KEY not in error.user_message()
-    if status == 429:
-        assert error.retry_after == 7
     await adapter.aclose()
 
 

@@ -19,8 +19,6 @@ from mcp_llm.adapters.base import ImageInput, Message, Request
 from mcp_llm.adapters.ollama import OllamaAdapter
 from mcp_llm.config import Settings
 from mcp_llm.errors import (
-    AuthError,
-    BadRequestError,
     LLMError,
     ModelNotFoundError,
     ProviderError,
@@ -177,46 +175,7 @@ async def test_schema_reply_text_is_the_json_the_model_sent(adapter: OllamaAdapt
     assert completion.finish_reason == "stop"
 
 
-# --- error translation: every status the SDK can raise becomes one of ours ------------------------
-
-STATUS_MAP: list[tuple[int, type[ProviderError], bool]] = [
-    (400, BadRequestError, False),
-    (401, AuthError, False),
-    (403, AuthError, False),
-    (404, ModelNotFoundError, False),
-    (408, ProviderServerError, True),
-    (409, ProviderServerError, True),
-    (413, BadRequestError, False),
-    (422, BadRequestError, False),
-    (429, RateLimitedError, True),
-    (500, ProviderServerError, True),
-    (502, ProviderServerError, True),
-    (503, ProviderServerError, True),
-    (529, ProviderServerError, True),
-]
-
-
-@pytest.mark.parametrize(("status", "error_class", "retryable"), STATUS_MAP)
-async def test_http_status_becomes_our_error(
-    adapter: OllamaAdapter,
-    fake_ollama: FakeOllama,
-    status: int,
-    error_class: type[ProviderError],
-    retryable: bool,
-) -> None:
-    fake_ollama.enqueue(status=status, error=f"fake failure {status}")
-    with pytest.raises(ProviderError) as caught:
-        await adapter.complete(ask())
-    exc = caught.value
-    assert type(exc) is error_class
-    assert exc.retryable is retryable
-    assert isinstance(exc, TransientError) is retryable
-    assert exc.status == status
-    assert exc.provider == "ollama"
-    assert exc.model == "llama3.2:3b"
-    assert adapter.endpoint in str(exc)
-    assert f"fake failure {status}" in str(exc)
-    assert fake_ollama.queued == 0
+# --- error translation (every status, every SDK exception class: tests/test_provider_errors.py) ---------
 
 
 async def test_unknown_model_says_how_to_get_it(adapter: OllamaAdapter) -> None:
