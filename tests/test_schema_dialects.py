@@ -818,8 +818,12 @@ def test_a_schema_128_levels_deep_compiles(provider: str) -> None:
     for level in range(128):
         value = {"p": value} if level % 4 == 0 else [value] if level % 4 == 2 else value
     assert json.dumps(compiled.schema).count("\"p\"") == 64  # each level's property and its required name
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 5_000))  # the test's validator recurses; the compiler did not
-    jsonschema.validate(sent_value(compiled, value), compiled.schema, cls=jsonschema.Draft202012Validator)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 5_000))  # the test's validator recurses; the compiler did not
+    try:
+        jsonschema.validate(sent_value(compiled, value), compiled.schema, cls=jsonschema.Draft202012Validator)
+    finally:
+        sys.setrecursionlimit(limit)  # later tests rely on the default limit (the "too deep" ones)
 
 
 def test_compiling_a_large_schema_is_linear() -> None:
@@ -1076,10 +1080,8 @@ def test_compiled_schemas_admit_what_the_caller_allows(provider: str, case: str)
     from mcp_llm.schema import parse_schema_argument
 
     schema, values = TIGHTER_BEFORE[case]
-    if provider == "openai" and case.startswith(("a draft-04 schema's $id", "tuple items")):
-        pytest.skip("OpenAI sends an object root as it is: reading draft 4 as 2020-12 is normalize.py's to do")
     parse_schema_argument(schema)
-    compiled = COMPILE[provider](schema)
+    compiled = compile_for(provider, schema)  # as the router asks: an older draft read as 2020-12 first
     parse_schema_argument(compiled.schema)  # every reference still lands, as the gate checks it
     for value in values:
         jsonschema.validate(value, schema, cls=jsonschema.validators.validator_for(schema))
@@ -1159,3 +1161,24 @@ def test_draft_2020_12_input_compiles_and_admits_what_it_allows(provider: str, c
         errors = [e.message for e in jsonschema.Draft202012Validator(compiled.schema).iter_errors(
             sent_value(compiled, value))]
         assert not errors, f"{provider} refuses {value!r}: {errors}\n{json.dumps(compiled.schema)}"
+
+
+@pytest.mark.parametrize("dialect", [None, "gemini", "anthropic", "openai"])
+def test_an_older_draft_is_read_as_2020_12_before_any_provider_sees_it(dialect: str | None) -> None:
+    """Draft 7's `$ref` ignores its siblings and `definitions`/`dependencies`/tuple `items` mean what 2020-12
+    spells otherwise: every provider, Ollama's as-is included, gets the 2020-12 meaning, reported once."""
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+              "definitions": {"word": {"type": "string"}},
+              "properties": {"w": {"$ref": "#/definitions/word", "type": "integer"},
+                             "pair": {"type": "array", "items": [{"type": "string"}], "additionalItems": False}},
+              "dependencies": {"w": ["pair"]}}
+    compiled = compile_for(dialect, schema)
+    sent = json.dumps(compiled.schema)
+    assert '"definitions"' not in sent and '"dependencies"' not in sent and '"additionalItems"' not in sent
+    assert "prefixItems" in sent and ("dependentRequired" in sent or dialect == "gemini")  # Gemini drops it
+    assert [r for r in compiled.rewrites if r.startswith("read as draft 2020-12 from draft-07")], compiled.rewrites
+    w = compiled.schema["properties"]["w"] if dialect in (None, "gemini") else None
+    if w is not None:
+        assert w == {"$ref": "#/$defs/word"}  # the ignored sibling `type: integer` is not applied
+    value = {"w": "x", "pair": ["y"]}
+    assert parse_and_validate(json.dumps(sent_value(compiled, value)), schema, unwrap=compiled.wrapped_in) == value

@@ -6,6 +6,9 @@ OpenAI-compatible servers, whose grammars take any schema) means the schema as i
 this package's, so the arrow points down: the adapters name a dialect, the schema package knows
 what it is. Each compiler is imported on its first use (compile_anthropic.py is the package's
 largest module), so start-up pays for none of them. Every change is reported as a rewrite.
+Before any of that, a schema that declares an older draft (4, 6, 7, 2019-09, 3) is read as the
+2020-12 schema with the same meaning (normalize.py), since that is what every provider reads; the
+translation is reported as one rewrite. The reply is still validated against the caller's original.
 A compiler that raises anyway (a bug: none should) must not cost the call, nor skip the fallback
 models the router would try: the provider then gets the loosest schema it takes, the traceback
 goes to the log, and the answer is still validated against the caller's schema.
@@ -55,21 +58,30 @@ COMPILERS: dict[str, Compiler] = {
 }
 
 
+_CURRENT_DRAFT = ("https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2020-12/schema#")
+
+
+def _as_is_will_do(dialect: str | None, schema: Any) -> bool:
+    """Sent as is: a dialect with no compiler, and a schema already in 2020-12 (no `$schema`, or that one)."""
+    return dialect not in COMPILERS and not (isinstance(schema, dict) and schema.get("$schema", _CURRENT_DRAFT[0])
+                                              not in _CURRENT_DRAFT)
+
+
 def compile_for(dialect: str | None, schema: dict[str, Any]) -> CompiledSchema:
     """What a provider of `dialect` is sent for `schema`, with every change listed (compiled once per
     schema; callers must not change what they get)."""
-    if dialect not in COMPILERS:
+    if _as_is_will_do(dialect, schema):
         return _as_is(schema)
-    return _compiled(dialect, ordered_text(schema))
+    return _compiled(dialect or "", ordered_text(schema))
 
 
 async def compile_for_off_loop(dialect: str | None, schema: dict[str, Any]) -> CompiledSchema:
     """`compile_for`, in a worker thread the first time a schema over a kilobyte is compiled: an
     Anthropic compile follows each `allOf` branch's references, and a hostile 50 KB schema takes
     most of a second. Compiled before (or small), it is answered on the loop."""
-    if dialect not in COMPILERS:
+    if _as_is_will_do(dialect, schema):
         return _as_is(schema)
-    key = (dialect, ordered_text(schema))
+    key = (dialect or "", ordered_text(schema))
     if len(key[1]) <= OFF_LOOP_CHARS or key in _COMPILED_BEFORE:
         return _compiled(*key)
     import anyio
@@ -93,9 +105,17 @@ def _compiled(dialect: str, schema_text: str) -> CompiledSchema:
 
 
 def _guarded(dialect: str, schema: dict[str, Any]) -> CompiledSchema:
-    """The dialect's compiler, or, if it raises (RecursionError included), the loosest schema it takes."""
+    """The schema read as 2020-12, then the dialect's compiler (none: as is), or, if that raises
+    (RecursionError included), the loosest schema the dialect takes."""
+    from mcp_llm.schema.normalize import to_2020_12
+    from mcp_llm.schema.walker import CompiledSchema
+
+    normalized, notes = to_2020_12(schema)  # never raises: on a fault of its own it returns the schema
+    if dialect not in COMPILERS:
+        return CompiledSchema(normalized, notes)  # type: ignore[arg-type]
     try:
-        return COMPILERS[dialect](schema)
+        compiled = COMPILERS[dialect](normalized)  # type: ignore[arg-type]
+        return CompiledSchema(compiled.schema, [*notes, *compiled.rewrites], compiled.wrapped_in)
     except Exception as exc:  # any bug in a compiler: logged, and the call goes on, looser
         from mcp_llm.schema.walker import loosest
 
