@@ -148,13 +148,15 @@ def running_fakes() -> Iterator[Fakes]:
     are imported once up front, so no call's deadline pays for an import (Anthropic's takes ~2 s)."""
     from tests.fakes.anthropic_server import FakeAnthropic
     from tests.fakes.gemini_server import FakeGemini
-    from tests.fleet import ANTHROPIC_KEY, GEMINI_KEY, Fakes
+    from tests.fakes.openai_server import FakeOpenAI
+    from tests.fleet import ANTHROPIC_KEY, GEMINI_KEY, LMSTUDIO_KEY, OPENAI_KEY, Fakes
 
-    for sdk in ("ollama", "google.genai", "anthropic"):
+    for sdk in ("ollama", "google.genai", "anthropic", "openai"):
         importlib.import_module(sdk)
     with FakeOllama() as ollama, FakeGemini(api_key=GEMINI_KEY) as gemini, \
-            FakeAnthropic(api_key=ANTHROPIC_KEY) as anthropic:
-        yield Fakes(ollama, gemini, anthropic)
+            FakeAnthropic(api_key=ANTHROPIC_KEY) as anthropic, FakeOpenAI(api_key=OPENAI_KEY) as openai, \
+            FakeOpenAI(api_key=LMSTUDIO_KEY, models=["local-model"]) as lmstudio:
+        yield Fakes(ollama, gemini, anthropic, openai, lmstudio)
 
 
 @pytest.fixture

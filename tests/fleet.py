@@ -1,8 +1,10 @@
 """Every provider's fake behind one server: the providers, their faults, and calling through a real MCP client.
 
-The fixtures over this (`running_fakes`, `fakes`, `serve`, `fresh_health`) are in conftest.py;
-tests/test_faults.py runs the fault matrix on it, and the provider-level rules of test_router.py,
-test_circuit.py and test_stats.py run on every provider it lists.
+The providers: Ollama, Gemini, Anthropic, OpenAI, and a named OpenAI-compatible endpoint
+(`lmstudio`, on a second fake OpenAI API). The fixtures over this (`running_fakes`, `fakes`,
+`serve`, `fresh_health`) are in conftest.py; tests/test_faults.py runs the fault matrix on them,
+and the provider-level rules of test_router.py, test_circuit.py and test_stats.py run on every
+provider listed here.
 
 Each test builds the server with every fake behind it, as in test_cloud_e2e.py, injects one fault
 into one provider's fake with `enqueue(...)` (or points the provider at a closed port), calls
@@ -27,10 +29,14 @@ from tests.conftest import call, call_error
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.ollama_server import FakeOllama
+from tests.fakes.openai_server import FakeOpenAI
 
 GEMINI_KEY = "AIza-faults-gemini-1234"
 ANTHROPIC_KEY = "sk-ant-faults-5678"
-ENV = {"GEMINI_API_KEY": GEMINI_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY}
+OPENAI_KEY = "sk-openai-faults-9012"
+LMSTUDIO_KEY = "sk-lmstudio-faults-3456"  # a named endpoint's key, from the variable its table names
+ENV = {"GEMINI_API_KEY": GEMINI_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY, "OPENAI_API_KEY": OPENAI_KEY,
+       "LMSTUDIO_KEY": LMSTUDIO_KEY}
 
 SCHEMA = {
     "type": "object",
@@ -53,15 +59,28 @@ class Provider:
     fallback: str  # a model on another provider
     fallback_provider: str
     message_key: str = "error"  # the keyword its fake's `enqueue` takes an error's message as
+    stream_error: str | None = None  # the error event type its fake sends mid-stream (None: it takes the message)
+    table: str = ""  # its config table, `providers.<name>` unless said
+    own_fallback: bool = True  # whether its models can name their own fallback (a named endpoint's cannot)
 
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def config_table(self) -> str:
+        return self.table or f"providers.{self.name}"
+
 
 OLLAMA = Provider("ollama", "ollama/llama3.2:3b", "Ollama", "claude-haiku-4-5", "anthropic")
 GEMINI = Provider("gemini", "gemini-2.5-flash", "Gemini", "ollama/llama3.2:3b", "ollama")
-ANTHROPIC = Provider("anthropic", "claude-haiku-4-5", "Anthropic", "gemini-2.5-flash", "gemini", message_key="message")
-PROVIDERS = [OLLAMA, GEMINI, ANTHROPIC]
+ANTHROPIC = Provider("anthropic", "claude-haiku-4-5", "Anthropic", "gemini-2.5-flash", "gemini", message_key="message",
+                     stream_error="api_error")
+OPENAI = Provider("openai", "openai/gpt-4.1-mini", "OpenAI", "ollama/llama3.2:3b", "ollama", message_key="message",
+                  stream_error="server_error")
+LMSTUDIO = Provider("lmstudio", "lmstudio/local-model", "lmstudio", "openai/gpt-4.1-mini", "openai",
+                    message_key="message", stream_error="server_error", table="providers.openai_compatible.lmstudio",
+                    own_fallback=False)
+PROVIDERS = [OLLAMA, GEMINI, ANTHROPIC, OPENAI, LMSTUDIO]
 BY_NAME = {p.name: p for p in PROVIDERS}
 
 
@@ -77,8 +96,8 @@ def fault_kwargs(provider: Provider, fault: str, *, retry_after: str = "1") -> d
     if fault == "malformed_body":
         return {"raw_body": b"<html>oops</html>"}
     if fault == "mid_stream":
-        if provider.name == "anthropic":  # the fake takes the error event's type, and its message
-            return {"content": GOOD, "stream_error": "api_error", "message": "simulated mid-stream failure"}
+        if provider.stream_error:  # the fake takes the error event's type, and its message
+            return {"content": GOOD, "stream_error": provider.stream_error, "message": "simulated mid-stream failure"}
         return {"content": GOOD, "stream_error": "simulated mid-stream failure"}
     raise AssertionError(f"unknown fault {fault!r}")
 
@@ -107,8 +126,9 @@ def matrix(cases: Sequence[Any]) -> list[Any]:
     return [pytest.param(p, c, id=f"{p.name}-{c}") for p in PROVIDERS for c in cases]
 
 
-def per_provider() -> list[Any]:
-    return [pytest.param(p, id=p.name) for p in PROVIDERS]
+def per_provider(*, own_fallback: bool = False) -> list[Any]:
+    """Every provider (`own_fallback`: those whose models can name their own fallback)."""
+    return [pytest.param(p, id=p.name) for p in PROVIDERS if p.own_fallback or not own_fallback]
 
 
 # --- fakes, config, server ------------------------------------------------------------------------
@@ -119,15 +139,23 @@ class Fakes:
     ollama: FakeOllama
     gemini: FakeGemini
     anthropic: FakeAnthropic
+    openai: FakeOpenAI
+    lmstudio: FakeOpenAI
 
     def all(self) -> tuple[Any, ...]:
-        return self.ollama, self.gemini, self.anthropic
+        return self.ollama, self.gemini, self.anthropic, self.openai, self.lmstudio
 
     def of(self, provider: Provider | str) -> Any:
         return getattr(self, str(provider))
 
+    def url(self, provider: Provider | str) -> str:
+        """The endpoint its config table names (an OpenAI-style API's base URL ends in /v1)."""
+        fake = self.of(provider)
+        return fake.base_url if isinstance(fake, FakeOpenAI) else fake.url
+
     def _completion_requests(self, provider: Provider | str) -> list[Any]:
-        kind = {"ollama": "chat_requests", "gemini": "generate_requests", "anthropic": "message_requests"}
+        kind = {"ollama": "chat_requests", "gemini": "generate_requests", "anthropic": "message_requests",
+                "openai": "chat_requests", "lmstudio": "chat_requests"}
         return getattr(self.of(provider), kind[str(provider)])
 
     def completions(self, provider: Provider | str) -> int:
@@ -154,7 +182,7 @@ def config_text(
     model_fallback: dict[str, list[str]] | None = None,
     endpoints: dict[str, str] | None = None,
 ) -> str:
-    urls = {name: fakes.of(name).url for name in BY_NAME} | (endpoints or {})
+    urls = {name: fakes.url(name) for name in BY_NAME} | (endpoints or {})
     own = model_fallback or {}
     return f"""
 [defaults]
@@ -185,6 +213,18 @@ endpoint = "{urls["anthropic"]}"
 [[providers.anthropic.models]]
 id = "claude-haiku-4-5"
 fallback = {toml_list(own.get("anthropic", []))}
+
+[providers.openai]
+endpoint = "{urls["openai"]}"
+
+[[providers.openai.models]]
+id = "gpt-4.1-mini"
+fallback = {toml_list(own.get("openai", []))}
+
+[providers.openai_compatible.lmstudio]
+endpoint = "{urls["lmstudio"]}"
+api_key_env = "LMSTUDIO_KEY"
+models = ["local-model"]
 """
 
 

@@ -1,9 +1,10 @@
 """Fault injection through a real MCP client: each provider and each fault, and what the user sees.
 
-Every test builds the server with every provider's fake behind it (`serve`, conftest.py; the
-providers, faults and calling helpers are in tests/fleet.py), injects one fault into one provider's
-fake with `enqueue(...)` (or points the provider at a closed port), calls `generate_structured`
-through `mcp.Client`, and asserts the outcome from the tool result (`data`, `model`, `provider`,
+Every test builds the server with every provider's fake behind it: Ollama, Gemini, Anthropic,
+OpenAI and a named OpenAI-compatible endpoint (`serve`, conftest.py; the providers, faults and
+calling helpers are in tests/fleet.py). It injects one fault into one provider's fake with
+`enqueue(...)` (or points the provider at a closed port), calls `generate_structured` through
+`mcp.Client`, and asserts the outcome from the tool result (`data`, `model`, `provider`,
 `attempts`) or from the tool error. After each faulty call the same session must answer the next
 call correctly.
 
@@ -182,7 +183,7 @@ async def test_connection_refused_is_retried_then_a_clear_error(serve: Serve, fa
     async with serve(max_retries=1, endpoints={provider.name: endpoint}) as client:
         text, elapsed = await generate_error(client, provider.model)
         assert f"Cannot reach {provider.label} at {endpoint}" in text
-        assert f"providers.{provider.name}.endpoint" in text, f"the error does not say what to do: {text}"
+        assert f"{provider.config_table}.endpoint" in text, f"the error does not say what to do: {text}"
         assert f"(2 attempts with {provider.model}: unavailable, unavailable)" in text, "not retried once"
         assert elapsed < 3.0
         assert (await health(client, provider))["status"] == "down"
@@ -190,7 +191,7 @@ async def test_connection_refused_is_retried_then_a_clear_error(serve: Serve, fa
         await assert_next_call_ok(client, other.model, other.name)
 
 
-@pytest.mark.parametrize("provider", per_provider())
+@pytest.mark.parametrize("provider", per_provider(own_fallback=True))  # a named endpoint's models name none
 async def test_connection_refused_falls_back_to_the_models_own_fallback(serve: Serve, fakes: Fakes,
                                                                         provider: Provider) -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"

@@ -271,7 +271,8 @@ async def test_a_skipped_provider_says_why_and_when_it_is_tried_again(serve: Ser
 
 
 TOKENS = {"ollama": ("prompt_tokens", "completion_tokens"), "gemini": ("prompt_tokens", "completion_tokens"),
-          "anthropic": ("input_tokens", "output_tokens")}
+          "anthropic": ("input_tokens", "output_tokens"), "openai": ("prompt_tokens", "completion_tokens"),
+          "lmstudio": ("prompt_tokens", "completion_tokens")}
 
 
 @pytest.mark.parametrize("provider", per_provider())
