@@ -134,7 +134,10 @@ def unavailable_error(where: str, *, provider: str, model: str | None, hint: str
 
 def transport_error(exc: BaseException, *, provider: str, model: str | None, where: str,
                     down_hint: str) -> ProviderError | None:
-    """httpx / httpx2 transport failures → ProviderTimeout / ProviderUnavailable; None for anything else."""
+    """httpx / httpx2 failures → ProviderTimeout / ProviderUnavailable (a timeout, a transport failure, a
+    redirect loop), ProviderServerError (a body that cannot be decoded), the status's error (an
+    `HTTPStatusError`); None for anything else (what fails before a request is sent, such as an
+    `InvalidURL`, is left to `translated`). tests/test_provider_errors.py walks both modules' classes."""
     for module_name in ("httpx", "httpx2"):
         try:
             module = __import__(module_name)
@@ -145,6 +148,15 @@ def transport_error(exc: BaseException, *, provider: str, model: str | None, whe
         if isinstance(exc, module.TransportError):
             return unavailable_error(where, provider=provider, model=model, hint=down_hint,
                                      cause=type(exc).__name__)
+        if isinstance(exc, module.DecodingError):
+            return ProviderServerError(f"{where} sent a body that cannot be decoded: {exc}.", provider=provider,
+                                       model=model)
+        if isinstance(exc, module.RequestError):  # TooManyRedirects: the endpoint does not lead to the API
+            return unavailable_error(where, provider=provider, model=model, hint=down_hint,
+                                     cause=type(exc).__name__)
+        if isinstance(exc, module.HTTPStatusError):
+            status = exc.response.status_code
+            return error_for_status(status, f"{where} answered {status}: {exc}", provider=provider, model=model)
     if isinstance(exc, TimeoutError):
         return timeout_error(where, provider=provider, model=model)
     if isinstance(exc, ConnectionError):

@@ -26,6 +26,7 @@ from mcp_llm.adapters._errors import (
     parse_retry_after,
     timeout_error,
     translated,
+    transport_error,
     unavailable_error,
 )
 from mcp_llm.adapters.base import (
@@ -236,6 +237,9 @@ def _api_version(client: Any) -> str | None:
     return client.default_headers.get("anthropic-version") if hasattr(client, "default_headers") else None
 
 
+DOWN_HINT = "Check the network, or providers.anthropic.endpoint if you set one."
+
+
 def translate_exception(exc: Exception, endpoint: str, model: str | None) -> ProviderError | None:
     """Map an exception from the anthropic SDK to ours; None if it is not the SDK's."""
     import anthropic
@@ -263,11 +267,13 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None) -> Pro
     if isinstance(exc, anthropic.APITimeoutError):  # before its base class, APIConnectionError
         return timeout_error(where, provider=PROVIDER, model=model)
     if isinstance(exc, anthropic.APIConnectionError):
-        return unavailable_error(where, provider=PROVIDER, model=model, cause=str(exc),
-                                 hint="Check the network, or providers.anthropic.endpoint if you set one.")
+        return unavailable_error(where, provider=PROVIDER, model=model, cause=str(exc), hint=DOWN_HINT)
     if isinstance(exc, anthropic.APIResponseValidationError | ValueError):
         return ProviderServerError(f"{where} sent a malformed response: {exc}", provider=PROVIDER, model=model)
-    return None
+    if isinstance(exc, anthropic.APIError):  # below APIStatusError and the rest: an error of the API itself
+        return ProviderServerError(f"{where} reported an error: {exc.message}", provider=PROVIDER, model=model)
+    # The SDK wraps what fails while it sends; what fails while a stream is read comes from httpx2 as is.
+    return transport_error(exc, provider=PROVIDER, model=model, where=where, down_hint=DOWN_HINT)
 
 
 def _build(settings: AnthropicSettings, timeouts: Timeouts, name: str) -> AnthropicAdapter:

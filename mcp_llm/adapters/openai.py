@@ -34,6 +34,7 @@ from mcp_llm.adapters._errors import (
     parse_retry_after,
     timeout_error,
     translated,
+    transport_error,
     unavailable_error,
 )
 from mcp_llm.adapters.base import (
@@ -254,6 +255,10 @@ class OpenAIAdapter(LLMAdapter):
         return translated(lambda exc: self.translate_exception(exc, model), where=self.where, provider=self.provider,
                           model=model)
 
+    def _down_hint(self) -> str:
+        return ("Check the network, or providers.openai.endpoint if you set one." if self.is_openai else
+                f"Start the server, or fix providers.openai_compatible.{self.provider}.endpoint.")
+
     def translate_exception(self, exc: Exception, model: str | None) -> ProviderError | None:
         """Map an exception from the openai SDK to ours; None if it is not the SDK's."""
         import openai
@@ -279,15 +284,14 @@ class OpenAIAdapter(LLMAdapter):
         if isinstance(exc, openai.APITimeoutError):  # before its base class, APIConnectionError
             return timeout_error(where, provider=provider, model=model)
         if isinstance(exc, openai.APIConnectionError):
-            hint = ("Check the network, or providers.openai.endpoint if you set one." if self.is_openai else
-                    f"Start the server, or fix providers.openai_compatible.{provider}.endpoint.")
-            return unavailable_error(where, provider=provider, model=model, cause=str(exc), hint=hint)
+            return unavailable_error(where, provider=provider, model=model, cause=str(exc), hint=self._down_hint())
         if isinstance(exc, openai.APIResponseValidationError | ValueError):
             return ProviderServerError(f"{where} sent a malformed response: {exc}", provider=provider, model=model)
         if isinstance(exc, openai.APIError):  # an error event inside a stream
             return ProviderServerError(f"{where} reported an error mid-stream: {exc.message}", provider=provider,
                                        model=model)
-        return None
+        # The SDK wraps what fails while it sends; what fails while a stream is read comes from httpx2 as is.
+        return transport_error(exc, provider=provider, model=model, where=where, down_hint=self._down_hint())
 
 
 def _error_body(body: object) -> dict[str, Any]:
