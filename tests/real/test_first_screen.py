@@ -45,10 +45,13 @@ def test_the_readmes_first_screen_gives_valid_data_with_nothing_configured(prepa
     env = {"XDG_CONFIG_HOME": str(tmp_path / "no-config"), "HOME": str(tmp_path)}  # no ~/.config/mcp-llm either
     if not on_default_port:
         env["MCP_LLM_DISCOVERY"] = f"llamacpp={server.url}/v1"
+    call_env = subprocess_env(env)
+    if on_default_port:  # as a user has it: nothing says where to look
+        call_env.pop("MCP_LLM_DISCOVERY", None)
     try:
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "mcp_llm", *argv], capture_output=True, text=True, timeout=300,
-                              env=subprocess_env(env), cwd=str(REPO_ROOT))
+                              env=call_env, cwd=str(REPO_ROOT))
         call_s = time.perf_counter() - started
     finally:
         server.stop()
