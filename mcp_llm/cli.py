@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from mcp_llm import __version__
@@ -76,10 +77,10 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _common() -> argparse.ArgumentParser:
+def _common() -> _Parser:
     """Options every command takes, before or after the command's name (SUPPRESS: a later
     occurrence overrides an earlier one, and an absent one leaves the top-level default)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
                         help="config file (default: $MCP_LLM_CONFIG, then the user config dir)")
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -471,7 +472,7 @@ def _print_health(rows: list[Any], *, as_json: bool) -> None:
     _emit_table(table)
 
 
-def _emit_table(rows: list[tuple[str, ...]]) -> None:
+def _emit_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         _emit("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip())

@@ -62,7 +62,7 @@ def publish_inlined(server: Any, *tool_names: str) -> None:
         tool = manager.get_tool(name) if manager is not None else None
         metadata = getattr(tool, "fn_metadata", None)
         schema = getattr(metadata, "output_schema", None)
-        if not isinstance(schema, dict):
+        if metadata is None or not isinstance(schema, dict):
             log.debug("output schema of %s left as published: the SDK's tool has no fn_metadata", name)
             continue
         metadata.output_schema = inline_refs(schema)

@@ -24,7 +24,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import Completion, InputRequiredResult, ResourceTemplateReference, ToolAnnotations
-from pydantic import Field, StrictBool
+from pydantic import AnyHttpUrl, Field, StrictBool
 
 from mcp_llm import __version__
 from mcp_llm.app import App
@@ -195,7 +195,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         url = http_url or f"http://{settings.server.host}:{settings.server.port}"
         auth = {
             "token_verifier": StaticTokenVerifier(http_token),
-            "auth": AuthSettings(issuer_url=url, resource_server_url=f"{url}/mcp"),
+            "auth": AuthSettings(issuer_url=AnyHttpUrl(url), resource_server_url=AnyHttpUrl(f"{url}/mcp")),
         }
 
     @asynccontextmanager
@@ -214,7 +214,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         body_limit=http_body_limit(settings),
         **auth,
     )
-    reads = ToolAnnotations(readOnlyHint=True, openWorldHint=True, idempotentHint=False)
+    reads = ToolAnnotations(read_only_hint=True, open_world_hint=True, idempotent_hint=False)
 
     @server.tool(title="Generate schema-valid JSON", annotations=reads)
     async def generate_structured(
@@ -273,7 +273,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
 
     names = ", ".join([*app.registry.provider_names(), "client"])
 
-    @server.tool(title="List models", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True),
+    @server.tool(title="List models", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True),
                  description=f"""The models configured and those the providers report, with what each can do.
 
 `source` is 'config' or 'discovered'; `available` says whether the provider has the model (null when
@@ -284,7 +284,7 @@ Providers of this server: {names}.""")
         with tool_errors("list_models"):
             return await tools.list_models(provider, refresh, client=ClientCall(ctx, codec))
 
-    @server.tool(title="Provider health", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True),
+    @server.tool(title="Provider health", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True),
                  description=f"""Whether each provider is reachable, how fast, its version, and whether a key is set.
 
 Probes never run a completion, and are cached for a few seconds. Status is ok, degraded, down or

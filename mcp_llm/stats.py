@@ -32,11 +32,16 @@ OTHER = "(other)"
 
 
 class _Attempt(Protocol):
-    model: str
-    provider: str
-    outcome: str
-    error: str | None
-    latency_ms: float
+    @property
+    def model(self) -> str: ...
+    @property
+    def provider(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def latency_ms(self) -> float: ...
 
 
 class Reservoir:

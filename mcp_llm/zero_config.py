@@ -295,7 +295,7 @@ def _model_name(row: Any) -> str | None:
 
 def _llama_server_vision(listing: dict[str, Any]) -> set[str]:
     """llama-server also lists its models Ollama's way, with capabilities: `multimodal` when it can see."""
-    seeing = set()
+    seeing: set[str] = set()
     for row in listing.get("models") or []:
         if isinstance(row, dict) and {"multimodal", "vision"} & set(row.get("capabilities") or []):
             seeing.update(name for name in (_model_name({"id": row.get("model")}),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from mcp_llm.errors import SchemaError
 from mcp_llm.schema.canonical import canonical as _canonical
@@ -61,7 +61,7 @@ def parse_schema_argument(
                 hint="Pass a JSON Schema object, or one of the presets: " + ", ".join(PRESETS) + ".",
             )
     check_schema(schema, limits)
-    return schema, name
+    return cast("dict[str, Any] | bool", schema), name  # every string was read above, or refused
 
 
 async def parse_schema_argument_off_loop(

@@ -239,7 +239,8 @@ def _names_of(node: dict[str, Any]) -> tuple[list[str], list[str]]:
                     names.extend(v for v in value if isinstance(v, str))
     names_only = node.get("propertyNames")
     if isinstance(names_only, dict):
-        values = names_only.get("enum") if isinstance(names_only.get("enum"), list) else [names_only.get("const")]
+        listed = names_only.get("enum")
+        values = listed if isinstance(listed, list) else [names_only.get("const")]
         names.extend(v for v in values if isinstance(v, str))
     return names, required
 
@@ -331,7 +332,9 @@ class _Closing:
             if isinstance(node.get(key), list):
                 elements.extend(sub for sub in node[key] if isinstance(sub, dict))
         others = [sub for key in _OTHER_KEYS if isinstance(sub := node.get(key), dict)]
-        patterns = node.get("patternProperties") if isinstance(node.get("patternProperties"), dict) else {}
+        patterns = node.get("patternProperties")
+        if not isinstance(patterns, dict):
+            patterns = {}
         others.extend(sub for sub in patterns.values() if isinstance(sub, dict))
         for slot, subs in (("elements", elements), ("others", others)):
             for sub in subs:

@@ -13,7 +13,7 @@ engine gives up on raises `PatternUndecided` out of the validation: the value is
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mcp_llm.schema.regex import compile_pattern
@@ -133,7 +133,7 @@ def _evaluated_keys(validator: Any, instance: dict[str, Any], schema: Any) -> li
     return keys
 
 
-KEYWORDS = {
+KEYWORDS: dict[str, Callable[[Any, Any, Any, Any], Iterator[Any]]] = {
     "pattern": pattern,
     "patternProperties": pattern_properties,
     "additionalProperties": additional_properties,

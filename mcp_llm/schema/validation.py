@@ -103,7 +103,7 @@ def _bounded_class(cls: type[Validator]) -> type[Validator]:
             if name in keywords:
                 keywords[name] = _with_deadline(fn)
         if "uniqueItems" in keywords:
-            keywords["uniqueItems"] = _with_deadline(_unique_items)
+            keywords["uniqueItems"] = _with_deadline(_unique_items)  # type: ignore[arg-type]
         _BOUNDED[cls] = extend(cls, keywords)
     return _BOUNDED[cls]
 
@@ -112,7 +112,7 @@ KeywordFn = Callable[[Any, Any, Any, Any], Any]
 
 
 def _with_deadline(fn: KeywordFn) -> KeywordFn:
-    def checked(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    def checked(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
         at = getattr(_deadline, "at", None)
         if at is not None and time.monotonic() > at:
             raise ValidationTimeout

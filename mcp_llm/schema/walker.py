@@ -203,7 +203,7 @@ class _Copier:
                 self.with_ref.append((node, original))
             if not at_root and (isinstance(node.get(self.id_key), str) or isinstance(node.get("$anchor"), str)):
                 self.nested_ids = True
-            children = []
+            children: list[tuple[dict[str, Any], Any, Any]] = []
             for keyword, name, sub in subschemas(original):
                 if name is None:
                     if isinstance(sub, dict):
@@ -234,7 +234,10 @@ class _Copier:
             target: Any = None
             try:
                 direct = scopes is None or (_is_pointer(text) and not self.nested_ids)
-                target = _pointer(schema, unquote(text[1:])) if direct else scopes(original).lookup(text).contents
+                if direct or scopes is None:
+                    target = _pointer(schema, unquote(text[1:]))
+                else:
+                    target = scopes(original).lookup(text).contents
             except Exception:  # unresolvable, or a shape `referencing` cannot crawl: looser, never fatal
                 target = None
             if isinstance(target, dict):
