@@ -185,3 +185,24 @@ async def test_health_down_when_unreachable(make_adapter) -> None:
     health = await adapter.health()
     assert health.status == "down" and "Cannot reach Anthropic" in health.detail
     await adapter.aclose()
+
+
+async def test_usage_adds_the_prompt_cache_back_into_the_input_and_breaks_out_thinking(
+    make_adapter, fake: FakeAnthropic
+) -> None:
+    """The Messages API counts in `input_tokens` only what follows the last cache breakpoint; the tokens
+    read from and written to the prompt cache come apart, and `output_tokens` include the thinking. The
+    completion has every input token in `input_tokens`, each part also counted apart (priced apart)."""
+    adapter = make_adapter()
+    fake.enqueue({"title": "Alien", "tags": []}, input_tokens=12, cache_read_input_tokens=2048,
+                 cache_creation_input_tokens=300, output_tokens=90, thinking_tokens=64)
+    fake.enqueue({"title": "Heat", "tags": []}, input_tokens=7, output_tokens=5)
+
+    cached = await adapter.complete(ask(schema=SCHEMA))
+    plain = await adapter.complete(ask(schema=SCHEMA))
+
+    assert (cached.input_tokens, cached.cache_read_tokens, cached.cache_write_tokens) == (12 + 2048 + 300, 2048, 300)
+    assert (cached.output_tokens, cached.thinking_tokens) == (90, 64)
+    assert (plain.input_tokens, plain.cache_read_tokens, plain.cache_write_tokens) == (7, 0, 0)
+    assert (plain.output_tokens, plain.thinking_tokens) == (5, None)  # not reported: unknown, not 0
+    await adapter.aclose()

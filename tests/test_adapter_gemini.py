@@ -184,3 +184,21 @@ async def test_health_states(make_adapter) -> None:
     down = make_adapter(endpoint=f"http://127.0.0.1:{free_port()}")
     assert (await down.health()).status == "down"
     await down.aclose()
+
+
+async def test_usage_counts_thinking_as_output_and_breaks_out_the_cached_prompt(make_adapter, fake: FakeGemini) -> None:
+    """Gemini reports cached tokens among `promptTokenCount` (`cachedContentTokenCount`), and thinking apart
+    from the answer (`thoughtsTokenCount`, billed as output): the completion's output is their sum."""
+    adapter = make_adapter()
+    fake.enqueue({"title": "Alien", "tags": [], "note": None}, prompt_tokens=900, cached_tokens=512,
+                 completion_tokens=30, thoughts_tokens=70)
+    fake.enqueue({"title": "Heat", "tags": [], "note": None}, prompt_tokens=40, completion_tokens=9)
+
+    thought = await adapter.complete(ask(schema=SCHEMA))
+    plain = await adapter.complete(ask(schema=SCHEMA))
+
+    assert (thought.input_tokens, thought.cache_read_tokens) == (900, 512)
+    assert (thought.output_tokens, thought.thinking_tokens) == (30 + 70, 70)
+    assert (plain.input_tokens, plain.cache_read_tokens) == (40, None)
+    assert (plain.output_tokens, plain.thinking_tokens) == (9, None)
+    await adapter.aclose()

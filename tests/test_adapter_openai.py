@@ -313,3 +313,17 @@ async def test_the_boolean_schema_true_on_a_compatible_endpoint(make_adapter, fa
         assert sent["response_format"]["json_schema"]["schema"] is True
     else:
         assert "response_format" not in sent
+
+
+async def test_usage_breaks_out_cached_prompt_and_reasoning_tokens(make_adapter, fake: FakeOpenAI) -> None:
+    """OpenAI counts cached prompt tokens among `prompt_tokens` and reasoning among `completion_tokens`,
+    each broken out in its `*_details`, in the stream's last chunk (`stream_options.include_usage`)."""
+    adapter = make_adapter()
+    fake.enqueue({"title": "Alien", "year": 1979}, prompt_tokens=1500, cached_tokens=1024, completion_tokens=120,
+                 reasoning_tokens=96)
+
+    completion = await adapter.complete(ask())
+
+    assert (completion.input_tokens, completion.cache_read_tokens, completion.cache_write_tokens) == (1500, 1024, None)
+    assert (completion.output_tokens, completion.thinking_tokens) == (120, 96)
+    await adapter.aclose()

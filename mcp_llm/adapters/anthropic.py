@@ -176,9 +176,7 @@ class AnthropicAdapter(LLMAdapter):
             elif block.type == "tool_use" and block.name == ANSWER_TOOL:
                 tool_input = block.input
         text = json.dumps(tool_input) if tool_input is not None else "".join(texts)
-        usage = message.usage
-        return Completion(text=text, input_tokens=usage.input_tokens if usage else None,
-                          output_tokens=usage.output_tokens if usage else None, finish_reason=message.stop_reason)
+        return _with_usage(Completion(text=text, finish_reason=message.stop_reason), message.usage)
 
     async def list_models(self) -> list[ModelInfo]:
         client = self._get_client()
@@ -274,6 +272,22 @@ def translate_exception(exc: Exception, endpoint: str, model: str | None) -> Pro
         return ProviderServerError(f"{where} reported an error: {exc.message}", provider=PROVIDER, model=model)
     # The SDK wraps what fails while it sends; what fails while a stream is read comes from httpx2 as is.
     return transport_error(exc, provider=PROVIDER, model=model, where=where, down_hint=DOWN_HINT)
+
+
+def _with_usage(completion: Completion, usage: Any) -> Completion:
+    """The usage as the Messages API reports it, in Completion's shape: its `input_tokens` are those after
+    the last cache breakpoint only, so the tokens read from and written to the prompt cache are added back
+    (and kept apart, each billed at its own rate); `output_tokens` already include any thinking, which
+    `output_tokens_details.thinking_tokens` breaks out."""
+    if usage is None:
+        return completion
+    read, written = usage.cache_read_input_tokens, usage.cache_creation_input_tokens
+    completion.input_tokens = None if usage.input_tokens is None else usage.input_tokens + (read or 0) + (written or 0)
+    completion.output_tokens = usage.output_tokens
+    completion.cache_read_tokens, completion.cache_write_tokens = read, written
+    details = usage.output_tokens_details
+    completion.thinking_tokens = details.thinking_tokens if details is not None else None
+    return completion
 
 
 def _build(settings: AnthropicSettings, timeouts: Timeouts, name: str) -> AnthropicAdapter:

@@ -86,11 +86,19 @@ class Request:
 
 @dataclass
 class Completion:
+    """One answer, with its usage as the provider reported it, in one shape whatever the provider's: every
+    input token in `input_tokens` (those read from or written to a prompt cache included, and also counted
+    apart), every output token in `output_tokens` (thinking included, and also counted apart). None: not
+    reported. What it cost is priced from these (cost.py)."""
+
     text: str
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
     model: str | None = None  # the id to report as the answering model, when the provider names it
+    cache_read_tokens: int | None = None  # of input_tokens: read from the provider's prompt cache
+    cache_write_tokens: int | None = None  # of input_tokens: written to it (billed above the input rate)
+    thinking_tokens: int | None = None  # of output_tokens: reasoning the answer does not show
 
 
 class ModelInfo(BaseModel):

@@ -278,11 +278,17 @@ def _completion(chunks: list[Any], model: str) -> Completion:
                               hint="Rephrase the prompt, or use another model.")
     if not chunks:
         raise ProviderServerError("Gemini ended the stream without an answer.", provider=PROVIDER, model=model)
+    # Gemini counts cached tokens among the prompt's, and thinking apart from the answer's (both billed as
+    # output): `output_tokens` is their sum, as for every provider (adapters/base.py, Completion).
+    thoughts = usage.thoughts_token_count if usage else None
+    answer = usage.candidates_token_count if usage else None
     return Completion(
         text=text,
         input_tokens=usage.prompt_token_count if usage else None,
-        output_tokens=usage.candidates_token_count if usage else None,
+        output_tokens=None if answer is None and thoughts is None else (answer or 0) + (thoughts or 0),
         finish_reason=finish.lower() or None,
+        cache_read_tokens=usage.cached_content_token_count if usage else None,
+        thinking_tokens=thoughts,
     )
 
 

@@ -221,8 +221,7 @@ class OpenAIAdapter(LLMAdapter):
                 f"({request.max_tokens or 'default'}) before the JSON was complete.", provider=self.provider,
                 model=request.model,
                 hint=f"Raise {words().max_tokens}, or ask for less (a smaller schema, shorter strings).")
-        return Completion(text="".join(pieces), input_tokens=usage.prompt_tokens if usage else None,
-                          output_tokens=usage.completion_tokens if usage else None, finish_reason=finish)
+        return _with_usage(Completion(text="".join(pieces), finish_reason=finish), usage)
 
     # --- listing and health -------------------------------------------------------------------
 
@@ -338,6 +337,19 @@ def is_strict_compatible(schema: Any, _depth: int = 0) -> bool:
             return False
     return all(is_strict_compatible(value, _depth + 1) for key, value in schema.items()
                if key not in ("enum", "const", "default", "examples", "required"))
+
+
+def _with_usage(completion: Completion, usage: Any) -> Completion:
+    """The usage of the stream's last chunk (`stream_options.include_usage`): cached prompt tokens are among
+    `prompt_tokens` and reasoning tokens among `completion_tokens`, each also broken out in its `*_details`
+    (OpenAI's; a local server may send neither)."""
+    if usage is None:
+        return completion
+    completion.input_tokens, completion.output_tokens = usage.prompt_tokens, usage.completion_tokens
+    prompt, answer = usage.prompt_tokens_details, usage.completion_tokens_details
+    completion.cache_read_tokens = prompt.cached_tokens if prompt is not None else None
+    completion.thinking_tokens = answer.reasoning_tokens if answer is not None else None
+    return completion
 
 
 def _build(settings: OpenAISettings | CompatibleEndpoint, timeouts: Timeouts, name: str) -> OpenAIAdapter:

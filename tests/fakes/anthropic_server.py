@@ -209,6 +209,9 @@ class _Reply(Reply):
     error_code: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    thinking_tokens: int = 0
     stop_reason: str | None = None
     stall_after: int | None = None
     as_tool: bool | str | None = None
@@ -587,14 +590,21 @@ class _Handler(FakeHandler["FakeAnthropic"]):
             "content": blocks,
             "stop_reason": stop_reason,
             "stop_sequence": None,
+            # As the API reports it: `input_tokens` are those after the last cache breakpoint only; the
+            # tokens read from the prompt cache and those written to it are counted apart (each billed at
+            # its own rate), and `output_tokens` include any thinking.
             "usage": {
                 "input_tokens": input_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
+                "cache_creation_input_tokens": reply.cache_creation_input_tokens,
+                "cache_read_input_tokens": reply.cache_read_input_tokens,
+                "cache_creation": {"ephemeral_5m_input_tokens": reply.cache_creation_input_tokens,
+                                   "ephemeral_1h_input_tokens": 0},
                 "output_tokens": output_tokens,
                 "service_tier": "standard",
             },
         }
+        if reply.thinking_tokens:  # of `output_tokens`: the reasoning, broken out (billed as output)
+            message["usage"]["output_tokens_details"] = {"thinking_tokens": reply.thinking_tokens}
         if body.get("stream") is not True:
             self._json(200, message, reply.headers)
             return
@@ -638,7 +648,10 @@ class _Handler(FakeHandler["FakeAnthropic"]):
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                    "usage": {"output_tokens": usage["output_tokens"]},
+                    # cumulative counts, as the API sends them (the SDK overwrites its snapshot's with them)
+                    "usage": {key: usage[key] for key in ("input_tokens", "cache_creation_input_tokens",
+                                                          "cache_read_input_tokens", "output_tokens",
+                                                          "output_tokens_details") if key in usage},
                 },
             )
         )
@@ -699,6 +712,9 @@ class FakeAnthropic(FakeProvider[_Reply, RecordedRequest]):
         chunk_delay_s: float = 0,
         input_tokens: int | None = None,
         output_tokens: int | None = None,
+        cache_read_input_tokens: int = 0,
+        cache_creation_input_tokens: int = 0,
+        thinking_tokens: int = 0,
         stop_reason: str | None = None,
         raw_body: bytes | None = None,
         drop_connection: bool = False,
@@ -715,6 +731,10 @@ class FakeAnthropic(FakeProvider[_Reply, RecordedRequest]):
         `as_tool`: None follows `tool_choice`; True answers with a `tool_use` of the forced (or first)
         tool; a str names the tool; False answers with text even when a tool is forced.
         `blocks` sends these content blocks verbatim (mixed text and tool_use, thinking...).
+        `input_tokens` / `output_tokens` set the usage reported (default: an estimate from the request,
+        a token per streamed piece); `cache_read_input_tokens` / `cache_creation_input_tokens` report
+        prompt-cache reads and writes beside them, as the API does (`input_tokens` then excludes them);
+        `thinking_tokens` of the output's were reasoning (`usage.output_tokens_details`).
         `stop_reason` overrides the derived one (`end_turn`, `tool_use`, or `max_tokens` when the text
         has more whitespace-separated pieces than `max_tokens`, which then cuts it).
 
@@ -741,6 +761,9 @@ class FakeAnthropic(FakeProvider[_Reply, RecordedRequest]):
                 chunk_delay_s=chunk_delay_s,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
+                cache_read_input_tokens=cache_read_input_tokens,
+                cache_creation_input_tokens=cache_creation_input_tokens,
+                thinking_tokens=thinking_tokens,
                 stop_reason=stop_reason,
                 raw_body=raw_body,
                 drop_connection=drop_connection,

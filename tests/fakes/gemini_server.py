@@ -296,6 +296,8 @@ class _Reply(Reply):
     details: list[Any] | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int = 0
+    thoughts_tokens: int = 0
     finish_reason: str = "STOP"
     drop_mid_stream: bool = False
     blocked: bool | str = False
@@ -662,10 +664,17 @@ class _Handler(FakeHandler["FakeGemini"]):
             return out
 
         def usage(completion: int | None) -> dict[str, Any]:
+            # As the API reports it: cached tokens are among `promptTokenCount`; thinking is counted apart
+            # from the answer's `candidatesTokenCount` (both billed as output), and in the total.
             u: dict[str, Any] = {"promptTokenCount": prompt_tokens}
             if completion is not None:
                 u["candidatesTokenCount"] = completion
-            u["totalTokenCount"] = prompt_tokens + (completion or 0)
+            if reply.cached_tokens:
+                u["cachedContentTokenCount"] = reply.cached_tokens
+                u["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": reply.cached_tokens}]
+            if reply.thoughts_tokens and completion is not None:
+                u["thoughtsTokenCount"] = reply.thoughts_tokens
+            u["totalTokenCount"] = prompt_tokens + (completion or 0) + (reply.thoughts_tokens if completion else 0)
             details = [{"modality": "TEXT", "tokenCount": max(0, prompt_tokens - images * _IMAGE_TOKENS)}]
             if images:
                 details.append({"modality": "IMAGE", "tokenCount": images * _IMAGE_TOKENS})
@@ -792,6 +801,8 @@ class FakeGemini(FakeProvider[_Reply, RecordedRequest]):
         chunk_delay_s: float = 0,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
+        cached_tokens: int = 0,
+        thoughts_tokens: int = 0,
         finish_reason: str = "STOP",
         raw_body: bytes | None = None,
         drop_connection: bool = False,
@@ -812,6 +823,10 @@ class FakeGemini(FakeProvider[_Reply, RecordedRequest]):
         `drop_mid_stream` cuts it in half and closes the socket. `blocked` (True or a reason such as
         "PROHIBITED_CONTENT") answers 200 with `promptFeedback.blockReason` and no candidates.
         `finish_reason` "SAFETY"/"RECITATION"/... with no `content` sends a candidate without content.
+        `prompt_tokens` / `completion_tokens` set the usage reported (default: a token per 4 characters
+        of the prompt, per streamed piece of the answer); `cached_tokens` of the prompt's came from a
+        context cache (`cachedContentTokenCount`), and `thoughts_tokens` were thinking, reported apart
+        from the answer's (`thoughtsTokenCount`).
         """
         self._push(
             _Reply(
@@ -825,6 +840,8 @@ class FakeGemini(FakeProvider[_Reply, RecordedRequest]):
                 chunk_delay_s=chunk_delay_s,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
+                cached_tokens=cached_tokens,
+                thoughts_tokens=thoughts_tokens,
                 finish_reason=finish_reason,
                 raw_body=raw_body,
                 drop_connection=drop_connection,

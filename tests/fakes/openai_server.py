@@ -54,6 +54,8 @@ class _Reply(Reply):
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
     stall_after: int | None = None
 
     def __post_init__(self) -> None:
@@ -148,8 +150,13 @@ class _Handler(FakeHandler["FakeOpenAI"]):
             units, finish = units[:limit], "length"
         prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else len(json.dumps(body)) // 4
         completion_tokens = reply.completion_tokens if reply.completion_tokens is not None else len(units)
+        # As OpenAI reports it: cached prompt tokens are among `prompt_tokens`, reasoning tokens among
+        # `completion_tokens` (billed as output), each broken out in its `*_details`.
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens}
+                 "total_tokens": prompt_tokens + completion_tokens,
+                 "prompt_tokens_details": {"cached_tokens": reply.cached_tokens, "audio_tokens": 0},
+                 "completion_tokens_details": {"reasoning_tokens": reply.reasoning_tokens, "audio_tokens": 0,
+                                               "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
         base = {"id": "chatcmpl-" + "".join(secrets.choice(_ALNUM) for _ in range(24)), "created": int(time.time()),
                 "model": body["model"], "system_fingerprint": "fp_fake"}
         if body.get("stream") is not True:
@@ -205,7 +212,8 @@ class FakeOpenAI(FakeProvider[_Reply, RecordedRequest]):
     def enqueue(self, content: Content | None = None, *, status: int = 200, message: str | None = None,
                 error_type: str | None = None, headers: Mapping[str, str] | None = None, delay_s: float = 0,
                 chunk_delay_s: float = 0, finish_reason: str | None = None, prompt_tokens: int | None = None,
-                completion_tokens: int | None = None, raw_body: bytes | None = None, drop_connection: bool = False,
+                completion_tokens: int | None = None, cached_tokens: int = 0, reasoning_tokens: int = 0,
+                raw_body: bytes | None = None, drop_connection: bool = False,
                 hang: bool = False, stream_error: str | None = None, stall_after: int | None = None) -> None:
         """Queue what the next accepted chat completion gets.
 
@@ -215,12 +223,16 @@ class FakeOpenAI(FakeProvider[_Reply, RecordedRequest]):
         `headers` are added (e.g. `retry-after`). `raw_body` is sent verbatim. `drop_connection`
         closes the socket unanswered; `hang` never answers. Streaming only: `stream_error` (an error
         type) sends an error event halfway; `stall_after=N` hangs after N content chunks;
-        `chunk_delay_s` sleeps between chunks.
+        `chunk_delay_s` sleeps between chunks. `prompt_tokens` / `completion_tokens` set the usage
+        reported (default: about a token per 4 characters of the request, per 6 of the answer);
+        `cached_tokens` of the prompt's were read from OpenAI's prompt cache and `reasoning_tokens` of
+        the completion's were thinking, as `usage.*_details` report them.
         """
         self._push(_Reply(content=content, status=status, message=message, error_type=error_type,
                           headers=headers or {}, delay_s=delay_s, chunk_delay_s=chunk_delay_s,
                           finish_reason=finish_reason, prompt_tokens=prompt_tokens,
-                          completion_tokens=completion_tokens, raw_body=raw_body, drop_connection=drop_connection,
+                          completion_tokens=completion_tokens, cached_tokens=cached_tokens,
+                          reasoning_tokens=reasoning_tokens, raw_body=raw_body, drop_connection=drop_connection,
                           hang=hang, stream_error=stream_error, stall_after=stall_after))
 
     def reset(self) -> None:
