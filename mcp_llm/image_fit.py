@@ -98,6 +98,9 @@ def fit(image: ImageInput, limits: Limits, provider: str, original: ImageShape |
     if fits:
         return image, _report(provider, original, width, height, image, done)
     check_bomb(opened, 1 << 28, "the image")
+    if opened.format == "JPEG" and (done := _fit_jpeg(image.data, opened, target, limits, provider, original,
+                                                      done)):
+        return done
     reduce_on_decode(opened, target)
     opened.load()
     photo = _is_photo(opened)
@@ -118,6 +121,45 @@ def fit(image: ImageInput, limits: Limits, provider: str, original: ImageShape |
                 return sent, _report(provider, original, size[0], size[1], sent,
                                      [*steps_here, f"re-encoded as {label}"])
     raise CannotFit(f"cannot be made to fit {provider}'s limits ({limits.describe()})")
+
+
+def _fit_jpeg(data: bytes, opened: Any, target: tuple[int, int], limits: Limits, provider: str,
+              original: ImageShape, done: list[str]) -> tuple[ImageInput, ImageReport] | None:
+    """`fit` for a JPEG libjpeg-turbo decodes: at the M/8 scale nearest the target (`jpeg_scaled`), resized
+    in strips only when that scale would lose over an eighth of a side; sent as JPEG with its colour
+    profile when the provider takes JPEG and it fits the byte limit at a quality step. None: Pillow's path."""
+    from mcp_llm import jpeg_scaled
+
+    header = jpeg_scaled.header(data)
+    if header is None or "image/jpeg" not in limits.formats:
+        return None
+    width, height = opened.size
+    size, resample = jpeg_scaled.decode_size(width, height, target)
+    try:
+        array = jpeg_scaled.decode(data, size, header.grey)
+    except ValueError:
+        return None
+    icc = opened.info.get("icc_profile")
+    if resample:
+        pixels: Any = jpeg_scaled.resize_in_strips(array, target)
+        del array
+        size = target
+    else:
+        pixels = array
+    if size != (width, height):
+        done = [*done, f"scaled {width}×{height} → {size[0]}×{size[1]} ({provider}'s size limit)"]
+    for quality in JPEG_QUALITIES:
+        if resample:
+            buffer = io.BytesIO()
+            pixels.save(buffer, format="JPEG", quality=quality, **({"icc_profile": icc} if icc else {}))
+            encoded = buffer.getvalue()
+        else:
+            encoded = jpeg_scaled.encode(pixels, quality, icc)
+        if limits.max_bytes is None or len(encoded) <= limits.max_bytes:
+            sent = ImageInput(encoded, "image/jpeg")
+            return sent, _report(provider, original, size[0], size[1], sent,
+                                 [*done, f"re-encoded as JPEG quality {quality}"])
+    return None  # over the byte limit at every quality: Pillow's path shrinks it further
 
 
 def _report(provider: str, original: ImageShape, width: int, height: int, sent: ImageInput,

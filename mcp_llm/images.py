@@ -10,8 +10,8 @@ refused before anything is decoded. Then:
   file: without anything else to change, the file is rebuilt losslessly from the parts that are
   pixels (`image_metadata`, which also drops whatever follows the image's end); otherwise it is
   re-encoded from the pixels alone. Either way the trace says what was dropped;
-- an image over `max_pixels` is scaled down (a JPEG is decoded at reduced scale with Pillow's
-  `draft`, so a 48-megapixel photo never exists in memory at full size);
+- an image over `max_pixels` is scaled down (a JPEG is decoded at the largest M/8 scale within it by
+  libjpeg-turbo, `jpeg_scaled`, so a 48-megapixel photo never exists in memory at full size);
 - a format not every provider takes (BMP, TIFF…) becomes PNG.
 
 Fitting to one provider's own limits happens later, per route (`image_fit`). Pillow is imported
@@ -190,6 +190,9 @@ def _reencode(box: list[bytes], stream: io.BytesIO, image: Any, max_pixels: int,
     """Decode (at reduced scale when it can), turn upright, scale within `max_pixels`, encode afresh
     from the pixels (and colour profile) alone. `dropped` names the metadata the file held ("" for
     none), or is None when its structure was not walked (another format, or one too damaged to)."""
+    if image.format == "JPEG" and (done := _reencode_jpeg(box, stream, image, max_pixels, orientation, original,
+                                                          dropped)):
+        return done
     Image = pillow()
     steps: list[str] = []
     upright = (original.height, original.width) if orientation in (5, 6, 7, 8) else (original.width, original.height)
@@ -227,6 +230,43 @@ def _reencode(box: list[bytes], stream: io.BytesIO, image: Any, max_pixels: int,
         steps.append(f"metadata stripped: {dropped}")
     steps.append(f"re-encoded as {out_format}" + (f" quality {JPEG_QUALITY}" if out_format == "JPEG" else ""))
     return LoadedImage(ImageInput(buffer.getvalue(), PASSTHROUGH[out_format]), original, tuple(steps))
+
+
+def _reencode_jpeg(box: list[bytes], stream: io.BytesIO, image: Any, max_pixels: int, orientation: int | None,
+                   original: ImageShape, dropped: str | None) -> LoadedImage | None:
+    """`_reencode` for a JPEG libjpeg-turbo decodes: at the largest M/8 scale within `max_pixels`, three
+    bytes a pixel, turned on the array (`jpeg_scaled`). None: take Pillow's path (CMYK, damaged data)."""
+    from mcp_llm import jpeg_scaled
+
+    header = jpeg_scaled.header(box[0])
+    if header is None:
+        return None
+    size = jpeg_scaled.largest_within_pixels(header.width, header.height, max_pixels)
+    if size is None:
+        return None
+    icc = image.info.get("icc_profile")
+    try:
+        array = jpeg_scaled.decode(box[0], size, header.grey)
+    except ValueError:
+        return None
+    stream.close()  # the encoded input is no longer needed: one copy of the image in memory
+    box.clear()
+    steps: list[str] = []
+    array = jpeg_scaled.orient(array, orientation)
+    if orientation not in (None, 1):
+        steps.append(f"EXIF orientation {orientation} applied")
+    if size != (header.width, header.height):
+        upright = (original.height, original.width) if orientation in (5, 6, 7, 8) else (original.width,
+                                                                                      original.height)
+        steps.append(f"scaled {upright[0]}×{upright[1]} → {array.shape[1]}×{array.shape[0]} (images.max_pixels)")
+    data = jpeg_scaled.encode(array, JPEG_QUALITY, icc)
+    del array
+    if dropped is None:
+        steps.append("metadata stripped (re-encoded from the pixels alone)")
+    elif dropped:
+        steps.append(f"metadata stripped: {dropped}")
+    steps.append(f"re-encoded as JPEG quality {JPEG_QUALITY}")
+    return LoadedImage(ImageInput(data, "image/jpeg"), original, tuple(steps))
 
 
 def _dct_scaled(size: tuple[int, int], max_pixels: int) -> tuple[int, int] | None:
