@@ -98,9 +98,9 @@ def fit(image: ImageInput, limits: Limits, provider: str, original: ImageShape |
     if fits:
         return image, _report(provider, original, width, height, image, done)
     check_bomb(opened, 1 << 28, "the image")
-    if opened.format == "JPEG" and (done := _fit_jpeg(image.data, opened, target, limits, provider, original,
-                                                      done)):
-        return done
+    if opened.format == "JPEG" and (scaled := _fit_jpeg(image.data, opened, target, limits, provider, original,
+                                                        done)):
+        return scaled
     reduce_on_decode(opened, target)
     opened.load()
     photo = _is_photo(opened)

@@ -142,7 +142,7 @@ def resize_in_strips(array: Any, size: tuple[int, int]) -> Any:
         bottom = min(src_h, math.ceil(end * scale_y + reach))
         rows = array[top:bottom, :, 0] if grey else array[top:bottom]
         strip = Image.fromarray(rows)
-        piece = strip.resize((size[0], end - row), Image.LANCZOS,
+        piece = strip.resize((size[0], end - row), Image.Resampling.LANCZOS,
                              box=(0, row * scale_y - top, src_w, end * scale_y - top))
         out.paste(piece, (0, row))
     return out
