@@ -251,6 +251,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     sys.stderr.write(f"mcp-llm {__version__}: serving MCP at {url}/mcp"
                      f"{' (bearer token required)' if token else ''}{' (stateless)' if args.stateless else ''}; "
                      "Ctrl-C to stop.\n")
+    # The page's address, never the token: a fragment is what the browser keeps to itself (status/http.py)
+    fragment = f"#token=<the token in ${settings.server.token_env}>" if token else ""
+    sys.stderr.write(f"mcp-llm: status page at {url}/status{fragment}\n")
     server.run("streamable-http", host=bind_address(host), port=port, stateless_http=args.stateless,
                transport_security=transport_security(host, settings.server))
     return EXIT_OK

@@ -33,6 +33,7 @@ from mcp_llm.errors import (
     RateLimitedError,
     TransientError,
 )
+from mcp_llm.history import History
 from mcp_llm.image_fit import CannotFit, fit_all
 from mcp_llm.progress import Progress, ReportFn
 from mcp_llm.registry import Registry, Route
@@ -123,6 +124,7 @@ class Router:
         self.schema_limits, self.reply_limits = limits_from(registry.settings.limits)
         self.picker = DefaultPicker(registry)
         self.stats = Stats()
+        self.history = History()  # the last hour by minute, for the status page (history.py)
 
     def limiter(self, provider: str) -> anyio.CapacityLimiter:
         """At most `providers.<name>.concurrency` requests in flight to one provider."""
@@ -155,10 +157,15 @@ class Router:
             outcome = await self._run_chain(spec, call)
         except LLMError as exc:
             kind = exc.last.kind if isinstance(exc, AllAttemptsFailed) else exc.kind
-            self.stats.record(call.attempts, call.tokens, _ms_since(call.started), kind)
+            self._count(call, _ms_since(call.started), kind)
             raise
-        self.stats.record(call.attempts, call.tokens, outcome.trace.latency_ms, None)
+        self._count(call, outcome.trace.latency_ms, None)
         return outcome
+
+    def _count(self, call: _Call, latency_ms: float, error_kind: str | None) -> None:
+        """A finished call: in the usage since start (stats.py) and in the last hour's minutes (history.py)."""
+        self.stats.record(call.attempts, call.tokens, latency_ms, error_kind)
+        self.history.record(call.attempts, call.tokens, latency_ms, error_kind)
 
     async def _run_chain(self, spec: CallSpec, call: _Call) -> Outcome:
         vision = bool(spec.images)

@@ -161,9 +161,11 @@ class LLMServer(MCPServer):
     the SDK cannot read gets a JSON-RPC error instead of silence; over streamable HTTP, the request
     body limit follows `images.max_bytes` unless the caller passes `max_request_body_size`."""
 
-    def __init__(self, *args: Any, body_limit: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, body_limit: int, app: App, http_token: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.body_limit = body_limit
+        self.app = app  # what the tools share: the status page reads it
+        self._http_token = http_token
 
     async def run_stdio_async(self) -> None:
         """As `MCPServer.run_stdio_async` (mcp/server/mcpserver/server.py), with the read stream wrapped."""
@@ -176,13 +178,28 @@ class LLMServer(MCPServer):
                 self._lowlevel_server.create_initialization_options(),
             )
 
-    async def run_streamable_http_async(self, **kwargs: Any) -> None:
+    async def run_streamable_http_async(self, *, host: str = "127.0.0.1", port: int = 8000, **kwargs: Any) -> None:
+        """As `MCPServer.run_streamable_http_async`, but uvicorn keeps the logging set up for us (`log_config=None`):
+        its own default config sends the access log to stdout, and every log line belongs on stderr."""
+        import uvicorn
+
         kwargs.setdefault("max_request_body_size", self.body_limit)
-        await super().run_streamable_http_async(**kwargs)
+        app = self.streamable_http_app(host=host, **kwargs)
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level=self.settings.log_level.lower())
+        await uvicorn.Server(config).serve()
 
     def streamable_http_app(self, **kwargs: Any) -> Any:
+        """The SDK's app, with the status page beside /mcp (status/http.py), under the same Host/Origin checks."""
+        from mcp_llm.http_security import transport_security
+        from mcp_llm.status.http import StatusRoutes
+
         kwargs.setdefault("max_request_body_size", self.body_limit)
-        return super().streamable_http_app(**kwargs)
+        starlette = super().streamable_http_app(**kwargs)
+        settings = self.app.settings
+        security = kwargs.get("transport_security") or transport_security(kwargs.get("host", settings.server.host),
+                                                                          settings.server)
+        starlette.router.routes.extend(StatusRoutes(self.app, self._http_token, security).routes())
+        return starlette
 
 
 def build_server(settings: Settings, *, http_token: str | None = None, http_url: str | None = None) -> MCPServer:
@@ -212,6 +229,8 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         version=__version__,
         lifespan=lifespan,
         body_limit=http_body_limit(settings),
+        app=app,
+        http_token=http_token,
         **auth,
     )
     reads = ToolAnnotations(read_only_hint=True, open_world_hint=True, idempotent_hint=False)

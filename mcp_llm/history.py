@@ -1,0 +1,211 @@
+"""The last hour, minute by minute: what the status page charts (`/status`, `/status.json`).
+
+A ring of per-minute buckets, at most `MINUTES` of them (older ones fall off; a minute with no call
+has no bucket). Each bucket holds, per model: calls, failures, re-asks, fallbacks, tokens, cost and
+its attempts' latencies; per provider: calls and failures. It is fed from the same place as the
+usage since start (`Router.run`, beside `Stats.record`) and counts a call exactly as `stats.py`
+does (`_per_model`: a call that tried a model is one call of it; a failure is a call it did not
+answer), so the page's charts and `mcp-llm://stats` never disagree on what a call is.
+
+Latencies are kept as DDSketch bins (the `ddsketch` package's logarithmic mapping: a value is
+counted under the integer key of the bucket it falls in, every value of a bucket within 1 % of the
+value read back). Bins add up: two minutes, or two replicas' copies of one minute, merge by adding
+their counts, and p50/p95 read from the merged bins keep the same 1 % bound. That is what lets a
+shared store hold the fleet's history as plain integer counters (`Bucket.to_json` / `merge_json`).
+
+Memory is bounded: `MINUTES` buckets of at most `MAX_KEYS` models and providers each (any more are
+counted under `(other)`, as in stats.py), each model's bins bounded by the mapping's range.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from mcp_llm.stats import OTHER, _Attempt, _per_model
+
+if TYPE_CHECKING:
+    from ddsketch import LogarithmicMapping
+
+MINUTES = 60
+MAX_KEYS = 64
+RELATIVE_ACCURACY = 0.01
+MINUTE_S = 60
+
+
+@cache
+def _mapping() -> LogarithmicMapping:
+    """Imported on first use: start-up does not pay for it."""
+    from ddsketch import LogarithmicMapping
+
+    return LogarithmicMapping(RELATIVE_ACCURACY)
+
+
+def latency_key(latency_ms: float) -> int:
+    """The bin a latency is counted in (a latency under 1 µs counts as 1 µs: the mapping takes no 0)."""
+    return int(_mapping().key(max(latency_ms, 0.001)))
+
+
+def quantiles(bins: Mapping[int, int], qs: Sequence[float] = (0.5, 0.95)) -> list[float | None]:
+    """Nearest-rank quantiles of the values counted in `bins`, each within 1 % of the true one."""
+    total = sum(bins.values())
+    if total <= 0:
+        return [None for _ in qs]
+    mapping = _mapping()
+    ordered = sorted(bins.items())
+    out: list[float | None] = []
+    for q in qs:
+        rank = max(1, math.ceil(q * total))
+        seen = 0
+        for key, count in ordered:
+            seen += count
+            if seen >= rank:
+                out.append(round(mapping.value(key), 1))
+                break
+    return out
+
+
+@dataclass
+class ModelMinute:
+    provider: str
+    calls: int = 0
+    failures: int = 0
+    reasks: int = 0
+    fallbacks: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_unknown: int = 0  # attempts whose price was unknown (their cost is not in cost_usd)
+    latency: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass
+class ProviderMinute:
+    calls: int = 0
+    failures: int = 0
+
+
+INT_FIELDS = ("calls", "failures", "reasks", "fallbacks", "input_tokens", "output_tokens", "cost_unknown")
+
+
+@dataclass
+class Bucket:
+    """One minute: `start` is its first second (epoch seconds, a multiple of 60)."""
+
+    start: int
+    models: dict[str, ModelMinute] = field(default_factory=dict)
+    providers: dict[str, ProviderMinute] = field(default_factory=dict)
+
+    def model(self, model_id: str, provider: str) -> ModelMinute:
+        if model_id not in self.models and len(self.models) >= MAX_KEYS:
+            model_id, provider = OTHER, OTHER
+        return self.models.setdefault(model_id, ModelMinute(provider))
+
+    def provider(self, name: str) -> ProviderMinute:
+        if name not in self.providers and len(self.providers) >= MAX_KEYS:
+            name = OTHER
+        return self.providers.setdefault(name, ProviderMinute())
+
+    def to_json(self) -> dict[str, Any]:
+        """Counters only (latency bins keyed by their integer key as text): what a shared store adds up."""
+        return {
+            "start": self.start,
+            "models": {model_id: {"provider": row.provider, "cost_usd": row.cost_usd,
+                                  **{name: getattr(row, name) for name in INT_FIELDS},
+                                  "latency": {str(key): count for key, count in row.latency.items()}}
+                       for model_id, row in self.models.items()},
+            "providers": {name: {"calls": row.calls, "failures": row.failures} for name, row in self.providers.items()},
+        }
+
+    def merge_json(self, other: Mapping[str, Any]) -> None:
+        """Add another copy of this minute (another replica's, or a delta) to this one."""
+        for model_id, raw in (other.get("models") or {}).items():
+            row = self.model(model_id, str(raw.get("provider", OTHER)))
+            for name in INT_FIELDS:
+                setattr(row, name, getattr(row, name) + int(raw.get(name, 0)))
+            row.cost_usd += float(raw.get("cost_usd", 0.0))
+            row.latency.update({int(key): int(count) for key, count in (raw.get("latency") or {}).items()})
+        for name, raw in (other.get("providers") or {}).items():
+            provider = self.provider(name)
+            provider.calls += int(raw.get("calls", 0))
+            provider.failures += int(raw.get("failures", 0))
+
+
+class History:
+    """The ring of per-minute buckets, newest last."""
+
+    def __init__(self, minutes: int = MINUTES, clock: Callable[[], float] = time.time) -> None:
+        self.minutes = minutes
+        self._clock = clock
+        self._buckets: list[Bucket] = []
+
+    def now_minute(self) -> int:
+        return int(self._clock()) // MINUTE_S * MINUTE_S
+
+    def _current(self) -> Bucket:
+        start = self.now_minute()
+        if not self._buckets or self._buckets[-1].start != start:
+            self._buckets.append(Bucket(start))
+            self._prune(start)
+        return self._buckets[-1]
+
+    def _prune(self, now: int) -> None:
+        oldest = now - (self.minutes - 1) * MINUTE_S
+        self._buckets = [bucket for bucket in self._buckets if bucket.start >= oldest]
+
+    def record(self, attempts: Sequence[_Attempt], tokens: Mapping[str, tuple[int, int]],
+               latency_ms: float, error_kind: str | None) -> None:
+        """One finished call, as `Stats.record` takes it (the arguments are the same)."""
+        bucket = self._current()
+        costs = _costs(attempts)
+        for model_id, seen in _per_model(attempts).items():
+            row = bucket.model(model_id, seen.provider)
+            provider = bucket.provider(seen.provider)
+            row.calls += 1
+            provider.calls += 1
+            if not seen.answered:
+                row.failures += 1
+                provider.failures += 1
+            row.reasks += seen.reasks
+            row.fallbacks += seen.fallbacks
+            used = tokens.get(model_id, (0, 0))
+            row.input_tokens += used[0]
+            row.output_tokens += used[1]
+            known, unknown = costs.get(model_id, (0.0, 0))
+            row.cost_usd += known
+            row.cost_unknown += unknown
+            row.latency.update(latency_key(latency) for latency in seen.latencies)
+
+    def buckets(self) -> list[Bucket]:
+        """The buckets of the last `minutes` minutes, oldest first (an idle minute has none)."""
+        self._prune(self.now_minute())
+        return list(self._buckets)
+
+
+def window(buckets: Sequence[Bucket], now_minute: int, minutes: int = MINUTES) -> list[Bucket]:
+    """The last `minutes` minutes up to `now_minute`, oldest first, one bucket each (an empty one for an
+    idle minute), so that charts and scripts get one slot per minute."""
+    by_start = {bucket.start: bucket for bucket in buckets}
+    starts = [now_minute - (minutes - 1 - i) * MINUTE_S for i in range(minutes)]
+    return [by_start.get(start) or Bucket(start) for start in starts]
+
+
+_NO_COST_FIELD = object()
+
+
+def _costs(attempts: Sequence[_Attempt]) -> dict[str, tuple[float, int]]:
+    """Per model id: the sum of its attempts' known `cost_usd`, and how many attempts had no price.
+    A trace without cost (no `cost_usd` on its attempts) costs nothing known and counts no unknown."""
+    out: dict[str, tuple[float, int]] = {}
+    for attempt in attempts:
+        cost: Any = getattr(attempt, "cost_usd", _NO_COST_FIELD)
+        if cost is _NO_COST_FIELD:
+            continue
+        known, unknown = out.get(attempt.model, (0.0, 0))
+        out[attempt.model] = (known + float(cost), unknown) if cost is not None else (known, unknown + 1)
+    return out

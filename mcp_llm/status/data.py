@@ -1,0 +1,115 @@
+"""What `/status.json` holds, and the page draws: providers and hosts now, usage since start, the last hour.
+
+- `server`: version, start, uptime, when this was made.
+- `summary`: how many providers are up, degraded, down or unconfigured, which circuits are not closed.
+- `providers`: each provider's health row (as `provider_health` has it: status, latency, version,
+  endpoint, `has_api_key`, detail, circuit, and `hosts` when the row has them) with its usage since
+  start. The assistant's own model (`client`) has no row: it is each session's, not the server's.
+- `models`: per model since start (as `mcp-llm://stats`): calls, successes, success rate, retries,
+  re-asks, fallbacks, tokens, latency p50/p95, and cost when the stats have it.
+- `history`: one entry per minute of the last hour, oldest first (history.py), per model and per provider.
+
+No secret is in it: keys appear only as `has_api_key`, and every URL is shown without its user,
+password, query or fragment (`public_url`), in a URL field or inside a row's `detail` text.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from mcp_llm import __version__
+from mcp_llm.history import Bucket, quantiles
+
+if TYPE_CHECKING:
+    from mcp_llm.app import App
+
+URL_FIELDS = ("endpoint", "host")
+TEXT_FIELDS = ("detail",)
+URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
+
+
+def public_url(url: str) -> str:
+    """A URL as it may be shown: scheme, host, port and path only (no credentials, query or fragment)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(an endpoint that is not a URL)"
+    if not parts.scheme or not host:
+        return url.split("@")[-1].split("?")[0].split("#")[0]
+    if ":" in host:
+        host = f"[{host}]"
+    return urlunsplit((parts.scheme, host + port, parts.path, "", ""))
+
+
+def _scrub(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with every URL field made public, nested host rows included."""
+    out = dict(row)
+    for name in URL_FIELDS:
+        if isinstance(out.get(name), str):
+            out[name] = public_url(out[name])
+    for name in TEXT_FIELDS:  # an adapter's message may name its endpoint as configured, credentials and all
+        if isinstance(out.get(name), str):
+            out[name] = URL_IN_TEXT.sub(lambda found: public_url(found.group()), out[name])
+    if isinstance(out.get("hosts"), list):
+        out["hosts"] = [_scrub(host) if isinstance(host, dict) else host for host in out["hosts"]]
+    return out
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def _rate(successes: int, calls: int) -> float | None:
+    return round(successes / calls, 4) if calls else None
+
+
+async def collect(app: App, minutes: Sequence[Bucket]) -> dict[str, Any]:
+    """The whole document, with `minutes` the history window to show (oldest first)."""
+    call_scoped = {spec.name for spec in app.registry.call_scoped()}
+    rows = [row for row in await app.health(None) if row.provider not in call_scoped]
+    snapshot = app.router.stats.snapshot()
+    usage = snapshot.get("providers", {})
+    providers = [_scrub({**row.model_dump(mode="json"), "usage": usage.get(row.provider, {})}) for row in rows]
+    statuses = [row["status"] for row in providers]
+    return {
+        "server": {"version": __version__, "since": snapshot.get("since"), "uptime_s": snapshot.get("uptime_s"),
+                   "generated_at": _iso(time.time()), **({"state": snapshot["state"]} if "state" in snapshot else {})},
+        "summary": {
+            **{status: statuses.count(status) for status in ("ok", "degraded", "down", "unconfigured")},
+            "providers": len(providers),
+            "circuits_not_closed": {row["provider"]: row["circuit"] for row in providers if row["circuit"] != "closed"},
+            "calls": snapshot.get("calls", {}),
+        },
+        "providers": providers,
+        "models": [_model_row(model_id, row) for model_id, row in snapshot.get("models", {}).items()],
+        "history": {"minute_s": 60, "minutes": [_minute(bucket) for bucket in minutes]},
+    }
+
+
+def _model_row(model_id: str, row: dict[str, Any]) -> dict[str, Any]:
+    calls, successes = int(row.get("calls", 0)), int(row.get("successes", 0))
+    return {"id": model_id, **row, "success_rate": _rate(successes, calls)}
+
+
+def _minute(bucket: Bucket) -> dict[str, Any]:
+    models = {}
+    for model_id, row in bucket.models.items():
+        p50, p95 = quantiles(row.latency)
+        models[model_id] = {
+            "provider": row.provider, "calls": row.calls, "failures": row.failures, "reasks": row.reasks,
+            "fallbacks": row.fallbacks, "input_tokens": row.input_tokens, "output_tokens": row.output_tokens,
+            "cost_usd": round(row.cost_usd, 6), "cost_unknown": row.cost_unknown,
+            "latency_ms": {"p50": p50, "p95": p95},
+        }
+    return {
+        "start": _iso(bucket.start),
+        "models": models,
+        "providers": {name: {"calls": row.calls, "failures": row.failures} for name, row in bucket.providers.items()},
+    }
