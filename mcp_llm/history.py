@@ -195,7 +195,12 @@ def window(buckets: Sequence[Bucket], now_minute: int, minutes: int = MINUTES) -
     return [by_start.get(start) or Bucket(start) for start in starts]
 
 
-_NO_COST_FIELD = object()
+@cache
+def _carries_cost(attempt_type: type) -> bool:
+    """Whether attempts of this type have `cost_usd` (issue 21 adds it to the trace); asked once per type,
+    since a pydantic model answers a missing attribute slowly."""
+    fields = getattr(attempt_type, "model_fields", None)
+    return "cost_usd" in fields if isinstance(fields, dict) else hasattr(attempt_type, "cost_usd")
 
 
 def _costs(attempts: Sequence[_Attempt]) -> dict[str, tuple[float, int]]:
@@ -203,9 +208,9 @@ def _costs(attempts: Sequence[_Attempt]) -> dict[str, tuple[float, int]]:
     A trace without cost (no `cost_usd` on its attempts) costs nothing known and counts no unknown."""
     out: dict[str, tuple[float, int]] = {}
     for attempt in attempts:
-        cost: Any = getattr(attempt, "cost_usd", _NO_COST_FIELD)
-        if cost is _NO_COST_FIELD:
+        if not _carries_cost(type(attempt)):
             continue
+        cost: Any = getattr(attempt, "cost_usd", None)
         known, unknown = out.get(attempt.model, (0.0, 0))
         out[attempt.model] = (known + float(cost), unknown) if cost is not None else (known, unknown + 1)
     return out
