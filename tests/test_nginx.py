@@ -138,3 +138,21 @@ async def test_two_stateless_replicas_behind_nginx(nginx: str, replicas: tuple[i
         refused = await http.post(nginx, json=INITIALIZE, headers={
             "Accept": "application/json, text/event-stream", "Content-Type": "application/json"})
     assert refused.status_code == 401
+
+
+async def test_the_status_page_behind_nginx_keeps_the_token_out_of_its_log(nginx: str, tmp_path: Path) -> None:
+    """README's `location /status`: the page, its data with the token (401 without), and the token in no line
+    of nginx's access log (the page sends it as a header, never in a URL)."""
+    base = nginx.removesuffix("/mcp")
+    async with httpx2.AsyncClient(timeout=30) as http:
+        page = await http.get(f"{base}/status")
+        refused = await http.get(f"{base}/status.json")
+        data = await http.get(f"{base}/status.json", headers={"Authorization": f"Bearer {TOKEN}"})
+        chart = await http.get(f"{base}/status/chart/calls.svg", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert page.status_code == 200 and "content-security-policy" in page.headers
+    assert refused.status_code == 401
+    assert data.status_code == 200 and {row["provider"] for row in data.json()["providers"]} >= {"ollama"}
+    assert chart.status_code == 200 and chart.text.startswith("<svg")
+    log = (tmp_path / "nginx" / "access.log").read_text(encoding="utf-8")
+    assert "GET /status.json" in log and "GET /status/chart/calls.svg" in log
+    assert TOKEN not in log
