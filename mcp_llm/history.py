@@ -11,7 +11,8 @@ Latencies are kept as DDSketch bins (the `ddsketch` package's logarithmic mappin
 counted under the integer key of the bucket it falls in, every value of a bucket within 1 % of the
 value read back). Bins add up: two minutes, or two replicas' copies of one minute, merge by adding
 their counts, and p50/p95 read from the merged bins keep the same 1 % bound. That is what lets a
-shared store hold the fleet's history as plain integer counters (`Bucket.to_json` / `merge_json`).
+shared store hold the fleet's history as plain counters (`Bucket.counters` / `add_counters`: one
+Redis hash a minute, each replica adding its `History.take_delta` once).
 
 Memory is bounded: `MINUTES` buckets of at most `MAX_KEYS` models and providers each (any more are
 counted under `(other)`, as in stats.py), each model's bins bounded by the mapping's range.
@@ -19,6 +20,7 @@ counted under `(other)`, as in stats.py), each model's bins bounded by the mappi
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import Counter
@@ -111,29 +113,59 @@ class Bucket:
             name = OTHER
         return self.providers.setdefault(name, ProviderMinute())
 
-    def to_json(self) -> dict[str, Any]:
-        """Counters only (latency bins keyed by their integer key as text): what a shared store adds up."""
-        return {
-            "start": self.start,
-            "models": {model_id: {"provider": row.provider, "cost_usd": row.cost_usd,
-                                  **{name: getattr(row, name) for name in INT_FIELDS},
-                                  "latency": {str(key): count for key, count in row.latency.items()}}
-                       for model_id, row in self.models.items()},
-            "providers": {name: {"calls": row.calls, "failures": row.failures} for name, row in self.providers.items()},
-        }
-
-    def merge_json(self, other: Mapping[str, Any]) -> None:
-        """Add another copy of this minute (another replica's, or a delta) to this one."""
-        for model_id, raw in (other.get("models") or {}).items():
-            row = self.model(model_id, str(raw.get("provider", OTHER)))
+    def counters(self) -> dict[str, float]:
+        """This minute as flat counters, each named by a JSON list of what it counts (`["model", id, "calls"]`,
+        `["model", id, "latency", bin]`, `["provider", name, "failures"]`…): what a shared store adds up
+        (Redis HINCRBY / HINCRBYFLOAT), as a replica's delta or the fleet's total. Zeros are left out."""
+        out: dict[str, float] = {}
+        for model_id, row in self.models.items():
+            out[_name("model", model_id, "provider", row.provider)] = row.calls or 1
             for name in INT_FIELDS:
-                setattr(row, name, getattr(row, name) + int(raw.get(name, 0)))
-            row.cost_usd += float(raw.get("cost_usd", 0.0))
-            row.latency.update({int(key): int(count) for key, count in (raw.get("latency") or {}).items()})
-        for name, raw in (other.get("providers") or {}).items():
-            provider = self.provider(name)
-            provider.calls += int(raw.get("calls", 0))
-            provider.failures += int(raw.get("failures", 0))
+                if getattr(row, name):
+                    out[_name("model", model_id, name)] = getattr(row, name)
+            if row.cost_usd:
+                out[_name("model", model_id, "cost_usd")] = row.cost_usd
+            for key, count in row.latency.items():
+                out[_name("model", model_id, "latency", key)] = count
+        for name, prow in self.providers.items():
+            for what in ("calls", "failures"):
+                if getattr(prow, what):
+                    out[_name("provider", name, what)] = getattr(prow, what)
+        return out
+
+    def add_counters(self, counters: Mapping[Any, Any]) -> None:
+        """Add counters as `counters()` names them (text or bytes, as Redis returns them); a name or a value
+        that is not one of ours is skipped, so a foreign or damaged entry costs nothing but itself."""
+        parsed: list[tuple[list[Any], float]] = []
+        for raw_name, raw_value in counters.items():
+            try:
+                name = json.loads(raw_name)
+                value = float(raw_value)
+            except (TypeError, ValueError):
+                continue
+            if isinstance(name, list) and len(name) >= 3 and all(isinstance(part, str | int) for part in name) \
+                    and math.isfinite(value) and value >= 0:
+                parsed.append((name, value))
+        for name, _ in parsed:  # each model's row first, with its provider
+            if name[0] == "model" and name[2] == "provider" and len(name) == 4:
+                self.model(str(name[1]), str(name[3]))
+        for name, value in parsed:
+            kind, key, what = str(name[0]), str(name[1]), name[2]
+            if kind == "provider" and what in ("calls", "failures") and len(name) == 3:
+                prow = self.provider(key)
+                setattr(prow, str(what), getattr(prow, str(what)) + int(value))
+            elif kind == "model" and what != "provider":
+                row = self.model(key, self.models[key].provider if key in self.models else OTHER)
+                if what in INT_FIELDS and len(name) == 3:
+                    setattr(row, str(what), getattr(row, str(what)) + int(value))
+                elif what == "cost_usd" and len(name) == 3:
+                    row.cost_usd += value
+                elif what == "latency" and len(name) == 4 and isinstance(name[3], int):
+                    row.latency[name[3]] += int(value)
+
+
+def _name(*parts: str | int) -> str:
+    return json.dumps(parts, separators=(",", ":"))
 
 
 class History:
@@ -143,6 +175,8 @@ class History:
         self.minutes = minutes
         self._clock = clock
         self._buckets: list[Bucket] = []
+        self.sharing = False  # set by a shared store: what is counted is also kept for it (`take_delta`)
+        self._delta: dict[int, Bucket] = {}
 
     def now_minute(self) -> int:
         return int(self._clock()) // MINUTE_S * MINUTE_S
@@ -162,29 +196,42 @@ class History:
                latency_ms: float, error_kind: str | None) -> None:
         """One finished call, as `Stats.record` takes it (the arguments are the same)."""
         bucket = self._current()
-        costs = _costs(attempts)
-        for model_id, seen in _per_model(attempts).items():
-            row = bucket.model(model_id, seen.provider)
-            provider = bucket.provider(seen.provider)
-            row.calls += 1
-            provider.calls += 1
-            if not seen.answered:
-                row.failures += 1
-                provider.failures += 1
-            row.reasks += seen.reasks
-            row.fallbacks += seen.fallbacks
-            used = tokens.get(model_id, (0, 0))
-            row.input_tokens += used[0]
-            row.output_tokens += used[1]
-            known, unknown = costs.get(model_id, (0.0, 0))
-            row.cost_usd += known
-            row.cost_unknown += unknown
-            row.latency.update(latency_key(latency) for latency in seen.latencies)
+        per_model, costs = _per_model(attempts), _costs(attempts)
+        _add(bucket, per_model, costs, tokens)
+        if self.sharing:
+            _add(self._delta.setdefault(bucket.start, Bucket(bucket.start)), per_model, costs, tokens)
+
+    def take_delta(self) -> dict[int, dict[str, float]]:
+        """What was counted since the last delta was taken, per minute, as counters (for the shared store)."""
+        delta, self._delta = self._delta, {}
+        return {start: bucket.counters() for start, bucket in sorted(delta.items())}
 
     def buckets(self) -> list[Bucket]:
         """The buckets of the last `minutes` minutes, oldest first (an idle minute has none)."""
         self._prune(self.now_minute())
         return list(self._buckets)
+
+
+def _add(bucket: Bucket, per_model: Mapping[str, Any], costs: Mapping[str, tuple[float, int]],
+         tokens: Mapping[str, tuple[int, int]]) -> None:
+    """One call's counts (`_per_model`'s, its costs and tokens) into one bucket."""
+    for model_id, seen in per_model.items():
+        row = bucket.model(model_id, seen.provider)
+        provider = bucket.provider(seen.provider)
+        row.calls += 1
+        provider.calls += 1
+        if not seen.answered:
+            row.failures += 1
+            provider.failures += 1
+        row.reasks += seen.reasks
+        row.fallbacks += seen.fallbacks
+        used = tokens.get(model_id, (0, 0))
+        row.input_tokens += used[0]
+        row.output_tokens += used[1]
+        known, unknown = costs.get(model_id, (0.0, 0))
+        row.cost_usd += known
+        row.cost_unknown += unknown
+        row.latency.update(latency_key(latency) for latency in seen.latencies)
 
 
 def window(buckets: Sequence[Bucket], now_minute: int, minutes: int = MINUTES) -> list[Bucket]:

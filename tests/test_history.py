@@ -104,12 +104,42 @@ def test_quantiles_are_within_one_percent_and_merge_by_adding_bins() -> None:
     assert quantiles({}) == [None, None]
 
     one, other = Bucket(START), Bucket(START)
-    one.merge_json(history.buckets()[0].to_json())
-    other.merge_json(history.buckets()[0].to_json())
-    one.merge_json(other.to_json())  # two replicas' copies of the same minute
+    one.add_counters(history.buckets()[0].counters())
+    other.add_counters({name.encode(): str(value).encode()  # as Redis hands them back
+                        for name, value in history.buckets()[0].counters().items()})
+    one.add_counters(other.counters())  # two replicas' copies of the same minute
     row = one.models["ollama/a"]
+    assert row.provider == "ollama" and one.providers["ollama"].calls == 2 * len(values)
     assert row.calls == 2 * len(values) and sum(row.latency.values()) == 2 * len(values)
     assert quantiles(row.latency) == quantiles(bins)  # the same distribution twice over
+
+
+def test_a_shared_store_gets_each_call_once_as_a_delta() -> None:
+    clock = Clock()
+    history = History(clock=clock)
+    history.sharing = True
+    history.record([failed("ollama/a:3b", "ollama"), ok("claude-x", "anthropic", latency_ms=250)],
+                   {"claude-x": (7, 3)}, 300, None)
+    clock.now += 60
+    history.record([ok("ollama/a:3b", "ollama")], {}, 100, None)
+    delta = history.take_delta()
+    assert list(delta) == [START, START + 60] and history.take_delta() == {}  # taken once
+    fleet = [Bucket(start) for start in delta]
+    for bucket, start in zip(fleet, delta, strict=True):
+        bucket.add_counters(delta[start])
+    assert fleet[0].models["claude-x"].input_tokens == 7 and fleet[0].models["claude-x"].fallbacks == 0
+    assert fleet[0].models["ollama/a:3b"].fallbacks == 1 and fleet[0].models["ollama/a:3b"].failures == 1
+    assert quantiles(fleet[0].models["claude-x"].latency)[0] == pytest.approx(250, rel=0.01)
+    assert fleet[1].providers == {"ollama": fleet[1].providers["ollama"]} and fleet[1].providers["ollama"].calls == 1
+
+
+def test_foreign_or_damaged_counters_are_skipped() -> None:
+    bucket = Bucket(START)
+    bucket.add_counters({"not json": 1, '["model"]': 2, '["model","m/x","calls"]': "NaN", '["model","m/x","calls"]x': 1,
+                         '["provider","p","calls"]': -5, '["provider","p","failures"]': "2",
+                         '["model","m/x","latency","7"]': 3, '["model","m/x","provider","m"]': 1})
+    assert bucket.providers["p"].failures == 2 and bucket.providers["p"].calls == 0
+    assert bucket.models["m/x"].provider == "m" and bucket.models["m/x"].latency == {}
 
 
 def test_cost_is_summed_when_attempts_carry_it_and_unknown_prices_are_counted() -> None:
