@@ -183,6 +183,29 @@ def test_gemini_merges_a_one_schema_all_of_and_drops_a_longer_one() -> None:
     assert compiled.rewrites == [gemini_dropped("allOf", "$")]
 
 
+def test_gemini_merges_both_sides_of_a_one_schema_all_of_in_the_callers_order() -> None:
+    """Merged, the node's properties come first, as the caller wrote them (the order Gemini answers in), then
+    the branch's; the required names of both hold, so the model is told every name it must give."""
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
+              "allOf": [{"properties": {"b": {"type": "integer"}, "a": {"type": "number"}}, "required": ["b"]}]}
+    compiled = compile_gemini(schema)
+    assert list(compiled.schema["properties"]) == ["a", "b"]
+    assert compiled.schema["properties"]["a"] == {"type": "string"}  # a name in both keeps the node's schema
+    assert compiled.schema["required"] == ["a", "b"]
+    assert compiled.rewrites == ["a one-schema `allOf` was merged at $"]
+
+
+def test_gemini_is_sent_a_referenced_schema_that_lies_outside_every_keyword() -> None:
+    """Not dropped with its reference (which only loosens what Gemini is told): sent under `$defs`."""
+    schema = {"type": "object", "properties": {"at": {"$ref": "#/data/point"}},
+              "data": {"point": {"type": "string", "maxLength": 5}}}
+    compiled = compile_gemini(schema)
+    assert compiled.schema["properties"]["at"] == {"$ref": "#/$defs/ref"}
+    assert compiled.schema["$defs"] == {"ref": {"type": "string", "maxLength": 5}}
+    assert 'the schema "#/data/point" points at lies outside every keyword, so it is sent as `$defs.ref`' in (
+        compiled.rewrites)
+
+
 def test_gemini_drops_additional_properties_with_pattern_properties() -> None:
     schema = {"type": "object", "properties": {"id": {"type": "string"}},
               "patternProperties": {"^x_": {"type": "integer"}}, "additionalProperties": False}
