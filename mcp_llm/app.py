@@ -1,25 +1,27 @@
 """What the tools share: the registry (adapters), the router, the merged model list and health.
 
-`list_models` merges the models configured with those each provider reports (cached briefly);
-`provider_health` runs each provider's free probe (cached briefly) and adds the circuit
-breaker's state as it is now. A provider reached through the MCP call itself (the client's own
-model) is neither listed nor probed: its spec reads both from the caller's `ClientCall`. The MCP
-server and the command line both use one `App`.
+`list_models` merges the models configured with those each provider reports (cached briefly), each
+with the hosts that serve it; `provider_health` runs each provider's free probe (cached briefly) and
+adds the circuit breaker's state as it is now, and each host's row (a provider with several hosts:
+what each has loaded, its circuit and its calls in flight, from hosts.py). A provider reached
+through the MCP call itself (the client's own model) is neither listed nor probed: its spec reads
+both from the caller's `ClientCall`. The MCP server and the command line both use one `App`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from mcp_llm.adapters.base import Health, ModelInfo
+from mcp_llm.adapters.base import Health, HostHealth, ModelInfo
 from mcp_llm.config import Settings
 from mcp_llm.errors import InputError, LLMError, clip
 from mcp_llm.registry import Registry
 from mcp_llm.router import Router
+from mcp_llm.state import LocalState, State
 from mcp_llm.zero_config import LocalServer
 
 if TYPE_CHECKING:
@@ -38,7 +40,8 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = Registry(settings)
-        self.router = Router(self.registry)
+        self.state: State = LocalState()  # circuits, limits and stats: this process's
+        self.router = Router(self.registry, self.state)
         self._health: dict[str, tuple[float, Health]] = {}
         self._discovered: dict[str, tuple[float, list[ModelInfo] | None]] = {}
         self.discovery_errors: dict[str, str] = {}  # why a provider's last listing failed, for the CLI
@@ -87,6 +90,7 @@ class App:
                     enabled=entry.enabled,
                     available=available,
                     source="config",
+                    hosts=match.hosts if match else [],
                 )
             )
         listed = {m.id for m in models}
@@ -137,13 +141,14 @@ class App:
         A local model server found on this machine has a row of its own."""
         await self.local_servers()
         providers = self._check_provider(provider)
+        await self.state.refresh()  # with shared state: the circuits as the fleet has them now
         results: dict[str, Health] = {}
 
         async def probe(name: str) -> None:
             spec = self.registry.spec_of(name)
             if spec is not None and spec.call_health is not None:  # read from the call, never probed
                 results[name] = spec.call_health(client).model_copy(
-                    update={"circuit": self.router.breakers.state(name)})
+                    update={"circuit": self.router.breakers.state(name), "hosts": []})
                 return
             results[name] = await self._probe(name)
 
@@ -157,14 +162,30 @@ class App:
         cached = self._health.get(provider)
         if cached is None or time.monotonic() - cached[0] >= HEALTH_CACHE_S:
             cached = self._health[provider] = (time.monotonic(), await self._fresh_probe(provider))
-        return cached[1].model_copy(update={"circuit": self.router.breakers.state(provider)})
+        row = cached[1]
+        circuit = self.router.breakers.state(provider)
+        fleet = self.router.fleets().get(provider)
+        if fleet is not None:  # each host as it is now (its circuit, its calls in flight), not as cached
+            return row.model_copy(update={"circuit": circuit, "hosts": fleet.rows()})
+        host = self.router.single_host(provider)
+        hosts = [HostHealth(host=host, status=row.status, latency_ms=row.latency_ms, circuit=circuit,
+                            in_flight=self.router.limiter(provider).borrowed_tokens)] if host else []
+        return row.model_copy(update={"circuit": circuit, "hosts": hosts})
 
     async def _fresh_probe(self, provider: str) -> Health:
         if provider in self.registry.providers_with_adapters():
             adapter = self.registry.adapter(provider)
             if adapter.not_ready() is not None:  # `unconfigured`, told without importing its SDK
                 return await adapter.health()
-            return await (await self.registry.ready_adapter(provider)).health()
+            adapter = await self.registry.ready_adapter(provider)
+            fleet = self.router.fleet(provider, adapter)
+            if fleet is not None:  # several hosts: each asked now, the provider's row made from theirs
+                await fleet.refresh()
+                base = Health(provider=provider, status="down", endpoint=fleet.hosts[0].public,
+                              has_api_key=bool((settings := self.settings.provider_settings(provider))
+                                               and settings.has_api_key))
+                return fleet.summary(base)
+            return await adapter.health()
         settings = self.settings.provider_settings(provider)
         return Health(
             provider=provider,
@@ -183,8 +204,14 @@ class App:
                              hint=f"Use one of: {', '.join(known)}, or leave it empty.")
         return [provider]
 
+    async def stats(self) -> dict[str, Any]:
+        """`mcp-llm://stats`: usage since start, of the whole fleet when state is shared (`state` says which)."""
+        return await self.state.stats_snapshot()
+
     async def aclose(self) -> None:
         await self.router.picker.aclose()
+        await self.router.aclose()
+        await self.state.aclose()
         await self.registry.aclose()
 
 

@@ -437,11 +437,13 @@ def _print_models(rows: list[Any], problems: dict[str, str], settings: Settings,
     if as_json:
         _emit(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
     else:
-        table = [("MODEL", "PROVIDER", "SOURCE", "AVAILABLE", "FLAGS")]
+        fleet = any(len(m.hosts) > 1 for m in rows)  # a provider with several hosts: which serve each model
+        table = [("MODEL", "PROVIDER", "SOURCE", "AVAILABLE", "FLAGS", *(("HOSTS",) if fleet else ()))]
         for m in rows:
             flags = ",".join(f for f, on in (("vision", m.vision), ("disabled", not m.enabled)) if on)
             available = {True: "yes", False: "missing", None: "unknown"}[m.available]
-            table.append((m.id, m.provider, m.source, available, flags or "-"))
+            table.append((m.id, m.provider, m.source, available, flags or "-",
+                          *((", ".join(m.hosts) or "-",) if fleet else ())))
         _emit_table(table)
     listed = {row.provider for row in rows}
     for provider, why in sorted(problems.items()):
@@ -473,6 +475,16 @@ def _print_health(rows: list[Any], *, as_json: bool) -> None:
         latency = f"{h.latency_ms:.0f} ms" if h.latency_ms is not None else "-"
         table.append((h.provider, h.status, latency, h.version or "-", h.detail or "-"))
     _emit_table(table)
+    for h in rows:
+        if len(h.hosts) > 1:  # a provider with several hosts: each one, with what it has loaded
+            _emit(f"\n{h.provider} hosts:")
+            hosts = [("  HOST", "STATUS", "LATENCY", "CIRCUIT", "IN FLIGHT", "LOADED")]
+            for host in h.hosts:
+                latency = f"{host.latency_ms:.0f} ms" if host.latency_ms is not None else "-"
+                loaded = ", ".join(host.loaded) if host.loaded else "-"
+                hosts.append((f"  {host.host}", host.status, latency, host.circuit, str(host.in_flight),
+                              loaded + (f" ({host.detail})" if host.status != "ok" else "")))
+            _emit_table(hosts)
 
 
 def _emit_table(rows: Sequence[tuple[str, ...]]) -> None:

@@ -240,14 +240,15 @@ class Settings(Section):
         the endpoint already at that URL (configured, or found before), else a new one named `name`,
         or `name-local` (`-local2`…) when a configured endpoint elsewhere has that name. Returns its name."""
         endpoints = getattr(self.providers, table)
+        spec = spec_named(table, self.specs)
         for existing, endpoint in endpoints.items():
-            if same_url(endpoint.endpoint, url):
+            if any(same_url(host, url) for host in spec.hosts(endpoint)):  # its endpoint, or one of its hosts
                 return existing
         chosen, n = name, 1
         while chosen in endpoints:
             n += 1
             chosen = f"{name}-local" + (str(n - 1) if n > 2 else "")
-        endpoints[chosen] = spec_named(table, self.specs).settings.model_validate({"endpoint": url})
+        endpoints[chosen] = spec.settings.model_validate({"endpoint": url})
         self._sources[f"providers.{table}.{chosen}"] = "discovered"
         return chosen
 

@@ -13,13 +13,16 @@ Every try is recorded as an `Attempt`, so the result (or the final error) says w
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from mcp_llm.adapters.base import Completion, ImageInput, LLMAdapter, Message, Request
+from mcp_llm.adapters.spec import public_url
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.errors import (
     AllAttemptsFailed,
@@ -27,6 +30,7 @@ from mcp_llm.errors import (
     CircuitOpenError,
     InputError,
     LLMError,
+    ModelNotFoundError,
     OutputError,
     ProviderError,
     ProviderTimeout,
@@ -34,6 +38,7 @@ from mcp_llm.errors import (
     TransientError,
 )
 from mcp_llm.history import History
+from mcp_llm.hosts import Fleet
 from mcp_llm.image_fit import CannotFit, fit_all
 from mcp_llm.progress import Progress, ReportFn
 from mcp_llm.registry import Registry, Route
@@ -44,6 +49,7 @@ from mcp_llm.schema import (
     repair_message,
     schema_instruction,
 )
+from mcp_llm.state import Limiter, LocalState, State
 from mcp_llm.stats import Stats
 from mcp_llm.trace import Attempt, AttemptOutcome, ImageReport, Trace, Usage
 from mcp_llm.vision import check_vision
@@ -53,6 +59,8 @@ from mcp_llm.zero_config import DefaultPicker
 if TYPE_CHECKING:
     from mcp_llm.client_call import ClientCall
     from mcp_llm.images import LoadedImage
+
+log = logging.getLogger("mcp_llm")
 
 RETRY_INITIAL_WAIT_S = 0.5
 RETRY_MAX_WAIT_S = 8.0
@@ -91,6 +99,9 @@ class _Call:
         self.argument_rewrites: list[str] = []  # likewise
         self.tokens: dict[str, tuple[int, int]] = {}  # per model id, for the usage stats
         self.progress: Progress | None = None
+        self.host: str | None = None  # the host of the try being made (as shown), for its `Attempt`
+        self.host_reason: str | None = None  # why that host, when the provider has several
+        self.failed_hosts: set[str] = set()  # hosts that failed in this call: a retry goes elsewhere if it can
 
     def add_tokens(self, route: Route, completion: Completion) -> None:
         used_in, used_out = completion.input_tokens or 0, completion.output_tokens or 0
@@ -111,30 +122,70 @@ class _Call:
                 outcome=outcome,
                 error=error.kind if error else None,
                 latency_ms=round((time.perf_counter() - started) * 1000, 1),
+                host=self.host,
+                host_reason=self.host_reason,
             )
         )
 
 
 class Router:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, state: State | None = None) -> None:
         self.registry = registry
-        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._concurrency: dict[str, int] = {}
+        self._fleets: dict[str, Fleet | None] = {}  # per provider: its hosts when it has several, else None
+        self._hosts: dict[str, str | None] = {}  # per provider at one host: that host, as shown
         defaults = registry.settings.defaults
         self.breakers = CircuitBreakers(defaults.circuit_failures, defaults.circuit_cooldown_s)
         self.schema_limits, self.reply_limits = limits_from(registry.settings.limits)
         self.picker = DefaultPicker(registry)
         self.stats = Stats()
         self.history = History()  # the last hour by minute, for the status page (history.py)
+        # Circuits, limits and stats: this process's own, or shared with the other replicas (`[state]`, state.py)
+        self.state = state if state is not None else LocalState()
+        self.state.attach(self.breakers, self.stats)
 
-    def limiter(self, provider: str) -> anyio.CapacityLimiter:
-        """At most `providers.<name>.concurrency` requests in flight to one provider."""
-        if provider not in self._limiters:
-            settings = self.registry.settings.provider_settings(provider)
+    def limiter(self, provider: str) -> Limiter:
+        """At most `providers.<name>.concurrency` requests in flight to one provider, across every replica
+        when state is shared (a lease per request, see state.py). A host's key (`provider|host`,
+        hosts.host_key) counts the calls in flight to that host here, within the provider's."""
+        if provider not in self._concurrency:
+            settings = self.registry.settings.provider_settings(provider.partition("|")[0])
             if settings is None:
                 settings = self.registry.settings.providers.openai_compatible.get(provider)
             # The client's own model (sampling) has no `concurrency` setting: 4 requests at a time.
-            self._limiters[provider] = anyio.CapacityLimiter(settings.concurrency if settings else 4)
-        return self._limiters[provider]
+            self._concurrency[provider] = settings.concurrency if settings else 4
+        return self.state.limiter(provider, self._concurrency[provider])
+
+    def fleet(self, provider: str, adapter: LLMAdapter) -> Fleet | None:
+        """The provider's hosts, when it has several and its spec can ask each what it has (hosts.py); None
+        for a provider at one host, which is called as it always was."""
+        if provider in self._fleets:
+            return self._fleets[provider]
+        table = self.registry.table(provider)
+        urls = self.registry.hosts(provider)
+        fleet = None
+        if table is not None and table.spec.host_report is not None and len(urls) > 1:
+            report = table.spec.host_report
+            fleet = Fleet(provider, urls, lambda url: report(adapter, url), self.breakers,
+                          lambda key: self.limiter(key).borrowed_tokens,
+                          refresh_s=getattr(table.section, "hosts_refresh_s", 5.0))
+        self._fleets[provider] = fleet
+        return fleet
+
+    def fleets(self) -> dict[str, Fleet]:
+        return {name: fleet for name, fleet in self._fleets.items() if fleet is not None}
+
+    def single_host(self, provider: str) -> str | None:
+        """The one host of a provider that has one (as shown: no credentials); None when it is not at an address."""
+        if provider not in self._hosts:
+            urls = self.registry.hosts(provider)
+            self._hosts[provider] = public_url(urls[0]) if urls else None
+        return self._hosts[provider]
+
+    async def aclose(self) -> None:
+        fleets, self._fleets = list(self.fleets().values()), {}
+        for fleet in fleets:
+            await fleet.aclose()
 
     @property
     def defaults(self) -> Any:
@@ -275,21 +326,21 @@ class Router:
         async for attempt in retrying:
             with attempt:
                 started = time.perf_counter()
+                call.host = call.host_reason = None
                 if not self.breakers.allow(provider):
-                    failures = self.breakers.threshold
-                    error = CircuitOpenError(
-                        f"{provider} is skipped: it failed {failures} time{'s' if failures != 1 else ''} in a row.",
-                        provider=provider, model=route.model_id,
-                        hint=f"It is tried again in {self.breakers.retry_in(provider):.1f} s; "
-                        f"{words().provider_health} shows its state.",
-                    )
+                    error = self._circuit_open(route)
                     call.record(route, "skipped", started, error)
                     raise error
                 try:
                     completion = await self._complete_before_deadline(adapter, route, request, call)
+                except CircuitOpenError as exc:  # opened by another replica, as the limiter's lease found
+                    self.breakers.release(provider)
+                    call.record(route, "skipped", started, exc)
+                    raise
                 except TransientError as exc:
                     self.breakers.failure(provider)
                     call.record(route, "error", started, exc)
+                    await self.state.share_changes()  # shared state: the fleet counts it before anyone hears of it
                     raise
                 except ProviderError as exc:  # the request's fault (auth, 404, 400), not the provider's health
                     self.breakers.release(provider)
@@ -302,15 +353,24 @@ class Router:
                 return completion, started
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    def _circuit_open(self, route: Route) -> CircuitOpenError:
+        provider, failures = route.provider, self.breakers.threshold
+        return CircuitOpenError(
+            f"{provider} is skipped: it failed {failures} time{'s' if failures != 1 else ''} in a row.",
+            provider=provider, model=route.model_id,
+            hint=f"It is tried again in {self.breakers.retry_in(provider):.1f} s; "
+            f"{words().provider_health} shows its state.",
+        )
+
     async def _complete_before_deadline(
         self, adapter: LLMAdapter, route: Route, request: Request, call: _Call
     ) -> Completion:
         remaining = call.remaining()
         with anyio.move_on_after(remaining) as scope:
             async with self.limiter(route.provider):
-                request.timeout_s = max(call.remaining(), 0.001)
-                request.on_chunk = call.progress.listener(route.model_id, call.attempts) if call.progress else None
-                return await adapter.complete(request)
+                if self.state.shared and self.breakers.state(route.provider) == "open":
+                    raise self._circuit_open(route)  # the fleet's circuit, as entering the limiter read it
+                return await self._on_a_host(adapter, route, request, call)
         assert scope.cancelled_caught
         raise ProviderTimeout(
             f"{route.model_id} did not answer within the call's deadline.",
@@ -318,6 +378,52 @@ class Router:
             model=route.model_id,
             hint=f"Pass a larger {words().timeout_s} for slow models, or raise defaults.timeout_s.",
         )
+
+    async def _on_a_host(self, adapter: LLMAdapter, route: Route, request: Request, call: _Call) -> Completion:
+        """One try, on a host: the provider's only one, or of several the one `Fleet.pick` chooses, and at once
+        the next one when it fails before the first chunk of its answer (unreachable, an error status, a model
+        it turns out not to have). That is the host failing, not the model: it costs no retry, and only the
+        host's circuit counts it. A failure once the answer streams is the try's, retried as any other."""
+        listener = call.progress.listener(route.model_id, call.attempts) if call.progress else None
+        fleet = self.fleet(route.provider, adapter)
+        if fleet is None:
+            call.host = self.single_host(route.provider)
+            request.timeout_s = max(call.remaining(), 0.001)
+            request.on_chunk = listener
+            return await adapter.complete(request)
+        await fleet.ready()
+        tried: list[str] = []
+        failure: ProviderError | None = None
+        after = ""  # why this is not the first host of the try
+        while (choice := fleet.pick(route.native, tried, call.failed_hosts)) is not None:
+            host = choice.host
+            tried.append(host.url)
+            call.host, call.host_reason = host.public, after + choice.why
+            first, request.on_chunk = _noting_first_chunk(listener)
+            request.host = host.url
+            request.timeout_s = max(call.remaining(), 0.001)
+            started = time.perf_counter()
+            try:
+                async with self.limiter(host.key):
+                    completion = await adapter.complete(request)
+            except (TransientError, ModelNotFoundError) as exc:
+                fleet.failed(host, route.native, exc, streamed=bool(first))
+                call.failed_hosts.add(host.url)
+                elsewhere = [h for h in fleet.serving(route.native) if h not in {public_url(t) for t in tried}]
+                if first or (isinstance(exc, ModelNotFoundError) and not elsewhere):
+                    raise
+                log.warning("%s: %s failed on %s before answering (%s: %s); trying another host at once",
+                            route.provider, route.model_id, host.public, exc.kind, exc.message)
+                failure = exc
+                after = f"{host.public} failed before answering ({exc.kind}); "
+                continue
+            except BaseException:  # not the host's fault (a 400, auth), or cancelled: no verdict on it
+                self.breakers.release(host.key)
+                raise
+            fleet.answered(host, route.native, ((first[0] if first else time.perf_counter()) - started) * 1000)
+            return completion
+        assert failure is not None  # `pick` gives a host until every one was tried
+        raise failure
 
     def _wait(self, backoff: Any) -> Any:
         """Exponential backoff with jitter, or the provider's Retry-After up to `retry_after_max_s`."""
@@ -359,6 +465,21 @@ def fit_temperature(temperature: float | None, adapter: LLMAdapter, route: Route
     if temperature is None or temperature <= top:
         return temperature, []
     return top, [f"temperature {temperature:g} lowered to {top:g}, the highest {route.provider} takes"]
+
+
+def _noting_first_chunk(listener: Callable[[str], Awaitable[None]] | None
+                        ) -> tuple[list[float], Callable[[str], Awaitable[None]]]:
+    """An `on_chunk` that notes when the first chunk came (in the list, empty until then), and passes every
+    chunk on to `listener` (progress), if any."""
+    first: list[float] = []
+
+    async def on_chunk(text: str) -> None:
+        if not first:
+            first.append(time.perf_counter())
+        if listener is not None:
+            await listener(text)
+
+    return first, on_chunk
 
 
 def _ms_since(started: float) -> float:

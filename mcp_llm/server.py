@@ -202,7 +202,7 @@ class LLMServer(MCPServer):
         return starlette
 
 
-def build_server(settings: Settings, *, http_token: str | None = None, http_url: str | None = None) -> MCPServer:
+def build_server(settings: Settings, *, http_token: str | None = None, http_url: str | None = None) -> LLMServer:
     """The server with its tools; `http_token` makes every HTTP request carry that bearer token."""
     app = App(settings)
     tools = Tools(app)
@@ -217,6 +217,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[App]:
+        app.state.warm_up()  # shared state: its client library imported in a thread now, no network
         try:
             yield app
         finally:
@@ -333,10 +334,11 @@ kept failing is skipped. Providers of this server: {names}.""")
         return None
 
     @server.resource("mcp-llm://stats", title="Usage since start", mime_type="application/json")
-    def stats() -> str:
+    async def stats() -> str:
         """Per provider and per model since the server started: calls, successes, failures by kind,
-        retries, re-asks, fallbacks, tokens, latency p50/p95."""
-        return json.dumps(app.router.stats.snapshot(), indent=2)
+        retries, re-asks, fallbacks, tokens, latency p50/p95; summed over every replica when state is
+        shared (`state`: local, shared, or local (redis unreachable))."""
+        return json.dumps(await app.stats(), indent=2)
 
     publish_inlined(server, "generate_structured", "analyze_image")  # cheaper for clients to check
     return server

@@ -54,13 +54,20 @@ class ModelList(BaseModel):
     models: list[ModelInfo]
 
 
+STATE_DESCRIPTION = ("Where circuits, limits and usage are kept: `local` (this server's own), `shared` (with the "
+                     "other replicas, in Redis: [state]), or `local (redis unreachable)` while Redis cannot be had.")
+
+
 class ProviderHealth(Health):
     stats: dict[str, Any] = Field(default_factory=dict,
-                                  description="Usage since start (as in mcp-llm://stats); empty before any call.")
+                                  description="Usage since start (as in mcp-llm://stats, the fleet's when state is "
+                                  "shared); empty before any call.")
+    state: str = Field(default="local", description=STATE_DESCRIPTION)
 
 
 class HealthReport(BaseModel):
     providers: list[ProviderHealth]
+    state: str = Field(default="local", description=STATE_DESCRIPTION)
 
 
 def check_arguments(temperature: float | None, max_tokens: int | None, timeout_s: float | None) -> None:
@@ -164,9 +171,11 @@ class Tools:
     async def provider_health(self, provider: str | None = None, *, client: ClientCall | None = None) -> HealthReport:
         """Each provider's free probe (cached briefly), with its usage since start."""
         with speaking(self.words):
-            usage = self.app.router.stats.providers()
-            return HealthReport(providers=[ProviderHealth(**row.model_dump(), stats=usage.get(row.provider, {}))
-                                           for row in await self.app.health(provider, client)])
+            rows = await self.app.health(provider, client)  # (with shared state, the fleet's circuits first)
+            usage = await self.app.stats()
+            state = self.app.state.status()
+            return HealthReport(providers=[ProviderHealth(**row.model_dump(), stats=usage["providers"].get(
+                row.provider, {}), state=state) for row in rows], state=state)
 
     # --- shared steps ------------------------------------------------------------------------------
 

@@ -22,6 +22,11 @@ class Attempt(BaseModel):
     outcome: AttemptOutcome = Field(description="ok, invalid_output, error, or skipped (circuit open)")
     error: str | None = None  # the error's kind (e.g. `unavailable`, `invalid_output`), None when ok
     latency_ms: float
+    host: str | None = Field(default=None, description="The host that was asked (its base URL, no credentials); "
+                             "null when the provider is not at an address or the try was skipped.")
+    host_reason: str | None = Field(default=None, description="Why that host, when the provider has several: "
+                                    "where the model is loaded, calls in flight, recent latency, a host that "
+                                    "failed before it; null for a provider at one host.")
 
 
 class Usage(BaseModel):

@@ -52,6 +52,7 @@ import anyio
 
 from mcp_llm.adapters import ollama
 from mcp_llm.adapters.base import ModelInfo
+from mcp_llm.adapters.spec import public_url
 from mcp_llm.errors import LLMError, UnknownModelError
 from mcp_llm.registry import _SAFE_NATIVE_NAME
 from mcp_llm.words import words
@@ -100,7 +101,8 @@ class LocalServer:
 
     def model_infos(self) -> list[ModelInfo]:
         return [ModelInfo(id=m.id, provider=self.endpoint, label=f"{m.id.split('/', 1)[1]} ({self.label}, local)",
-                          vision=m.vision, structured=True, available=True, source="discovered") for m in self.models]
+                          vision=m.vision, structured=True, available=True, source="discovered",
+                          hosts=[public_url(self.url)]) for m in self.models]
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ class LocalDiscovery:
         """Where to look: (discovery name, URL), Ollama first."""
         places = []
         if self.settings.ollama:
-            places.append((ollama.PROVIDER, self.registry.hosts(ollama.PROVIDER)[0]))
+            places.append((ollama.PROVIDER, public_url(self.registry.hosts(ollama.PROVIDER)[0])))
         return places + list(self.settings.servers.items())
 
     async def probes(self) -> list[_Probe]:

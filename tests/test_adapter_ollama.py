@@ -447,7 +447,7 @@ async def test_aclose_closes_the_client_twice_harmlessly_and_the_adapter_rebuild
 ) -> None:
     await adapter.aclose()  # before any use: nothing to close, no error
     await adapter.complete(ask())
-    sdk_client = adapter._client  # no public handle on the SDK client: look, do not touch
+    sdk_client = adapter._clients.get(fake_ollama.url)  # no public handle on the SDK client: look, do not touch
     assert sdk_client is not None
 
     await adapter.aclose()

@@ -182,6 +182,7 @@ async def test_list_models_merges_config_and_discovery(
     assert models["ollama/llama3.2:3b"] | {} == {
         "id": "ollama/llama3.2:3b", "provider": "ollama", "label": "Llama 3.2 3B", "vision": False,
         "structured": True, "enabled": True, "available": True, "source": "config",
+        "hosts": [fake_ollama.url],
     }
     assert models["ollama/llava:7b"]["vision"] is True and models["ollama/llava:7b"]["available"] is True
     assert models["ollama/qwen2.5:7b"]["available"] is False  # configured, but the server lacks it

@@ -176,7 +176,7 @@ async def test_analyze_image(config: Path, fake: FakeOllama) -> None:
 
 
 @pytest.mark.anyio
-async def test_list_models_shows_configured_and_discovered(config: Path) -> None:
+async def test_list_models_shows_configured_and_discovered(config: Path, fake: FakeOllama) -> None:
     with anyio.fail_after(TEST_TIMEOUT_S):
         async with connect(config) as client:
             result = await call(client, "list_models")
@@ -193,6 +193,7 @@ async def test_list_models_shows_configured_and_discovered(config: Path) -> None
         "enabled": True,
         "available": True,
         "source": "config",
+        "hosts": [fake.url],
     }
     assert models[VISION_MODEL]["vision"] is True and models[VISION_MODEL]["available"] is True
     assert models[f"ollama/{CONFIGURED_MISSING}"]["source"] == "config"

@@ -215,12 +215,16 @@ async def test_with_no_config_a_local_llama_server_answers_and_is_listed(mode: s
                 models = await call(client, "list_models")
                 health = await call(client, "provider_health", provider="llamacpp")
         [chat] = fake.chat_requests
+        url = fake.base_url
     assert result["model"] == "llamacpp/smollm2-135m" and result["provider"] == "llamacpp"
     assert result["data"] == {"ok": False} and chat.json["model"] == "smollm2-135m"
     assert chat.json["response_format"]["type"] == "json_schema"  # the server's grammar enforces the schema
     listed = {m["id"]: m for m in models["models"]}
     assert listed["llamacpp/smollm2-135m"]["source"] == "discovered" and listed["llamacpp/smollm2-135m"]["available"]
+    assert listed["llamacpp/smollm2-135m"]["hosts"] == [url]  # where it is served
+    assert result["attempts"][0]["host"] == url
     assert health["providers"][0]["status"] == "ok"
+    assert [h["host"] for h in health["providers"][0]["hosts"]] == [url]
 
 
 async def test_the_places_are_probed_at_once_within_their_timeout(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from mcp_llm.errors import AuthError, ProviderError, ProviderNotReady
 
@@ -80,6 +80,9 @@ class Request:
     # alone: `vertex/…` gives Gemini {"vertex": True}, Vertex AI whatever the configured backend.
     options: Mapping[str, Any] = field(default_factory=dict)
     client: ClientCall | None = None  # the MCP call this is part of: how `client` reaches the client's model
+    # The base URL to send to, one of those the provider's spec lists (`ProviderSpec.hosts`), as the router
+    # chose it among several; None: the provider's first (its only one, for most).
+    host: str | None = None
     # Each streamed piece of the answer's text, as it arrives (progress notifications; see progress.py)
     on_chunk: Callable[[str], Awaitable[None]] | None = None
 
@@ -110,6 +113,36 @@ class ModelInfo(BaseModel):
     enabled: bool = True
     available: bool | None = None  # False: the provider lacks it; None: unknown (not asked, or unreachable)
     source: Literal["config", "discovered"] = "config"
+    hosts: list[str] = Field(default_factory=list, description="The hosts that serve it (base URLs, no "
+                             "credentials); empty when unknown or not at an address.")
+
+
+@dataclass(frozen=True)
+class HostReport:
+    """What one host of a provider says it has now (`ProviderSpec.host_report`): the models it serves, and
+    those loaded in memory, each with the seconds until it is unloaded (None: no expiry given) and the
+    bytes of it in GPU memory (None: not said). A served model of llama-server or vLLM counts as loaded."""
+
+    models: frozenset[str]
+    loaded: Mapping[str, float | None]
+    vram: Mapping[str, int] = field(default_factory=dict)
+    version: str | None = None
+
+
+class HostHealth(BaseModel):
+    """One host of a provider, as `provider_health` shows it."""
+
+    host: str = Field(description="The host's base URL, without credentials.")
+    status: Literal["ok", "degraded", "down", "unconfigured"]
+    latency_ms: float | None = Field(default=None, description="Its last probe's latency.")
+    loaded: list[str] | None = Field(default=None, description="The models loaded there now; null when not asked "
+                                     "(a provider at one host).")
+    in_flight: int = Field(default=0, description="Calls this server has in flight to it now.")
+    circuit: Literal["closed", "open", "half_open"] = "closed"
+    models: int | None = Field(default=None, description="How many models it serves; null when not asked.")
+    recent_latency_ms: float | None = Field(default=None, description="Recent time to the first chunk of its "
+                                            "answers (a moving average), what routing compares.")
+    detail: str = ""
 
 
 class Health(BaseModel):
@@ -121,6 +154,8 @@ class Health(BaseModel):
     has_api_key: bool = False
     detail: str = ""
     circuit: Literal["closed", "open", "half_open"] = "closed"
+    hosts: list[HostHealth] = Field(default_factory=list, description="Each host it is served from; one for a "
+                                    "provider at one address, none for the client's own model.")
 
 
 class LLMAdapter(ABC):
@@ -157,6 +192,36 @@ class LLMAdapter(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - an optional hook, not an abstract one
         """Close the SDK client, if one was built."""
+
+
+async def served_by(hosts: list[str], listing: Callable[[str], Awaitable[list[str]]]) -> dict[str, list[str]]:
+    """Each model the hosts list (`listing(host)`, asked of every host at once), with the hosts that serve
+    it, in the hosts' order (as configured: show them with `public_url`): one id namespace across them. A
+    host that cannot answer is left out; when none can, the first one's error is raised."""
+    import anyio
+
+    listings: dict[str, list[str]] = {}
+    failures: list[ProviderError] = []
+
+    async def list_host(host: str) -> None:
+        try:
+            listings[host] = await listing(host)
+        except ProviderError as exc:
+            failures.append(exc)
+
+    if len(hosts) == 1:  # no task group for the usual provider at one host: its error as it comes
+        listings[hosts[0]] = await listing(hosts[0])
+    else:
+        async with anyio.create_task_group() as tg:
+            for host in hosts:
+                tg.start_soon(list_host, host)
+    if not listings:
+        raise failures[0]
+    served: dict[str, list[str]] = {}
+    for host in hosts:
+        for model in listings.get(host, []):
+            served.setdefault(model, []).append(host)
+    return served
 
 
 def ms_since(started: float) -> float:

@@ -11,23 +11,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from pydantic import PrivateAttr
+from pydantic import PrivateAttr, model_validator
 
 from mcp_llm.adapters._errors import error_for_status, mark_sent, parse_retry_after, translated, transport_error
 from mcp_llm.adapters.base import (
     Capabilities,
     Completion,
     Health,
+    HostReport,
     LLMAdapter,
     ModelInfo,
     Request,
     Timeouts,
     probe,
+    served_by,
 )
-from mcp_llm.adapters.spec import Prefix, ProviderSettings, ProviderSpec
+from mcp_llm.adapters.spec import HostsSettings, Prefix, ProviderSpec, public_url, split_credentials
 from mcp_llm.errors import BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 from mcp_llm.words import words
 
@@ -44,8 +47,9 @@ CLOUD_ENDPOINT = "https://ollama.com"
 HOST_ENV = "OLLAMA_HOST"  # where the ollama CLI and SDK look for the server
 
 
-class OllamaSettings(ProviderSettings):
-    """`[providers.ollama]`: a local server (`endpoint`, else `$OLLAMA_HOST`, else localhost) or Ollama Cloud."""
+class OllamaSettings(HostsSettings):
+    """`[providers.ollama]`: a local server (`endpoint`, else `$OLLAMA_HOST`, else localhost), several (`hosts`),
+    or Ollama Cloud."""
 
     use_cloud: bool = False
     api_key_env: str = "OLLAMA_API_KEY"
@@ -54,7 +58,8 @@ class OllamaSettings(ProviderSettings):
     def attach(self, secrets: Mapping[str, SecretStr], env: Mapping[str, str]) -> dict[str, str]:
         super().attach(secrets, env)
         self._env_host = env.get(HOST_ENV)
-        return {"endpoint": HOST_ENV} if self._env_host and not self.endpoint and not self.use_cloud else {}
+        taken = self._env_host and not self.endpoint and not self.hosts and not self.use_cloud
+        return {"endpoint": HOST_ENV} if taken else {}
 
     @property
     def effective_endpoint(self) -> str:
@@ -69,7 +74,18 @@ class OllamaSettings(ProviderSettings):
         return self.use_cloud and self.has_api_key
 
     def derived(self) -> dict[str, Any]:
-        return {"effective_endpoint": self.effective_endpoint}
+        shown: dict[str, Any] = {"effective_endpoint": public_url(self.effective_endpoint)}
+        if self.endpoint:
+            shown["endpoint"] = public_url(self.endpoint)
+        if self.hosts:
+            shown["hosts"] = [public_url(host) for host in hosts(self)]
+        return shown
+
+    @model_validator(mode="after")
+    def _cloud_is_one_host(self) -> OllamaSettings:
+        if self.use_cloud and self.hosts:
+            raise ValueError("Ollama Cloud is one host: set `endpoint` (or nothing) with use_cloud, not `hosts`")
+        return self
 
 
 def normalize_ollama_host(host: str) -> str:
@@ -77,6 +93,7 @@ def normalize_ollama_host(host: str) -> str:
 
     No scheme means port 11434; `http://h` means port 80 and `https://h` 443, as the SDK and
     the ollama CLI read them. `0.0.0.0` (a bind address, often set for the server) becomes 127.0.0.1.
+    A `user:password@` is kept (the adapter sends it as a header, and never shows it).
     """
     host = host.strip()
     scheme, sep, rest = host.partition("://")
@@ -85,6 +102,7 @@ def normalize_ollama_host(host: str) -> str:
     default_port = {"http": 80, "https": 443}.get(scheme, 11434) if sep else 11434
     hostport, _, path = rest.partition("/")
     path = path.rstrip("/")
+    userinfo, at, hostport = hostport.rpartition("@")
     if hostport.startswith("["):  # an IPv6 literal
         address, _, after = hostport[1:].partition("]")
         name, port = f"[{address}]", after.removeprefix(":")
@@ -92,11 +110,13 @@ def normalize_ollama_host(host: str) -> str:
         name, _, port = hostport.partition(":")
     if name in ("", "0.0.0.0"):
         name = "127.0.0.1"
-    return f"{scheme}://{name}:{port or default_port}" + (f"/{path}" if path else "")
+    return f"{scheme}://{userinfo}{at}{name}:{port or default_port}" + (f"/{path}" if path else "")
 
 
 def hosts(settings: OllamaSettings) -> list[str]:
-    """The one server it talks to (several hosts per provider: issue 20)."""
+    """The servers it talks to: `hosts` (one id namespace across them), else its one endpoint."""
+    if settings.hosts:
+        return [normalize_ollama_host(host) for host in settings.hosts]
     return [settings.effective_endpoint]
 
 
@@ -109,16 +129,21 @@ class OllamaAdapter(LLMAdapter):
     def __init__(self, settings: OllamaSettings, timeouts: Timeouts | None = None) -> None:
         self._settings = settings
         self._timeouts = timeouts or Timeouts()
-        self._client: AsyncClient | None = None
+        self._hosts = hosts(settings)
+        self._clients: dict[str, AsyncClient] = {}  # one per host, built on first use
         # from /api/show, e.g. ["completion", "vision"]; None: an Ollama too old to report them
         self._capabilities: dict[str, list[str] | None] = {}
 
     @property
     def endpoint(self) -> str:
-        return hosts(self._settings)[0]
+        """The first host, as messages and health show it (no credentials)."""
+        return public_url(self._hosts[0])
 
-    def _get_client(self) -> AsyncClient:
-        if self._client is None:
+    def _get_client(self, host: str | None = None) -> AsyncClient:
+        """The client of `host` (one of `hosts(settings)`; None: the first)."""
+        host = host or self._hosts[0]
+        client = self._clients.get(host)
+        if client is None:
             if self._settings.use_cloud and not self._settings.has_api_key:
                 raise ProviderNotReady(
                     "Ollama Cloud needs an API key, and none is set.",
@@ -129,13 +154,16 @@ class OllamaAdapter(LLMAdapter):
             import httpx
             from ollama import AsyncClient
 
+            base, basic = split_credentials(host)  # a host's user:password goes as a header, never in its URL
             headers = {}
             if self._settings.sends_api_key:
                 key = self._settings.api_key
                 assert key is not None
                 headers["Authorization"] = f"Bearer {key.get_secret_value()}"
+            elif basic is not None:
+                headers["Authorization"] = basic
             client = AsyncClient(
-                host=self.endpoint,
+                host=base,
                 headers=headers,
                 # The ollama SDK takes no per-request timeout, so the client's only bounds the
                 # connection and, when set, the wait for the first (then each) streamed chunk; the
@@ -151,15 +179,16 @@ class OllamaAdapter(LLMAdapter):
                 limits=httpx.Limits(max_connections=max(self._settings.concurrency, 100),
                                     max_keepalive_connections=max(self._settings.concurrency, 20)),
             )
-            if not self._settings.sends_api_key:
+            if not headers:
                 # The SDK adds $OLLAMA_API_KEY to every request by itself (ollama/_client.py,
                 # BaseClient.__init__); a local server, or a proxy in front of it, must not get it.
                 client._client.headers.pop("authorization", None)
-            self._client = client
-        return self._client
+            self._clients[host] = client
+        return client
 
     async def complete(self, request: Request) -> Completion:
-        client = self._get_client()
+        host = request.host or self._hosts[0]
+        client = self._get_client(host)
         messages: list[dict[str, Any]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
@@ -175,7 +204,7 @@ class OllamaAdapter(LLMAdapter):
             options["num_predict"] = request.max_tokens
         pieces: list[str] = []
         last = None
-        with self._translate_errors(request.model):
+        with self._translate_errors(request.model, host):
             # Streamed, so the read timeout bounds the wait for the first chunk (model load
             # included) rather than the whole generation, and a cancelled call closes the stream.
             stream = await client.chat(
@@ -191,7 +220,7 @@ class OllamaAdapter(LLMAdapter):
                 if request.on_chunk is not None:
                     await request.on_chunk(pieces[-1])
         if last is None or not last.done:
-            raise ProviderServerError(f"Ollama at {self.endpoint} ended the stream before it was done.",
+            raise ProviderServerError(f"Ollama at {public_url(host)} ended the stream before it was done.",
                                       provider=PROVIDER, model=request.model)
         return Completion(
             text="".join(pieces),
@@ -200,20 +229,26 @@ class OllamaAdapter(LLMAdapter):
             finish_reason=last.done_reason,
         )
 
+    async def _names(self, host: str) -> list[str]:
+        with self._translate_errors(None, host):
+            listing = await self._get_client(host).list()
+        return [m.model for m in listing.models if m.model]
+
     async def list_models(self) -> list[ModelInfo]:
-        client = self._get_client()
-        with self._translate_errors(None):
-            listing = await client.list()
-        names = [m.model for m in listing.models if m.model]
+        """Every host's models, in one id namespace: each model once, with the hosts that have it. A host
+        that cannot be reached is left out; when none can, its error is raised."""
+        served = await served_by(self._hosts, self._names)  # model → the hosts that have it
+        names = list(served)
         limiter = anyio.CapacityLimiter(SHOW_CONCURRENCY)
 
         async def learn_vision(name: str) -> None:
             if name in self._capabilities:
                 return
+            host = served[name][0]
             async with limiter:
                 try:
-                    with self._translate_errors(name):
-                        shown = await client.show(name)
+                    with self._translate_errors(name, host):
+                        shown = await self._get_client(host).show(name)
                 except ProviderError:
                     return  # vision stays unknown (False) for this one; the listing still stands
             self._capabilities[name] = list(shown.capabilities) if shown.capabilities is not None else None
@@ -231,21 +266,52 @@ class OllamaAdapter(LLMAdapter):
                 structured="completion" in (self._capabilities.get(name) or ["completion"]),
                 available=True,
                 source="discovered",
+                hosts=[public_url(host) for host in served[name]],
             )
             for name in names
         ]
+
+    async def host_report(self, host: str) -> HostReport:
+        """What `host` has (`/api/tags`) and has loaded now (`/api/ps`: each model's `expires_at` and
+        `size_vram`). A bare name stands for its `:latest` tag, as Ollama resolves it; a model past its
+        expiry is on its way out and is not counted as loaded."""
+        client = self._get_client(host)
+        with self._translate_errors(None, host):
+            tags = await client.list()
+            running = await client.ps()
+        now = datetime.now(UTC)
+        models = {name for m in tags.models if m.model for name in _names_of(m.model)}
+        loaded: dict[str, float | None] = {}
+        vram: dict[str, int] = {}
+        for m in running.models:
+            name = m.model or m.name
+            if not name:
+                continue
+            expires = m.expires_at
+            left = None if expires is None or expires.year <= 1 else (expires - now).total_seconds()
+            if left is not None and left <= 0:
+                continue
+            for alias in _names_of(name):
+                loaded[alias] = left
+                if m.size_vram is not None:
+                    vram[alias] = int(m.size_vram)
+        return HostReport(models=frozenset(models | set(loaded)), loaded=loaded, vram=vram)
 
     async def supports_images(self, model: str) -> bool | None:
         """Whether `/api/show` lists `vision` among the model's capabilities (asked once per model);
         None when it cannot say (an older server without `capabilities`, or no answer): then the
         image is sent and the server judges."""
         if model not in self._capabilities:
-            try:
-                with self._translate_errors(model):
-                    shown = await self._get_client().show(model)
-            except ProviderError:
-                return None  # e.g. an unknown model: the chat request itself says so, clearly
-            self._capabilities[model] = list(shown.capabilities) if shown.capabilities is not None else None
+            for host in self._hosts:  # several hosts: the first that knows the model says
+                try:
+                    with self._translate_errors(model, host):
+                        shown = await self._get_client(host).show(model)
+                except ProviderError:
+                    continue  # e.g. an unknown model: the chat request itself says so, clearly
+                self._capabilities[model] = list(shown.capabilities) if shown.capabilities is not None else None
+                break
+            else:
+                return None
         capabilities = self._capabilities[model]
         return None if capabilities is None else "vision" in capabilities
 
@@ -275,16 +341,22 @@ class OllamaAdapter(LLMAdapter):
         return await probe(base, self._get_client, check)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
             await client._client.aclose()
 
     @contextmanager
-    def _translate_errors(self, model: str | None) -> Iterator[None]:
+    def _translate_errors(self, model: str | None, host: str | None = None) -> Iterator[None]:
         _retry_after.set(None)
-        with translated(lambda exc: translate_exception(exc, self.endpoint, model), where=f"Ollama at {self.endpoint}",
+        where = public_url(host) if host else self.endpoint
+        with translated(lambda exc: translate_exception(exc, where, model), where=f"Ollama at {where}",
                         provider=PROVIDER, model=model):
             yield
+
+
+def _names_of(name: str) -> tuple[str, ...]:
+    """The names a call may give a model by: `llama3.2:latest` is also `llama3.2`."""
+    return (name, name.removesuffix(":latest")) if name.endswith(":latest") else (name,)
 
 
 def _format(schema: Any) -> Any:
@@ -366,4 +438,5 @@ SPEC = ProviderSpec(
     env=(HOST_ENV,),
     schema_dialect=None,  # the schema as is: Ollama's `format` turns it into a grammar
     hosts=hosts,
+    host_report=lambda adapter, host: adapter.host_report(host),
 )

@@ -26,7 +26,7 @@ import logging
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from mcp_llm.adapters._errors import (
     error_for_status,
@@ -41,13 +41,25 @@ from mcp_llm.adapters.base import (
     Capabilities,
     Completion,
     Health,
+    HostReport,
     LLMAdapter,
     ModelInfo,
     Request,
     Timeouts,
     probe,
+    served_by,
 )
-from mcp_llm.adapters.spec import API_KEY, ModelEntry, Prefix, ProviderSettings, ProviderSpec, Secret
+from mcp_llm.adapters.spec import (
+    API_KEY,
+    HostsSettings,
+    ModelEntry,
+    Prefix,
+    ProviderSettings,
+    ProviderSpec,
+    Secret,
+    public_url,
+    split_credentials,
+)
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 from mcp_llm.words import words
 
@@ -82,20 +94,43 @@ class OpenAISettings(ProviderSettings):
     structured_output: StructuredOutput = "json_schema"
 
 
-class CompatibleEndpoint(ProviderSettings):
-    """`[providers.openai_compatible.<name>]`: a server speaking OpenAI's API, its models `<name>/<model>`."""
+class CompatibleEndpoint(HostsSettings):
+    """`[providers.openai_compatible.<name>]`: a server speaking OpenAI's API (`endpoint`), or several serving
+    one id namespace (`hosts`: llama-server or vLLM boxes), its models `<name>/<model>`."""
 
-    endpoint: str  # type: ignore[assignment]
     api_key_env: str = ""
     models: list[str] = Field(default_factory=list)  # type: ignore[assignment]
     structured_output: StructuredOutput = "json_schema"
 
+    @field_validator("hosts")
+    @classmethod
+    def _urls(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not host.strip().startswith(("http://", "https://")):
+                raise ValueError(f"{public_url(host)!r}: a host is an http(s) base URL, e.g. http://gpu-a:8080/v1")
+        return hosts
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> CompatibleEndpoint:
+        if not self.endpoint and not self.hosts:
+            raise ValueError("an endpoint needs `endpoint` (its base URL, e.g. http://127.0.0.1:8080/v1) or `hosts`")
+        return self
+
     def entries(self) -> list[ModelEntry]:
         return [ModelEntry(id=model) for model in self.models]
 
+    def derived(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"endpoint": public_url(self.endpoint)} if self.endpoint else {}
+        if self.hosts:
+            shown["hosts"] = [public_url(host) for host in self.hosts]
+        return shown
+
 
 def hosts(settings: OpenAISettings | CompatibleEndpoint) -> list[str]:
-    return [(settings.endpoint or DEFAULT_ENDPOINT).rstrip("/")]
+    """Its hosts (an endpoint's `hosts`, one id namespace across them), else its one endpoint."""
+    if isinstance(settings, CompatibleEndpoint) and settings.hosts:
+        return [host.strip().rstrip("/") for host in settings.hosts]
+    return [(settings.endpoint or DEFAULT_ENDPOINT).strip().rstrip("/")]
 
 
 class OpenAIAdapter(LLMAdapter):
@@ -108,7 +143,8 @@ class OpenAIAdapter(LLMAdapter):
         self.provider = name  # type: ignore[misc]  # one instance per endpoint, each under its own name
         self._settings = settings
         self._timeouts = timeouts or Timeouts()
-        self._client: AsyncOpenAI | None = None
+        self._hosts = hosts(settings)
+        self._clients: dict[str, AsyncOpenAI] = {}  # one per host, built on first use
         self._modes: dict[str, str] = {}  # model → the structured-output form it last accepted
 
     @property
@@ -117,11 +153,16 @@ class OpenAIAdapter(LLMAdapter):
 
     @property
     def endpoint(self) -> str:
-        return hosts(self._settings)[0]
+        """The first host, as messages and health show it (no credentials)."""
+        return public_url(self._hosts[0])
 
     @property
     def where(self) -> str:
-        return f"OpenAI at {self.endpoint}" if self.is_openai else f"{self.provider} at {self.endpoint}"
+        return self.where_at(None)
+
+    def where_at(self, host: str | None) -> str:
+        shown = public_url(host) if host else self.endpoint
+        return f"OpenAI at {shown}" if self.is_openai else f"{self.provider} at {shown}"
 
     def _key_hint(self) -> str:
         if self.is_openai:
@@ -130,21 +171,27 @@ class OpenAIAdapter(LLMAdapter):
         return (f"Set the variable providers.openai_compatible.{self.provider}.api_key_env names"
                 f"{f' ({self._settings.api_key_env})' if self._settings.api_key_env else ''} to the server's key.")
 
-    def _get_client(self) -> AsyncOpenAI:
-        if self._client is None:
+    def _get_client(self, host: str | None = None) -> AsyncOpenAI:
+        """The client of `host` (one of `hosts(settings)`; None: the first)."""
+        host = host or self._hosts[0]
+        client = self._clients.get(host)
+        if client is None:
             key = self._settings.api_key
             if key is None and self.is_openai:
                 raise ProviderNotReady("OpenAI needs an API key, and none is set.", provider=self.provider,
                                        hint=self._key_hint())
             from openai import AsyncOpenAI
 
-            self._client = AsyncOpenAI(api_key=key.get_secret_value() if key else NO_KEY, base_url=self.endpoint,
-                                       max_retries=0, timeout=self._timeouts.total_s)
+            base, basic = split_credentials(host)  # a host's user:password goes as a header, never in its URL
+            headers = {"Authorization": basic} if basic is not None and key is None else None
+            client = AsyncOpenAI(api_key=key.get_secret_value() if key else NO_KEY, base_url=base,
+                                 max_retries=0, timeout=self._timeouts.total_s, default_headers=headers)
             # The hook that tells a request sent from one that failed on our side (adapters/_errors.py), on
             # the httpx2 client the SDK builds for itself (openai/_base_client.py, AsyncAPIClient.__init__:
             # `self._client = http_client or AsyncHttpxClientWrapper(...)`), which it closes on collection.
-            hook_into(self._client._client)
-        return self._client
+            hook_into(client._client)
+            self._clients[host] = client
+        return client
 
     def mode_for(self, model: str) -> str:
         """The structured-output form this model gets now (the configured one, or what it stepped down to)."""
@@ -153,7 +200,7 @@ class OpenAIAdapter(LLMAdapter):
     # --- completion ---------------------------------------------------------------------------
 
     async def complete(self, request: Request) -> Completion:
-        client = self._get_client()
+        client = self._get_client(request.host)
         params: dict[str, Any] = {
             "model": request.model,
             "messages": _messages(request),
@@ -203,7 +250,8 @@ class OpenAIAdapter(LLMAdapter):
         pieces: list[str] = []
         finish: str | None = None
         usage = None
-        with self._translate_errors(request.model):
+        where = self.where_at(request.host)
+        with self._translate_errors(request.model, request.host):
             stream = await client.chat.completions.create(**params)
             async with stream:
                 async for chunk in stream:
@@ -211,13 +259,15 @@ class OpenAIAdapter(LLMAdapter):
                     for choice in chunk.choices[:1]:
                         pieces.append(choice.delta.content or "" if choice.delta else "")
                         finish = choice.finish_reason or finish
+                        if request.on_chunk is not None and pieces[-1]:
+                            await request.on_chunk(pieces[-1])
         if finish is None:
-            raise ProviderServerError(f"{self.where} ended the stream before the answer was done.",
+            raise ProviderServerError(f"{where} ended the stream before the answer was done.",
                                       provider=self.provider, model=request.model)
         if finish == "length" and request.schema is not None:
             # Cut off mid-JSON: never hand on a prefix that might still parse (a number, say).
             raise BadRequestError(
-                f"{self.where}: the answer was cut off at the {words().max_tokens} limit "
+                f"{where}: the answer was cut off at the {words().max_tokens} limit "
                 f"({request.max_tokens or 'default'}) before the JSON was complete.", provider=self.provider,
                 model=request.model,
                 hint=f"Raise {words().max_tokens}, or ask for less (a smaller schema, shorter strings).")
@@ -225,19 +275,29 @@ class OpenAIAdapter(LLMAdapter):
 
     # --- listing and health -------------------------------------------------------------------
 
-    async def _model_ids(self, client: AsyncOpenAI) -> list[str]:
-        with self._translate_errors(None):
+    async def _model_ids(self, host: str | None = None) -> list[str]:
+        client = self._get_client(host)
+        with self._translate_errors(None, host):
             ids = [model.id async for model in client.models.list()]
         return [i for i in ids if not (self.is_openai and i.startswith(_NOT_CHAT))]
 
     async def list_models(self) -> list[ModelInfo]:
-        ids = await self._model_ids(self._get_client())
+        """Every host's models, in one id namespace: each model once, with the hosts that serve it. A host
+        that cannot be reached is left out; when none can, its error is raised."""
+        served = await served_by(self._hosts, self._model_ids)
         return [ModelInfo(id=f"{self.provider}/{i}", provider=self.provider, label=i, vision=False, structured=True,
-                          available=True, source="discovered") for i in ids]
+                          available=True, source="discovered", hosts=[public_url(h) for h in where])
+                for i, where in served.items()]
+
+    async def host_report(self, host: str) -> HostReport:
+        """What `host` serves (`/v1/models`): llama-server and vLLM serve only what they hold in memory, so a
+        served model counts as loaded."""
+        ids = await self._model_ids(host)
+        return HostReport(models=frozenset(ids), loaded=dict.fromkeys(ids))
 
     async def health(self) -> Health:
         async def check(client: AsyncOpenAI) -> dict[str, Any]:
-            ids = await self._model_ids(client)
+            ids = await self._model_ids()
             shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
             return {"detail": f"{len(ids)} model{'s' if len(ids) != 1 else ''} served" + (f": {shown}" if ids else "")}
 
@@ -246,23 +306,23 @@ class OpenAIAdapter(LLMAdapter):
         return await probe(base, self._get_client, check)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
             await client.close()
 
-    def _translate_errors(self, model: str | None) -> AbstractContextManager[None]:
-        return translated(lambda exc: self.translate_exception(exc, model), where=self.where, provider=self.provider,
-                          model=model)
+    def _translate_errors(self, model: str | None, host: str | None = None) -> AbstractContextManager[None]:
+        return translated(lambda exc: self.translate_exception(exc, model, host), where=self.where_at(host),
+                          provider=self.provider, model=model)
 
     def _down_hint(self) -> str:
         return ("Check the network, or providers.openai.endpoint if you set one." if self.is_openai else
                 f"Start the server, or fix providers.openai_compatible.{self.provider}.endpoint.")
 
-    def translate_exception(self, exc: Exception, model: str | None) -> ProviderError | None:
+    def translate_exception(self, exc: Exception, model: str | None, host: str | None = None) -> ProviderError | None:
         """Map an exception from the openai SDK to ours; None if it is not the SDK's."""
         import openai
 
-        where, provider = self.where, self.provider
+        where, provider = self.where_at(host), self.provider
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             error = _error_body(exc.body)
@@ -377,4 +437,5 @@ COMPATIBLE_SPEC = ProviderSpec(
     endpoints=True,
     schema_dialect=None,  # llama-server's and vLLM's grammars take any schema, as is
     hosts=hosts,
+    host_report=lambda adapter, host: adapter.host_report(host),
 )

@@ -19,14 +19,16 @@ test file. A module imports its SDK inside functions only: the spec list is read
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import base64
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 if TYPE_CHECKING:
-    from mcp_llm.adapters.base import Health, LLMAdapter, ModelInfo, Timeouts
+    from mcp_llm.adapters.base import Health, HostReport, LLMAdapter, ModelInfo, Timeouts
 
 
 class Section(BaseModel):
@@ -93,10 +95,57 @@ class ProviderSettings(ProviderSection):
         return list(self.models)
 
 
+class HostsSettings(ProviderSettings):
+    """A provider served from one host or several: `endpoint` (one base URL) or `hosts` (several, one id
+    namespace across them; a call goes to a host that has its model, see mcp_llm/hosts.py)."""
+
+    hosts: list[str] = Field(default_factory=list)
+    # How often each host is asked again what it serves and has loaded (in the background, never on a call)
+    hosts_refresh_s: float = Field(default=5.0, gt=0, le=3600)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not host.strip():
+                raise ValueError("a host is a base URL, e.g. http://gpu-a:11434; an empty one is not")
+        if len({public_url(host).rstrip("/").lower() for host in hosts}) != len(hosts):
+            raise ValueError("a host is listed twice")
+        return hosts
+
+    @model_validator(mode="after")
+    def _one_way(self) -> HostsSettings:
+        if self.hosts and self.endpoint:
+            raise ValueError("set `endpoint` (one host) or `hosts` (several), not both")
+        return self
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """A base URL without the `user:password@` it may carry, and the `Authorization` header value those
+    make (Basic; None without them). Clients are built on the first and send the second, so credentials
+    never ride in a URL that an SDK's log line or exception message could show."""
+    parts = urlsplit(url.strip())
+    if "@" not in parts.netloc:
+        return url.strip(), None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    return parts._replace(netloc=hostport).geturl(), f"Basic {token}"
+
+
+def public_url(url: str) -> str:
+    """A host as traces, health rows, logs and `mcp-llm config` show it: its base URL, no credentials."""
+    return split_credentials(url)[0]
+
+
 def endpoint_only(settings: Any) -> list[str]:
     """The hosts of a provider that has one: its `endpoint` (none configured: none)."""
     endpoint = getattr(settings, "endpoint", None)
     return [endpoint] if endpoint else []
+
+
+# (the provider's adapter, one of its hosts) → what that host serves and has loaded now
+HostReporter = Callable[[Any, str], Awaitable["HostReport"]]
 
 
 @dataclass(frozen=True)
@@ -152,6 +201,9 @@ class ProviderSpec:
     env: tuple[str, ...] = ()  # other variables it honours, handed to `attach` (`OLLAMA_HOST`)
     schema_dialect: str | None = None  # the schema package's dialect it is sent (`gemini`); None: as is
     hosts: Callable[[Any], list[str]] = endpoint_only  # its table → the base URLs it serves from, in order
+    # How one of its hosts is asked what it serves and has loaded (`/api/tags` + `/api/ps`, `/v1/models`), for
+    # routing among several (mcp_llm/hosts.py). None: a provider at one address (a cloud API), never discovered.
+    host_report: HostReporter | None = None
     # The table holds named endpoints (`[providers.<name>.<endpoint>]`), each a provider of its own under
     # that name, whose ids are `<endpoint>/<model>` (the OpenAI-compatible servers).
     endpoints: bool = False

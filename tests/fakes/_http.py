@@ -67,12 +67,13 @@ class FakeHTTPServer(ThreadingHTTPServer, Generic[FakeT]):
 
     daemon_threads = True
 
-    def __init__(self, fake: FakeT, handler: type[FakeHandler[FakeT]]) -> None:
+    def __init__(self, fake: FakeT, handler: type[FakeHandler[FakeT]],
+                 bind: tuple[str, int] = ("127.0.0.1", 0)) -> None:
         self.fake = fake
         self.open_sockets: set[socket.socket] = set()
         self.workers: set[threading.Thread] = set()
         self.guard = threading.Lock()
-        super().__init__(("127.0.0.1", 0), handler)
+        super().__init__(bind, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         worker = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
@@ -251,9 +252,13 @@ class FakeProvider(Generic[ReplyT, RequestT]):
     is set and does not return None), the next reply queued with `enqueue()`, or the default reply,
     which asks the fake's `responder`. `picker` runs in the connection's thread, so several at once.
     `keep_requests` False keeps no request log (a long load run would hold every request body).
+    `bind` is the address and port it listens on (loopback and a free port unless given: a host in a
+    network namespace of its own listens on that namespace's address, see tests/hostnet.py).
     """
 
-    def __init__(self, handler: type[FakeHandler[Any]], reply_type: type[ReplyT]) -> None:
+    def __init__(self, handler: type[FakeHandler[Any]], reply_type: type[ReplyT],
+                 bind: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+        self.bind = bind
         self.errors: list[BaseException] = []
         self.disconnected = threading.Event()
         self.picker: Picker | None = None
@@ -276,7 +281,7 @@ class FakeProvider(Generic[ReplyT, RequestT]):
         if self._server is not None:
             raise RuntimeError(f"{type(self).__name__} is already running")
         self._stopping.clear()
-        self._server = FakeHTTPServer(self, self._handler)
+        self._server = FakeHTTPServer(self, self._handler, self.bind)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self

@@ -6,6 +6,13 @@ per request with `enqueue()` (a reply, an HTTP error, malformed bytes, a dropped
 connection, an error line mid-stream), like simonw/llm's `MockModel.enqueue`; with nothing
 queued, `responder` answers (by default a minimal instance of the requested JSON schema).
 
+Models are loaded as Ollama loads them: a chat loads its model (taking `load_s` first when it was not
+loaded, as a real load takes tens of seconds), keeps it for the request's `keep_alive` (5 minutes by
+default, `0` unloads it after the answer, a negative one keeps it for good), and at most `max_loaded`
+at once (the least recently used goes first). `/api/ps` lists what is loaded now with its
+`expires_at` and `size_vram` (a model's `vram`, less than its size when part of it sits in RAM).
+`load()` and `unload()` set it from a test.
+
 Only the stdlib; the server machinery, which the other fakes share, is in `_http`.
 """
 
@@ -18,6 +25,7 @@ import json
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +48,36 @@ def _normalize(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
+DEFAULT_KEEP_ALIVE_S = 300.0  # Ollama's OLLAMA_KEEP_ALIVE default: 5m
+FOREVER_S = 292 * 365 * 86_400.0  # a negative keep_alive: Go's longest time.Duration (~292 years), as Ollama sets
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def keep_alive_s(value: Any) -> float | None:
+    """A request's `keep_alive` as Ollama reads it: a number of seconds or a Go duration ("5m", "1h30m");
+    negative means for good (FOREVER_S); absent or unreadable, the default. None for a malformed one."""
+    if value is None:
+        return DEFAULT_KEEP_ALIVE_S
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            body = text.removeprefix("-")
+            parts = _DURATION.findall(body)
+            if not parts or "".join(n + u for n, u in parts) != body:
+                return None
+            seconds = sum(float(n) * _UNIT_S[u] for n, u in parts) * (-1 if text.startswith("-") else 1)
+    else:
+        return None
+    return FOREVER_S if seconds < 0 else seconds
+
+
 @dataclass(frozen=True)
 class FakeModel:
     """One installed model; `vision` adds the capability that `/api/show` reports and chat checks."""
@@ -53,6 +91,7 @@ class FakeModel:
     context_length: int = 131_072
     extra_capabilities: tuple[str, ...] = ()
     modified_at: str = "2025-09-30T10:00:00.123456789Z"
+    vram: int | None = None  # bytes of it in GPU memory once loaded; None: all of it (`size`)
 
     @property
     def digest(self) -> str:
@@ -276,16 +315,15 @@ class _Handler(FakeHandler["FakeOllama"]):
 
     def _ps(self, _body: dict[str, Any]) -> None:
         fake = self.server.fake
-        running = [m for m in fake.models if m.name in fake.loaded]
-        self._json(
-            200,
-            {
-                "models": [
-                    {**m.tag(), "expires_at": _timestamp(300), "size_vram": m.size, "context_length": 4096}
-                    for m in running
-                ]
-            },
-        )
+        now = time.time()
+        rows = []
+        for name, expires in fake.running().items():
+            model = fake.find(name)
+            if model is None:
+                continue
+            rows.append({**model.tag(), "expires_at": _timestamp(expires - now),
+                         "size_vram": model.size if model.vram is None else model.vram, "context_length": 4096})
+        self._json(200, {"models": rows})
 
     def _show(self, body: dict[str, Any]) -> None:
         name = body.get("model") or body.get("name") or ""
@@ -331,7 +369,16 @@ class _Handler(FakeHandler["FakeOllama"]):
             if problem:
                 self._error(400, f"invalid image input: {problem}")
                 return
-        fake.loaded.add(model.name)
+        keep = keep_alive_s(body.get("keep_alive"))
+        if keep is None:
+            self._error(400, f"time: invalid duration {json.dumps(body.get('keep_alive'))}")
+            return
+        loading = model.name not in fake.running()
+        if loading:
+            fake.note_load(model.name)
+        if loading and fake.load_s and not self._wait(fake.load_s):
+            return
+        fake._use(model.name, keep)
         if not messages:  # Ollama's way to preload a model
             self._json(
                 200,
@@ -364,7 +411,8 @@ class _Handler(FakeHandler["FakeOllama"]):
             return {"model": name, "created_at": _timestamp()}
 
         def final(message_content: str) -> dict[str, Any]:
-            load, prompt_ns, eval_ns = 1_000_000, prompt_tokens * 100_000, completion_tokens * 1_000_000
+            load = int(fake.load_s * 1e9) if loading else 1_000_000
+            prompt_ns, eval_ns = prompt_tokens * 100_000, completion_tokens * 1_000_000
             total = max(time.monotonic_ns() - started, load + prompt_ns + eval_ns)
             return {
                 **head(),
@@ -415,12 +463,16 @@ class FakeOllama(FakeProvider[_Reply, RecordedRequest]):
     next enqueued reply, or asks `responder` when the queue is empty (`picker`, if set, comes first).
     """
 
-    def __init__(self, models: list[FakeModel] | None = None, version: str = "0.12.3") -> None:
-        super().__init__(_Handler, _Reply)
+    def __init__(self, models: list[FakeModel] | None = None, version: str = "0.12.3", *, load_s: float = 0.0,
+                 max_loaded: int | None = None, bind: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+        super().__init__(_Handler, _Reply, bind=bind)
         self.models: list[FakeModel] = default_models() if models is None else list(models)
         self.version = version
         self.responder: Responder = default_responder
-        self.loaded: set[str] = set()
+        self.load_s = load_s  # how long a chat takes to load a model that is not loaded
+        self.max_loaded = max_loaded  # at most this many loaded at once (None: no limit)
+        self._loaded: dict[str, float] = {}  # model name → when it unloads (time.time()), least recently used first
+        self.loads: Counter[str] = Counter()  # the loads chats caused (each taking `load_s`), per model
 
     def enqueue(
         self,
@@ -469,10 +521,55 @@ class FakeOllama(FakeProvider[_Reply, RecordedRequest]):
         wanted = _normalize(name)
         return next((m for m in self.models if _normalize(m.name) == wanted), None)
 
+    # --- loaded models (what /api/ps shows) ---
+
+    def running(self) -> dict[str, float]:
+        """The models loaded now, each with when it unloads (time.time()); expired ones are dropped."""
+        now = time.time()
+        with self._lock:
+            for name in [n for n, until in self._loaded.items() if until <= now]:
+                del self._loaded[name]
+            return dict(self._loaded)
+
+    @property
+    def loaded(self) -> set[str]:
+        """The names of the models loaded now."""
+        return set(self.running())
+
+    def load(self, name: str, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S) -> None:
+        """Load a model as a chat with that `keep_alive` would (a negative one: for good), without the wait."""
+        model = self.find(name)
+        if model is None:
+            raise KeyError(name)
+        self._use(model.name, FOREVER_S if keep_alive_s < 0 else keep_alive_s)
+
+    def unload(self, name: str | None = None) -> None:
+        """Unload one model (None: all), as `keep_alive: 0` or `ollama stop` does."""
+        with self._lock:
+            if name is None:
+                self._loaded.clear()
+            else:
+                model = self.find(name)
+                self._loaded.pop(model.name if model else name, None)
+
+    def note_load(self, name: str) -> None:
+        with self._lock:
+            self.loads[name] += 1
+
+    def _use(self, name: str, keep_s: float) -> None:
+        with self._lock:
+            self._loaded.pop(name, None)
+            if keep_s <= 0:  # keep_alive 0: loaded for this answer only
+                return
+            self._loaded[name] = time.time() + keep_s
+            while self.max_loaded is not None and len(self._loaded) > self.max_loaded:
+                del self._loaded[next(iter(self._loaded))]  # the least recently used
+
     def reset(self) -> None:
         """Forget requests, queue, disconnects, loaded models and errors; restore the default responder."""
         super().reset()
-        self.loaded.clear()
+        self.unload()
+        self.loads.clear()
         self.responder = default_responder
 
     @property

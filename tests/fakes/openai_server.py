@@ -198,8 +198,8 @@ class FakeOpenAI(FakeProvider[_Reply, RecordedRequest]):
     """`with FakeOpenAI() as fake:` serves the API under `fake.url + "/v1"`. `api_key` None: no key check."""
 
     def __init__(self, api_key: str | None = "test-key", models: list[str] | None = None,
-                 refuse_formats: tuple[str, ...] = ()) -> None:
-        super().__init__(_Handler, _Reply)
+                 refuse_formats: tuple[str, ...] = (), *, bind: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+        super().__init__(_Handler, _Reply, bind=bind)
         self.api_key = api_key
         self.models = list(models or ["gpt-4.1-mini", "text-embedding-3-small", "local-model"])
         self.refuse_formats = refuse_formats

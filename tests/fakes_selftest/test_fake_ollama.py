@@ -382,3 +382,82 @@ def test_pydantic_schema_round_trips_through_chat(fake: FakeOllama) -> None:
         reply = c.chat(TEXT, USER, format=_Analysis.model_json_schema(), stream=False)
     parsed = _Analysis.model_validate_json(reply.message.content or "")
     assert len(parsed.tags) == 2 and parsed.rating in (2, 4)
+
+
+# --- loaded models: /api/ps, keep_alive, load time ----------------------------------------------
+
+
+def _ps(fake: FakeOllama) -> dict[str, Any]:
+    """`/api/ps` through the SDK: each loaded model's row, by name."""
+    with ollama.Client(host=fake.url, timeout=5) as c:
+        return {m.model: m for m in c.ps().models}
+
+
+def test_ps_shows_what_a_chat_loaded_with_its_expiry_and_vram() -> None:
+    big = FakeModel("big:70b", size=40_000_000_000, vram=24_000_000_000)  # partly offloaded to RAM
+    with FakeOllama([FakeModel(TEXT), big]) as fake, ollama.Client(host=fake.url, timeout=5) as c:
+        assert c.ps().models == []
+        c.chat(TEXT, USER, stream=False)
+        c.chat("big:70b", USER, stream=False, keep_alive="10m")
+        rows = _ps(fake)
+        assert set(rows) == {TEXT, "big:70b"}
+        now = time.time()
+        left = {name: row.expires_at.timestamp() - now for name, row in rows.items()}  # type: ignore[union-attr]
+        assert 290 < left[TEXT] <= 300  # Ollama's default keep_alive, 5m
+        assert 590 < left["big:70b"] <= 600
+        assert rows[TEXT].size_vram == rows[TEXT].size == FakeModel(TEXT).size  # all of it on the GPU
+        assert rows["big:70b"].size_vram == 24_000_000_000 < rows["big:70b"].size  # type: ignore[operator]
+        raw = httpx.get(f"{fake.url}/api/ps", timeout=5).json()["models"][0]
+        assert {"name", "model", "size", "digest", "details", "expires_at", "size_vram"} <= set(raw)
+        assert raw["expires_at"].endswith("Z") and len(raw["expires_at"].split(".")[1]) == 10  # RFC3339Nano
+
+
+def test_keep_alive_zero_unloads_negative_keeps_and_expired_models_leave_ps(fake: FakeOllama) -> None:
+    with ollama.Client(host=fake.url, timeout=5) as c:
+        c.chat(TEXT, USER, stream=False, keep_alive=0)
+        assert _ps(fake) == {}
+        c.chat(TEXT, USER, stream=False, keep_alive=-1)
+        forever = _ps(fake)[TEXT].expires_at
+        assert forever is not None and forever.year > 2300  # Go's longest duration, as Ollama sets it
+        c.chat(VISION, USER, stream=False, keep_alive="1h30m")
+        assert 5390 < _ps(fake)[VISION].expires_at.timestamp() - time.time() <= 5400  # type: ignore[union-attr]
+        c.chat(VISION, USER, stream=False, keep_alive=0.3)  # seconds, as a number
+        assert VISION in _ps(fake)
+        time.sleep(0.4)
+        assert set(_ps(fake)) == {TEXT}
+        with pytest.raises(ollama.ResponseError) as refused:
+            c.chat(TEXT, USER, stream=False, keep_alive="soon")  # type: ignore[arg-type]
+        assert refused.value.status_code == 400
+    fake.unload(TEXT)
+    assert _ps(fake) == {}
+    fake.load(VISION)
+    assert set(_ps(fake)) == {VISION} and fake.loaded == {VISION}
+
+
+def test_a_chat_waits_for_its_model_to_load_once() -> None:
+    with FakeOllama(load_s=0.4) as fake, ollama.Client(host=fake.url, timeout=5) as c:
+        started = time.perf_counter()
+        first = c.chat(TEXT, USER, stream=False)
+        cold = time.perf_counter() - started
+        started = time.perf_counter()
+        c.chat(TEXT, USER, stream=False)
+        warm = time.perf_counter() - started
+    assert cold >= 0.4 > warm
+    assert first.load_duration is not None and first.load_duration >= 400_000_000
+
+
+def test_max_loaded_evicts_the_least_recently_used() -> None:
+    models = [FakeModel("a:1"), FakeModel("b:1"), FakeModel("c:1")]
+    with FakeOllama(models, max_loaded=2) as fake, ollama.Client(host=fake.url, timeout=5) as c:
+        for name in ("a:1", "b:1", "a:1", "c:1"):
+            c.chat(name, USER, stream=False)
+        assert set(_ps(fake)) == {"a:1", "c:1"}  # b was used longest ago
+
+
+def test_a_fake_listens_where_it_is_told() -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    with FakeOllama(bind=("127.0.0.1", port)) as fake:
+        assert fake.url == f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{fake.url}/api/version", timeout=5).status_code == 200
