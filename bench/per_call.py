@@ -17,6 +17,9 @@ returns at once, the floor for any tool call on this MCP SDK.
 For each round it takes the median ms per call of each path, and prints, over the rounds,
 min/median/max of those medians and of the ratios mcp_llm/direct (target ≤ 1.05 at 50 ms) and,
 at 0 ms, mcp_llm/bare echo (target ≤ 1.5).
+
+`--instructions` counts instructions per call under valgrind's callgrind instead (bench/_instructions.py):
+the same paths at 0 ms, a figure the machine's load does not move.
 """
 
 from __future__ import annotations
@@ -232,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=20, help="sequential calls per path per round")
     parser.add_argument("--delays", default="0,50", help="backend delays in ms, comma-separated")
     parser.add_argument("--providers", default=",".join(PROVIDERS))
+    parser.add_argument("--instructions", action="store_true",
+                        help="instructions per call under valgrind's callgrind instead of wall time "
+                             "(bench/_instructions.py; backend 0 ms)")
     args = parser.parse_args(argv)
     args.delays = [int(d) for d in args.delays.split(",")]
     args.providers = [p for p in args.providers.split(",") if p]
@@ -240,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.instructions:
+        from bench import _instructions
+
+        _instructions.run(args.providers, args.calls, args.rounds)
+        return 0
     import anyio
 
     anyio.run(run, args)

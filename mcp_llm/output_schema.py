@@ -1,4 +1,4 @@
-"""Tool output schemas without `$ref`: the same schema, cheaper for every client to check.
+"""Tool output schemas: published without `$ref`, and our results sent as they are, checked once.
 
 The MCP client validates each result's `structuredContent` against the tool's `outputSchema`
 (mcp's `ClientSession.validate_tool_result`, with jsonschema). Pydantic publishes nested models
@@ -6,12 +6,25 @@ as `$defs` + `$ref`, and jsonschema resolves each `$ref` through `referencing` o
 validation: for `generate_structured`'s result that was 370 µs per call in the client, against
 200 µs for the same schema with the definitions written in place (bench/per_call.py measures the
 round trip). The fields, types and descriptions are unchanged; only where they are written moves.
+
+On the server's side, mcp 2.3 would, for every result a tool returns (FuncMetadata.convert_result):
+serialize it to indented JSON for the text block, validate it again against the output model, and
+dump it to a dict for `structuredContent`; a returned `CallToolResult` it validates against the
+output model from its dict, which costs more still. Our results are pydantic models built by our own
+code, valid by construction: `prevalidated` turns one into the `CallToolResult` the SDK would have
+built (one dump, one JSON text from that dict), and `publish_prevalidated` keeps each tool's schema
+published while clearing the output model the SDK validates against ("a schema published without a
+model is advertised but not validated here", its own comment).
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+
+import pydantic_core
+from mcp_types import CallToolResult, TextContent
+from pydantic import BaseModel
 
 log = logging.getLogger("mcp_llm")
 
@@ -66,3 +79,25 @@ def publish_inlined(server: Any, *tool_names: str) -> None:
             log.debug("output schema of %s left as published: the SDK's tool has no fn_metadata", name)
             continue
         metadata.output_schema = inline_refs(schema)
+
+
+def prevalidated(result: BaseModel) -> Any:
+    """`result` as the `CallToolResult` the SDK would send for it: `structuredContent` dumped once (by
+    alias, as the SDK does), the text block the same JSON. Typed `Any`: the tool's annotation names the
+    model, which is what publishes its output schema."""
+    structured = result.model_dump(mode="json", by_alias=True)
+    text = pydantic_core.to_json(structured).decode()
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+
+
+def publish_prevalidated(server: Any, *tool_names: str) -> None:
+    """Keep these tools' output schemas published but not checked again by the SDK (see the module's
+    doc): their bodies return `prevalidated` results. FuncMetadata reads `output_model` live, and says
+    reassigning it takes effect on the next call; if the SDK's shape changes, it validates as before."""
+    manager = getattr(server, "_tool_manager", None)
+    for name in tool_names:
+        metadata = getattr(manager.get_tool(name) if manager is not None else None, "fn_metadata", None)
+        if metadata is None or not isinstance(getattr(metadata, "output_schema", None), dict):
+            log.debug("output of %s left to the SDK's checks: its tool has no fn_metadata", name)
+            continue
+        metadata.output_model = None

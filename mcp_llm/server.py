@@ -5,7 +5,8 @@ each tool's signature with its parameter descriptions (the input schema the assi
 reads), its annotations, the call's client handle (`client_call.ClientCall`, built from the MCP
 `Context`: sampling, roots, the 2026-07-28 input requests), the resources, and `tool_errors`: our
 errors become tool errors here, and only here, with a message that says what to do. The result
-models come back from `tools.py` and the SDK publishes them as output schema and `structuredContent`.
+models come back from `tools.py`; their annotations publish the output schemas, and each result is
+sent as the `CallToolResult` it makes, dumped once and not checked again (`output_schema.py`).
 Building the server imports no provider SDK and touches no network.
 """
 
@@ -31,7 +32,7 @@ from mcp_llm.app import App
 from mcp_llm.client_call import AwaitingClient, ClientCall, StateCodec
 from mcp_llm.config import Settings
 from mcp_llm.errors import LLMError, clip
-from mcp_llm.output_schema import publish_inlined
+from mcp_llm.output_schema import prevalidated, publish_inlined, publish_prevalidated
 from mcp_llm.presets import PRESETS
 from mcp_llm.progress import ReportFn
 from mcp_llm.tools import (
@@ -257,8 +258,9 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         with tool_errors("generate_structured"):
             client = ClientCall(ctx, codec)
             try:
-                return await tools.generate_structured(prompt, schema, model, system, temperature, max_tokens,
-                                                       timeout_s, client=client, progress=_progress(ctx))
+                return prevalidated(await tools.generate_structured(
+                    prompt, schema, model, system, temperature, max_tokens, timeout_s, client=client,
+                    progress=_progress(ctx)))
             except AwaitingClient:  # 2026-07-28: ask the client to sample, then go on when it calls again
                 return client.input_required()
 
@@ -286,8 +288,9 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         with tool_errors("analyze_image"):
             client = ClientCall(ctx, codec)
             try:
-                return await tools.analyze_image(image, prompt, schema, model, temperature, max_tokens, timeout_s,
-                                                 client=client, progress=_progress(ctx))
+                return prevalidated(await tools.analyze_image(
+                    image, prompt, schema, model, temperature, max_tokens, timeout_s, client=client,
+                    progress=_progress(ctx)))
             except AwaitingClient:
                 return client.input_required()
 
@@ -302,7 +305,7 @@ Providers of this server: {names}.""")
     async def list_models(provider: MODELS_PROVIDER = None, refresh: REFRESH = False,
                           ctx: Context | None = None) -> ModelList:
         with tool_errors("list_models"):
-            return await tools.list_models(provider, refresh, client=ClientCall(ctx, codec))
+            return prevalidated(await tools.list_models(provider, refresh, client=ClientCall(ctx, codec)))
 
     @server.tool(title="Provider health", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True),
                  description=f"""Whether each provider is reachable, how fast, its version, and whether a key is set.
@@ -312,7 +315,7 @@ unconfigured; `detail` says what to do when it is not ok; `circuit` is open whil
 kept failing is skipped. Providers of this server: {names}.""")
     async def provider_health(provider: HEALTH_PROVIDER = None, ctx: Context | None = None) -> HealthReport:
         with tool_errors("provider_health"):
-            return await tools.provider_health(provider, client=ClientCall(ctx, codec))
+            return prevalidated(await tools.provider_health(provider, client=ClientCall(ctx, codec)))
 
     @server.resource("mcp-llm://presets", title="Schema presets", mime_type="application/json")
     def presets_index() -> str:
@@ -341,4 +344,5 @@ kept failing is skipped. Providers of this server: {names}.""")
         return json.dumps(await app.stats(), indent=2)
 
     publish_inlined(server, "generate_structured", "analyze_image")  # cheaper for clients to check
+    publish_prevalidated(server, "generate_structured", "analyze_image", "list_models", "provider_health")
     return server

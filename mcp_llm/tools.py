@@ -134,7 +134,7 @@ class Tools:
             outcome = await self.app.router.run(CallSpec(prompt=prompt, schema=checked, model=model, system=system,
                                                temperature=temperature, max_tokens=max_tokens, timeout_s=timeout_s,
                                                client=client, progress=progress))
-            return StructuredResult(data=outcome.data, **outcome.trace.model_dump())
+            return StructuredResult(data=outcome.data, **dict(outcome.trace))  # its records as they are, not dumped
 
     async def analyze_image(
         self, image: str, prompt: str, schema: dict[str, Any] | bool | str | None = None, model: str | None = None,
@@ -174,7 +174,7 @@ class Tools:
             rows = await self.app.health(provider, client)  # (with shared state, the fleet's circuits first)
             usage = await self.app.stats()
             state = self.app.state.status()
-            return HealthReport(providers=[ProviderHealth(**row.model_dump(), stats=usage["providers"].get(
+            return HealthReport(providers=[ProviderHealth(**dict(row), stats=usage["providers"].get(
                 row.provider, {}), state=state) for row in rows], state=state)
 
     # --- shared steps ------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ class Tools:
 
     async def _answer(self, spec: CallSpec) -> ImageResult:
         outcome = await self.app.router.run(spec)
-        trace = outcome.trace.model_dump()
+        trace = dict(outcome.trace)
         if spec.schema is None:
             return ImageResult(text=valid_unicode(outcome.text), **trace)
         return ImageResult(data=outcome.data, **trace)

@@ -59,3 +59,34 @@ def test_a_recursive_or_foreign_reference_leaves_the_schema_as_it_was() -> None:
     foreign = {"$defs": {}, "properties": {"x": {"$ref": "https://example.com/schema"}}}
     assert inline_refs(recursive) is recursive
     assert inline_refs(foreign) is foreign
+
+
+async def test_each_result_is_sent_once_as_its_model_says_and_its_text_is_the_same_json(client: Client) -> None:
+    """The tools send their results as built (one dump, not checked again by the SDK): every one still
+    validates against the schema the tool publishes, and the text block is that same JSON, compact."""
+    with anyio.fail_after(20):
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        results = {
+            "generate_structured": await client.call_tool("generate_structured",
+                                                          {"prompt": "Name someone.", "schema": SCHEMA}),
+            "list_models": await client.call_tool("list_models", {}),
+            "provider_health": await client.call_tool("provider_health", {}),
+        }
+    for name, result in results.items():
+        assert not result.is_error, (name, result.content)
+        published = tools[name].output_schema
+        assert published is not None
+        assert list(Draft202012Validator(published).iter_errors(result.structured_content)) == [], name
+        (text,) = result.content
+        assert text.type == "text" and json.loads(text.text) == result.structured_content, name
+        assert "\n" not in text.text, name
+
+
+def test_the_sdk_keeps_each_schema_published_but_checks_no_result_again() -> None:
+    from mcp_llm.config import Settings
+    from mcp_llm.server import build_server
+
+    server = build_server(Settings())
+    for name in ("generate_structured", "analyze_image", "list_models", "provider_health"):
+        metadata = server._tool_manager.get_tool(name).fn_metadata
+        assert isinstance(metadata.output_schema, dict) and metadata.output_model is None, name
