@@ -159,8 +159,9 @@ class StaticTokenVerifier:
 
 class LLMServer(MCPServer):
     """`MCPServer` with what its transports leave undone (see mcp_llm/transport.py): over stdio, a line
-    the SDK cannot read gets a JSON-RPC error instead of silence; over streamable HTTP, the request
-    body limit follows `images.max_bytes` unless the caller passes `max_request_body_size`."""
+    the SDK cannot read gets a JSON-RPC error instead of silence, and pipes cost no thread hop per line
+    (mcp_llm/stdio_pipes.py); over streamable HTTP, the request body limit follows `images.max_bytes`
+    unless the caller passes `max_request_body_size`."""
 
     def __init__(self, *args: Any, body_limit: int, app: App, http_token: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -169,10 +170,13 @@ class LLMServer(MCPServer):
         self._http_token = http_token
 
     async def run_stdio_async(self) -> None:
-        """As `MCPServer.run_stdio_async` (mcp/server/mcpserver/server.py), with the read stream wrapped."""
+        """As `MCPServer.run_stdio_async` (mcp/server/mcpserver/server.py), with the read stream wrapped, and
+        over pipes read and written from the event loop (`stdio_pipes`) instead of a worker thread per line."""
         from mcp.server.stdio import stdio_server
 
-        async with stdio_server() as (read_stream, write_stream):
+        from mcp_llm.stdio_pipes import pipe_stdio
+
+        async with pipe_stdio() as pipes, stdio_server(*(pipes or ())) as (read_stream, write_stream):
             await self._lowlevel_server.run(
                 AnsweringReadStream(read_stream, write_stream),
                 write_stream,
@@ -318,12 +322,12 @@ kept failing is skipped. Providers of this server: {names}.""")
             return prevalidated(await tools.provider_health(provider, client=ClientCall(ctx, codec)))
 
     @server.resource("mcp-llm://presets", title="Schema presets", mime_type="application/json")
-    def presets_index() -> str:
+    async def presets_index() -> str:
         """The names of the schema presets `schema` accepts, with their descriptions."""
         return json.dumps({name: schema.get("description", "") for name, schema in PRESETS.items()}, indent=2)
 
     @server.resource(PRESET_TEMPLATE, title="A schema preset", mime_type="application/json")
-    def preset(name: str) -> str:
+    async def preset(name: str) -> str:
         """The JSON Schema behind one preset name."""
         if name not in PRESETS:
             raise ResourceNotFoundError(f"No preset {clip(name)}; the presets are {', '.join(PRESETS)}.")
