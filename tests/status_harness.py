@@ -83,13 +83,19 @@ class StatusServer:
 
 @contextmanager
 def status_server(fakes: Fakes, directory: Path, *, token: str | None = TOKEN, extra: str = "",
-                  endpoints: dict[str, str] | None = None) -> Iterator[StatusServer]:
+                  endpoints: dict[str, str] | None = None,
+                  ollama_hosts: list[str] | None = None) -> Iterator[StatusServer]:
     """The server on every fake (tests/fleet.py's config, `endpoints` replacing some providers' URLs) with a
-    circuit that opens after two failures."""
+    circuit that opens after two failures; `ollama_hosts` puts Ollama on several hosts (each asked every 0.5 s)."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "config.toml"
     defaults = f"circuit_failures = {CIRCUIT_FAILURES}\ncircuit_cooldown_s = 600"
     text = config_text(fakes, max_retries=0, max_repairs=1, defaults=defaults, endpoints=endpoints)
+    if ollama_hosts:
+        single = f'[providers.ollama]\nendpoint = "{fakes.url("ollama")}"\n'
+        assert single in text
+        listed = ", ".join(f'"{host}"' for host in ollama_hosts)
+        text = text.replace(single, f"[providers.ollama]\nhosts = [{listed}]\nhosts_refresh_s = 0.5\n")
     if token is not None:
         text += '\n[server]\ntoken_env = "MCP_LLM_TOKEN"\n'
     config.write_text(text + extra, encoding="utf-8")

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.fakes.ollama_server import FakeModel, FakeOllama
 from tests.fleet import Fakes
 from tests.status_harness import CIRCUIT_FAILURES, TOKEN, StatusServer, status_server
 from tests.stdio_harness import REPO_ROOT
@@ -39,10 +40,19 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def server(running_fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StatusServer]:
+def second_ollama() -> Iterator[FakeOllama]:
+    """Ollama's second host (the first is the fleet's fake), stopped by the test that takes it down."""
+    with FakeOllama([FakeModel("llama3.2:3b")]) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def server(running_fakes: Fakes, second_ollama: FakeOllama,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[StatusServer]:
     for fake in running_fakes.all():
         fake.reset()
-    with status_server(running_fakes, tmp_path_factory.mktemp("status")) as running:
+    hosts = [running_fakes.ollama.url, second_ollama.url]
+    with status_server(running_fakes, tmp_path_factory.mktemp("status"), ollama_hosts=hosts) as running:
         yield running
     log = running.stderr()
     assert f"status page at {running.origin}/status#token=<the token in $MCP_LLM_TOKEN>" in log
@@ -107,8 +117,12 @@ def cell_texts(page: Any, row_selector: str) -> list[str]:
     return [text.strip() for text in page.locator(f"{row_selector} td").all_inner_texts()]
 
 
+def host_row(page: Any, url: str) -> list[str]:
+    return cell_texts(page, f'tr.host[data-host="{url}"]')
+
+
 def test_the_page_shows_the_fleet_moves_by_itself_and_shows_an_open_circuit(
-        server: StatusServer, watched: Watched, running_fakes: Fakes) -> None:
+        server: StatusServer, watched: Watched, running_fakes: Fakes, second_ollama: FakeOllama) -> None:
     for model, times in (("ollama/llama3.2:3b", 3), ("openai/gpt-4.1-mini", 2), ("claude-haiku-4-5", 2),
                          ("lmstudio/local-model", 1)):
         results = server.generate(model, times)
@@ -121,6 +135,12 @@ def test_the_page_shows_the_fleet_moves_by_itself_and_shows_an_open_circuit(
     shown = {row.get_attribute("data-provider") for row in page.locator("tr.provider").all()}
     assert shown == {"ollama", "gemini", "anthropic", "openai", "lmstudio"}
     assert cell_texts(page, 'tr[data-provider="ollama"]')[1] == "ok"
+    first, second = running_fakes.ollama.url, second_ollama.url
+    assert host_row(page, first)[1] == "ok" and host_row(page, second)[1] == "ok"  # a row per host
+    loaded = [url for url, fake in ((first, running_fakes.ollama), (second, second_ollama)) if fake.loaded]
+    assert loaded, "no host loaded the model"
+    until(page, f"document.querySelector('tr.host[data-host=\"{loaded[0]}\"] td.loaded').textContent"
+                ".includes('llama3.2:3b')")
     assert cell_texts(page, 'tr[data-model="ollama/llama3.2:3b"]')[2] == "3"
     for name in ("latency", "calls", "failures", "cost"):  # every chart is an image the browser drew
         until(page, f"document.getElementById('chart-{name}').naturalWidth > 0")
@@ -134,6 +154,12 @@ def test_the_page_shows_the_fleet_moves_by_itself_and_shows_an_open_circuit(
     until(page, "document.querySelector('tr[data-model=\"ollama/llama3.2:3b\"] td:nth-child(3)').textContent === '7'")
     wait_refreshed_after(page, before)
     assert page.evaluate("window.notReloaded === true"), "the page reloaded"
+
+    second_ollama.stop()  # a host goes away: its row says so, the provider is degraded, calls go to the other
+    until(page, f"document.querySelector('tr.host[data-host=\"{second}\"] td:nth-child(2)').textContent === 'down'")
+    assert "1 / 2" in page.inner_text("#tiles") and "hosts up" in page.inner_text("#tiles")
+    assert cell_texts(page, 'tr[data-provider="ollama"]')[1] == "degraded"
+    assert all("error" not in r for r in server.generate("ollama/llama3.2:3b", 2))
 
     for _ in range(CIRCUIT_FAILURES):
         running_fakes.gemini.enqueue(status=500, error="simulated outage")

@@ -5,7 +5,8 @@
 - `providers`: each provider's health row (as `provider_health` has it: status, latency, version,
   endpoint, `has_api_key`, detail, circuit, and `hosts` when the row has them) with its usage since
   start. The assistant's own model (`client`) has no row: it is each session's, not the server's.
-- `models`: per model since start (as `mcp-llm://stats`): calls, successes, success rate, retries,
+- `models`: per model since start (as `mcp-llm://stats`, the fleet's with shared state): calls,
+  successes, success rate, retries,
   re-asks, fallbacks, tokens, latency p50/p95, and cost when the stats have it.
 - `history`: one entry per minute of the last hour, oldest first (history.py), per model and per provider.
 
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mcp_llm import __version__
+from mcp_llm.adapters.spec import public_url as spec_public_url
 from mcp_llm.history import Bucket, quantiles
 
 if TYPE_CHECKING:
@@ -34,18 +36,15 @@ URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
 
 
 def public_url(url: str) -> str:
-    """A URL as it may be shown: scheme, host, port and path only (no credentials, query or fragment)."""
+    """A URL as the page may show it: the fleet's `public_url` (no `user:password@`), less any query or
+    fragment too (a gateway's `?key=…`)."""
     try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
+        parts = urlsplit(spec_public_url(url))
     except ValueError:
         return "(an endpoint that is not a URL)"
-    if not parts.scheme or not host:
+    if not parts.scheme or not parts.netloc:
         return url.split("@")[-1].split("?")[0].split("#")[0]
-    if ":" in host:
-        host = f"[{host}]"
-    return urlunsplit((parts.scheme, host + port, parts.path, "", ""))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def _scrub(row: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +73,7 @@ async def collect(app: App, minutes: Sequence[Bucket]) -> dict[str, Any]:
     """The whole document, with `minutes` the history window to show (oldest first)."""
     call_scoped = {spec.name for spec in app.registry.call_scoped()}
     rows = [row for row in await app.health(None) if row.provider not in call_scoped]
-    snapshot = app.router.stats.snapshot()
+    snapshot = await app.stats()  # the fleet's when state is shared, with `state` saying which
     usage = snapshot.get("providers", {})
     providers = [_scrub({**row.model_dump(mode="json"), "usage": usage.get(row.provider, {})}) for row in rows]
     statuses = [row["status"] for row in providers]
