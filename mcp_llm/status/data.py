@@ -1,7 +1,8 @@
 """What `/status.json` holds, and the page draws: providers and hosts now, usage since start, the last hour.
 
 - `server`: version, start, uptime, when this was made.
-- `summary`: how many providers are up, degraded, down or unconfigured, which circuits are not closed.
+- `summary`: how many providers are up, degraded, down or unconfigured, which circuits are not closed,
+  the calls since start, and the response cache's and the budget's sections of the stats when present.
 - `providers`: each provider's health row (as `provider_health` has it: status, latency, version,
   endpoint, `has_api_key`, detail, circuit, and `hosts` when the row has them) with its usage since
   start. The assistant's own model (`client`) has no row: it is each session's, not the server's.
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from mcp_llm.app import App
 
 URL_FIELDS = ("endpoint", "host")
+SECTIONS = ("cache", "budget")
 TEXT_FIELDS = ("detail",)
 URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
 
@@ -85,6 +87,8 @@ async def collect(app: App, minutes: Sequence[Bucket]) -> dict[str, Any]:
             "providers": len(providers),
             "circuits_not_closed": {row["provider"]: row["circuit"] for row in providers if row["circuit"] != "closed"},
             "calls": snapshot.get("calls", {}),
+            # the response cache's and the budget's sections of the stats, when the server has them (issue 21)
+            **{name: snapshot[name] for name in SECTIONS if isinstance(snapshot.get(name), dict)},
         },
         "providers": providers,
         "models": [_model_row(model_id, row) for model_id, row in snapshot.get("models", {}).items()],
