@@ -14,6 +14,11 @@ paths, alternated call batch by call batch, `--rounds` rounds of `--calls` seque
 and once, with no provider at all, **bare echo**: a one-tool MCPServer over stdio whose tool
 returns at once, the floor for any tool call on this MCP SDK.
 
+Then **a response-cache hit** (a temperature-0 call asked again, answered with nothing sent), on the
+first provider at 0 ms: over stdio against the bare echo, and in process (the tool service called
+directly, no MCP framing: what the hit itself costs in the server) against the same call missing
+the cache (`cache: false`, which asks the fake at 0 ms), in µs.
+
 For each round it takes the median ms per call of each path, and prints, over the rounds,
 min/median/max of those medians and of the ratios mcp_llm/direct (target ≤ 1.05 at 50 ms) and,
 at 0 ms, mcp_llm/bare echo (target ≤ 1.5).
@@ -199,6 +204,8 @@ async def run(args: argparse.Namespace) -> None:
                             if "bare echo (stdio)" in medians:
                                 bare_ms = (bare_ms or []) + medians["bare echo (stdio)"]
                             summary += report(provider, delay_ms, medians)
+                    if provider == args.providers[0]:
+                        summary += await cache_hit(args, scratch, provider, url, echo)
     print()
     print("Summary (ratio of per-round medians; median over rounds, with min and max):")
     for line in summary:
@@ -206,6 +213,63 @@ async def run(args: argparse.Namespace) -> None:
     if bare_ms:
         print(f"  bare echo over stdio: {spread(bare_ms, ' ms')}")
     print(f"Load average at the end: {load_average()}")
+
+
+async def cache_hit(args: argparse.Namespace, scratch: Path, provider: str, url: str, echo: Call) -> list[str]:
+    """A cache hit over stdio (against the bare echo) and in process (against a miss), on the fake at `url`."""
+    from mcp import Client, StdioServerParameters
+
+    from mcp_llm.app import App
+    from mcp_llm.config import load_settings
+    from mcp_llm.tools import Tools
+
+    config = write_config(scratch, provider, url)
+    arguments = {"prompt": f"{PROMPT} {delay_tag(0)}", "schema": SCHEMA, "model": MODEL_IDS[provider],
+                 "temperature": 0}
+    ours = StdioServerParameters(command=sys.executable, args=serve_args(config), env=server_env(provider),
+                                 cwd=str(REPO_ROOT))
+    async with Client(ours) as client:
+
+        async def hit_over_stdio() -> None:
+            result = await client.call_tool("generate_structured", arguments)
+            if result.is_error or not (result.structured_content or {}).get("cached"):
+                raise RuntimeError(f"not a cache hit: {result.content}")
+
+        await client.call_tool("generate_structured", arguments)  # the miss that fills the cache
+        stdio = await measure({"cache hit (stdio)": hit_over_stdio, "bare echo (stdio)": echo}, args.rounds,
+                              args.calls)
+    app = App(load_settings(config, env=server_env(provider)))
+    tools = Tools(app)
+    plain = {k: v for k, v in arguments.items() if k != "model"}
+
+    async def hit_in_process() -> None:
+        result = await tools.generate_structured(**plain, model=MODEL_IDS[provider])
+        if not result.cached:
+            raise RuntimeError("not a cache hit")
+
+    async def miss_in_process() -> None:
+        await tools.generate_structured(**plain, model=MODEL_IDS[provider], cache=False)
+
+    try:
+        await miss_in_process()
+        inproc = await measure({"cache hit (in process)": hit_in_process, "miss, 0 ms (in process)": miss_in_process},
+                               args.rounds, args.calls * 5)
+    finally:
+        await app.aclose()
+    print(f"\n{provider}, a response-cache hit:")
+    for name, values in {**stdio, **inproc}.items():
+        print(f"  {name:24} {spread([v * 1000 for v in values], ' us', 0)}")
+    hit_us = [v * 1000 for v in inproc["cache hit (in process)"]]
+    to_miss = ratios(inproc["cache hit (in process)"], inproc["miss, 0 ms (in process)"])
+    to_echo = ratios(stdio["cache hit (stdio)"], stdio["bare echo (stdio)"])
+    lines = [f"  cache hit {provider:9} in process {spread(hit_us, ' us', 0)}; "
+             f"hit/miss at 0 ms {spread(to_miss, 'x')}; over stdio hit/bare echo {spread(to_echo, 'x')}"]
+    print(lines[0])
+    return lines
+
+
+def ratios(top: list[float], bottom: list[float]) -> list[float]:
+    return [t / b for t, b in zip(top, bottom, strict=True)]
 
 
 def report(provider: str, delay_ms: int, medians: dict[str, list[float]]) -> list[str]:

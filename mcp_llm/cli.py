@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -123,6 +124,10 @@ def _parser() -> tuple[_Parser, dict[str, _Parser]]:
     call.add_argument("--temperature", type=_temperature, metavar="T",
                       help="sampling temperature, 0 for the most likely answer (default: the provider's)")
     call.add_argument("--timeout", type=float, help="seconds for the whole call (default: defaults.timeout_s)")
+    call.add_argument("--max-cost", type=_dollars, metavar="USD",
+                      help="the most this call may spend, in US dollars (default: budget.max_cost_per_call_usd)")
+    call.add_argument("--no-cache", action="store_true",
+                      help="do not answer from the response cache (temperature 0 calls are cached)")
     for name, text in (
         ("config", "print the effective config, each value's source, secrets redacted"),
         ("models", "list configured and discovered models"),
@@ -153,6 +158,16 @@ def _temperature(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 <= value <= 2:  # every provider's range (OpenAI's and Gemini's are 0-2, Anthropic's 0-1)
         raise argparse.ArgumentTypeError(f"a temperature is 0-2, not {value}")
+    return value
+
+
+def _dollars(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of dollars: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be 0 or more US dollars, not {text}")
     return value
 
 
@@ -282,13 +297,19 @@ def _print_config(settings: Settings, *, as_json: bool) -> int:
     def _leaves(data: dict[str, Any]) -> list[tuple[str, Any]]:
         return [(key, value) for key, value in dotted_items(data) if not (isinstance(value, dict) and value)]
 
+    from mcp_llm.cost import PRICES_DISTRIBUTION, price_data_version
+
     described = describe(settings)
+    prices = {"library": PRICES_DISTRIBUTION, "version": price_data_version()}
     if as_json:
         sources = {key: settings.source_of(key) for key, _ in _leaves(described)}
         _emit(json.dumps({"path": str(settings.path) if settings.path else None, "config": described,
-                          "sources": {k: v for k, v in sources.items() if v != "default"}}, indent=2))
+                          "sources": {k: v for k, v in sources.items() if v != "default"}, "prices": prices},
+                         indent=2))
         return EXIT_OK
     _emit(f"# config file: {settings.path or '(none: defaults and environment only)'}")
+    _emit(f"# prices: {PRICES_DISTRIBUTION} {prices['version'] or '(not installed: every cost is unknown)'} "
+          "(its bundled price data; cost_per_mtok in a provider's table overrides it)")
     for key, value in _leaves(described):
         source = settings.source_of(key)
         _emit(f"{key} = {json.dumps(value)}" + (f"    # {source}" if source != "default" else ""))
@@ -323,7 +344,8 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
         app = App(settings)
         tools = Tools(app, words=CLI_WORDS)
         asked: dict[str, Any] = {"model": args.model, "temperature": args.temperature,
-                                 "max_tokens": args.max_tokens, "timeout_s": args.timeout}
+                                 "max_tokens": args.max_tokens, "timeout_s": args.timeout,
+                                 "max_cost_usd": args.max_cost, "cache": not args.no_cache}
         try:
             result: Any
             if args.image:  # analyze_image, which takes a --system here (the MCP tool has no such parameter)
@@ -527,16 +549,49 @@ def _stats(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
     calls = stats["calls"]
     _emit(f"since {stats['since']}: {calls['calls']} calls, {calls['successes']} answered, "
-          f"failures {calls['failures'] or 'none'}")
-    table = [("MODEL", "CALLS", "OK", "RETRIES", "REASKS", "FALLBACKS", "TOKENS IN/OUT", "P50/P95 MS", "FAILURES")]
+          f"failures {calls['failures'] or 'none'}, cost {_usd(calls.get('cost_usd'))}")
+    cache, budget = stats.get("cache"), stats.get("budget")
+    if cache:
+        _emit(f"cache: {cache['hits']} hits, {cache['misses']} misses, {_usd(cache['saved_usd'])} saved, "
+              f"{cache.get('entries', '?')} answers kept" + ("" if cache["enabled"] else " (disabled)"))
+    if budget and (budget.get("daily_usd") is not None or budget.get("max_cost_per_call_usd") is not None):
+        daily = budget.get("daily_usd")
+        _emit(f"budget: {_usd(budget['spent_today_usd'])} spent on {budget['day']} (UTC)"
+              + (f" of {_usd(daily)} a day" if daily is not None else "")
+              + (f", at most {_usd(budget['max_cost_per_call_usd'])} a call"
+                 if budget.get("max_cost_per_call_usd") is not None else ""))
+    table = [("MODEL", "CALLS", "OK", "RETRIES", "REASKS", "FALLBACKS", "TOKENS IN/OUT", "COST", "P50/P95 MS",
+              "FAILURES")]
     for model_id, row in stats["models"].items():
         latency = row["latency_ms"]
         table.append((model_id, str(row["calls"]), str(row["successes"]), str(row["retries"]), str(row["reasks"]),
-                      str(row["fallbacks"]), f"{row['input_tokens']}/{row['output_tokens']}",
+                      str(row["fallbacks"]), f"{row['input_tokens']}/{row['output_tokens']}", _row_cost(row),
                       f"{_ms(latency['p50'])}/{_ms(latency['p95'])}",
                       ", ".join(f"{k} {v}" for k, v in row["failures"].items()) or "-"))
     _emit_table(table)
+    providers = stats.get("providers") or {}
+    if providers:
+        _emit("")
+        rows: list[tuple[str, ...]] = [("PROVIDER", "CALLS", "OK", "TOKENS IN/OUT", "COST")]
+        for name, row in providers.items():
+            rows.append((name, str(row["calls"]), str(row["successes"]),
+                         f"{row['input_tokens']}/{row['output_tokens']}", _row_cost(row)))
+        _emit_table(rows)
     return EXIT_OK
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return "unknown"
+    return f"${value:.2f}" if value >= 1 or value == 0 else f"${value:.6f}".rstrip("0")
+
+
+def _row_cost(row: dict[str, Any]) -> str:
+    """A model's or provider's cost: unknown when no attempt was priced, `+?` when some were not."""
+    unpriced, priced = row.get("unpriced_attempts", 0), row.get("cost_usd", 0.0)
+    if unpriced and unpriced == row.get("attempts"):
+        return "unknown"
+    return _usd(priced) + (f" (+{unpriced} unpriced)" if unpriced else "")
 
 
 def _ms(value: float | None) -> str:

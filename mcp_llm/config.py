@@ -171,6 +171,24 @@ class LimitSettings(Section):
     validation_timeout_s: float = Field(default=5.0, gt=0)
 
 
+class BudgetSettings(Section):
+    """`[budget]`: what calls may spend, checked before each attempt against its worst case (budget.py)."""
+
+    max_cost_per_call_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    daily_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # per UTC day, this process (or fleet)
+    # Under a budget, the answer limit a priced attempt is sent when the call sets none, so its worst case is known.
+    default_max_tokens: int = Field(default=4096, ge=1, le=1_000_000)
+
+
+class CacheSettings(Section):
+    """`[cache]`: the exact response cache of deterministic calls (response_cache.py)."""
+
+    enabled: bool = True
+    ttl_s: float = Field(default=3600.0, gt=0, le=30 * 86_400, allow_inf_nan=False)
+    max_entries: int = Field(default=1000, ge=0, le=1_000_000)
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+
+
 class ServerSettings(Section):
     transport: Literal["stdio", "http"] = "stdio"
     host: str = "127.0.0.1"
@@ -207,6 +225,8 @@ class Settings(Section):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     _path: Path | None = PrivateAttr(default=None)
 

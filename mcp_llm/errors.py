@@ -14,6 +14,7 @@ LLMError                      every failure we anticipate; .hint says what to do
 │   ├── ModelNotFoundError    404: the provider does not have that model
 │   ├── BadRequestError       400/413/422: the provider refused the request as sent
 │   ├── CircuitOpenError      skipped: the provider failed too often in a row, cooling down
+│   ├── BudgetExceeded        skipped: at worst the attempt could cost more than the budget has left
 │   ├── SamplingDeclined      the MCP client refused or failed a sampling request (never retried)
 │   ├── NotSentError          our side could not build or encode the request: nothing reached the
 │   │                         provider, so it is never retried and never counts against its circuit
@@ -131,6 +132,19 @@ class BadRequestError(ProviderError):
 
 class CircuitOpenError(ProviderError):
     kind = "circuit_open"
+
+
+class BudgetExceeded(ProviderError):
+    """Not sent: the attempt's worst case (its prompt's tokens, bounded, and its max_tokens, at the model's
+    price) is over what the call's or the day's budget has left, or its price is unknown (`would_cost`
+    None). The chain moves on, to a cheaper model if one is configured."""
+
+    kind = "budget_exceeded"
+
+    def __init__(self, message: str, *, would_cost: float | None, left: float, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.would_cost = would_cost
+        self.left = left
 
 
 class NotSentError(ProviderError):

@@ -23,10 +23,13 @@ import anyio
 
 from mcp_llm.adapters.base import Completion, ImageInput, LLMAdapter, Message, Request
 from mcp_llm.adapters.spec import public_url
+from mcp_llm.budget import Budget, CallMoney
 from mcp_llm.circuit import CircuitBreakers
+from mcp_llm.cost import Prices
 from mcp_llm.errors import (
     AllAttemptsFailed,
     BadRequestError,
+    BudgetExceeded,
     CircuitOpenError,
     InputError,
     LLMError,
@@ -42,6 +45,7 @@ from mcp_llm.hosts import Fleet
 from mcp_llm.image_fit import CannotFit, fit_all
 from mcp_llm.progress import Progress, ReportFn
 from mcp_llm.registry import Registry, Route
+from mcp_llm.response_cache import ResponseCache
 from mcp_llm.schema import (
     compile_for_off_loop,
     limits_from,
@@ -85,12 +89,14 @@ class CallSpec:
     timeout_s: float | None = None
     client: ClientCall | None = None  # this call's MCP client (sampling), from the tool call; never shared
     progress: ReportFn | None = None  # e.g. the MCP context's report_progress: streamed text reports through it
+    max_cost_usd: float | None = None  # this call's own budget (the lower of it and budget.max_cost_per_call_usd)
+    cache: bool = True  # False: skip the response cache's lookup (a fresh answer still replaces the stored one)
 
 
 class _Call:
-    """The state of one call while it runs: its deadline, its attempts, its token count."""
+    """The state of one call while it runs: its deadline, its attempts, its token count, its money."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, money: CallMoney) -> None:
         self.started = time.perf_counter()
         self.deadline = anyio.current_time() + timeout_s
         self.attempts: list[Attempt] = []
@@ -102,11 +108,16 @@ class _Call:
         self.host: str | None = None  # the host of the try being made (as shown), for its `Attempt`
         self.host_reason: str | None = None  # why that host, when the provider has several
         self.failed_hosts: set[str] = set()  # hosts that failed in this call: a retry goes elsewhere if it can
+        self.money = money
+        self.attempt_cost: float | None = 0.0  # the last answered attempt's, until it is recorded
 
     def add_tokens(self, route: Route, completion: Completion) -> None:
         used_in, used_out = completion.input_tokens or 0, completion.output_tokens or 0
         self.usage.input_tokens += used_in
         self.usage.output_tokens += used_out
+        self.usage.cached_input_tokens += completion.cache_read_tokens or 0
+        self.usage.cache_write_tokens += completion.cache_write_tokens or 0
+        self.usage.thinking_tokens += completion.thinking_tokens or 0
         before = self.tokens.get(route.model_id, (0, 0))
         self.tokens[route.model_id] = (before[0] + used_in, before[1] + used_out)
 
@@ -114,7 +125,7 @@ class _Call:
         return self.deadline - anyio.current_time()
 
     def record(self, route: Route, outcome: AttemptOutcome, started: float,
-               error: LLMError | None = None) -> None:
+               error: LLMError | None = None, cost_usd: float | None = 0.0) -> None:
         self.attempts.append(
             Attempt(
                 model=route.model_id,
@@ -124,8 +135,14 @@ class _Call:
                 latency_ms=round((time.perf_counter() - started) * 1000, 1),
                 host=self.host,
                 host_reason=self.host_reason,
+                cost_usd=cost_usd,
             )
         )
+
+    def cost_usd(self) -> float | None:
+        """The sum over every attempt; None when any attempt's cost is unknown."""
+        costs = [attempt.cost_usd for attempt in self.attempts]
+        return None if None in costs else round(sum(c or 0.0 for c in costs), 9)
 
 
 class Router:
@@ -143,6 +160,9 @@ class Router:
         # Circuits, limits and stats: this process's own, or shared with the other replicas (`[state]`, state.py)
         self.state = state if state is not None else LocalState()
         self.state.attach(self.breakers, self.stats)
+        self.budget = Budget(registry.settings.budget, Prices(registry.settings))
+        self.cache = ResponseCache(registry.settings.cache)
+        self.stats.sections.update(cache=self.cache.snapshot, budget=self.budget.snapshot)
 
     def limiter(self, provider: str) -> Limiter:
         """At most `providers.<name>.concurrency` requests in flight to one provider, across every replica
@@ -201,7 +221,7 @@ class Router:
 
     async def run(self, spec: CallSpec) -> Outcome:
         """The call, counted in `self.stats` whether it answers or fails (a cancelled call is not)."""
-        call = _Call(spec.timeout_s or self.defaults.timeout_s)
+        call = _Call(spec.timeout_s or self.defaults.timeout_s, self.budget.start(spec.max_cost_usd))
         if spec.progress is not None:
             call.progress = Progress(spec.progress)
         try:
@@ -233,6 +253,13 @@ class Router:
             errors, call.attempts, call.usage = resumed.errors, resumed.attempts, resumed.usage
             call.started -= resumed.elapsed_s
             call.deadline -= resumed.elapsed_s
+            call.money.resume([attempt.cost_usd for attempt in call.attempts])
+        key = self.cache.key(chain, spec.prompt, spec.system, spec.schema, [i.data for i in spec.images],
+                             spec.max_tokens, spec.temperature) if resumed is None else None
+        if key is not None and spec.cache and (hit := await self.cache.get(key, spec.schema, self.reply_limits)):
+            text, data, trace = hit
+            return Outcome(text, data, trace.model_copy(update={"latency_ms": _ms_since(call.started)}))
+        self.cache.skipped += key is not None and not spec.cache
         for model_id in chain[len(errors):]:
             if spec.client is not None:
                 spec.client.checkpoint(errors, call.attempts, call.usage)
@@ -242,9 +269,13 @@ class Router:
                 errors.append((model_id, exc))  # a bad fallback id in config: say so, try the next
                 continue
             try:
-                return await self._run_model(route, spec, call)
+                outcome = await self._run_model(route, spec, call)
             except (ProviderError, OutputError) as exc:
                 errors.append((model_id, exc))
+            else:
+                if key is not None:
+                    await self.cache.put(key, outcome.text, outcome.data, outcome.trace)
+                return outcome
             if call.remaining() <= 0:
                 break
         raise _all_failed(errors, call)
@@ -280,12 +311,12 @@ class Router:
                     data = await parse_and_validate_off_loop(completion.text, spec.schema, unwrap=unwrap,
                                                              limits=self.reply_limits)
                 except OutputError as exc:
-                    call.record(route, "invalid_output", started, exc)
+                    call.record(route, "invalid_output", started, exc, call.attempt_cost)
                     if round_ == repairs or call.remaining() <= 0:
                         raise
                     messages += [Message("assistant", completion.text), Message("user", repair_message(exc))]
                     continue
-            call.record(route, "ok", started)
+            call.record(route, "ok", started, cost_usd=call.attempt_cost)
             trace = self._trace(route, call, compiled.rewrites if compiled else [], completion.model)
             return Outcome(completion.text, data, trace)
         raise AssertionError("unreachable: the last round returns or raises")
@@ -332,24 +363,36 @@ class Router:
                     call.record(route, "skipped", started, error)
                     raise error
                 try:
-                    completion = await self._complete_before_deadline(adapter, route, request, call)
-                except CircuitOpenError as exc:  # opened by another replica, as the limiter's lease found
+                    hold = await call.money.before(provider, route.model_id, route.native, request, call.images)
+                except BudgetExceeded as exc:  # nothing sent: the chain moves on, maybe to a cheaper model
                     self.breakers.release(provider)
                     call.record(route, "skipped", started, exc)
                     raise
+                if hold.note and hold.note not in call.argument_rewrites:
+                    call.argument_rewrites.append(hold.note)
+                try:
+                    completion = await self._complete_before_deadline(adapter, route, request, call)
+                except CircuitOpenError as exc:  # opened by another replica, as the limiter's lease found
+                    self.breakers.release(provider)
+                    call.record(route, "skipped", started, exc, await call.money.after(hold, provider, route.native,
+                                                                                       None, exc))
+                    raise
                 except TransientError as exc:
                     self.breakers.failure(provider)
-                    call.record(route, "error", started, exc)
+                    call.record(route, "error", started, exc, await call.money.after(hold, provider, route.native,
+                                                                                     None, exc))
                     await self.state.share_changes()  # shared state: the fleet counts it before anyone hears of it
                     raise
                 except ProviderError as exc:  # the request's fault (auth, 404, 400), not the provider's health
                     self.breakers.release(provider)
-                    call.record(route, "error", started, exc)
+                    call.record(route, "error", started, exc, await call.money.after(hold, provider, route.native,
+                                                                                     None, exc))
                     raise
-                except BaseException:  # cancelled
+                except BaseException:  # cancelled: the day keeps the attempt's worst case (it may have been billed)
                     self.breakers.release(provider)
                     raise
                 self.breakers.success(provider)
+                call.attempt_cost = await call.money.after(hold, provider, route.native, completion)
                 return completion, started
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
@@ -456,6 +499,7 @@ class Router:
             schema_rewrites=rewrites,
             argument_rewrites=call.argument_rewrites,
             images=call.images,
+            cost_usd=call.cost_usd(),
         )
 
 

@@ -36,6 +36,7 @@ from mcp_llm.output_schema import prevalidated, publish_inlined, publish_prevali
 from mcp_llm.presets import PRESETS
 from mcp_llm.progress import ReportFn
 from mcp_llm.tools import (
+    MAX_COST_USD,
     MAX_TOKENS_LIMIT,
     TEMPERATURE_MAX,
     TIMEOUT_MAX_S,
@@ -99,6 +100,15 @@ TIMEOUT = Annotated[float | None, Field(description=(
     "Seconds the whole call may take, retries, re-asks and fallbacks included (more than 0, at most "
     f"{TIMEOUT_MAX_S:,.0f}); leave it out for the configured defaults.timeout_s."),
     json_schema_extra={"exclusiveMinimum": 0, "maximum": TIMEOUT_MAX_S})]
+MAX_COST = Annotated[float | None, Field(description=(
+    "The most this call may spend, in US dollars, retries, re-asks and fallbacks included (the configured "
+    "budget.max_cost_per_call_usd still applies, whichever is lower). Each attempt is checked before it is sent, "
+    "against its worst case: one that could cost more is not made, and a cheaper model of the chain is tried; "
+    "none left fails with budget_exceeded. Leave it out for the configured budget."),
+    json_schema_extra={"minimum": 0, "maximum": MAX_COST_USD})]
+CACHE = Annotated[bool, Field(description=(
+    "false: do not answer from the response cache (a temperature-0 call identical to an earlier one is answered "
+    "from it, with cached: true, and costs nothing); the fresh answer replaces the stored one."))]
 IMAGE = Annotated[str, Field(description=(
     "The image: an absolute file path inside the configured image roots (or a root this client declares), "
     "a data: URI, or raw base64; an http(s) URL only when the config enables URLs."))]
@@ -250,21 +260,25 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         temperature: TEMPERATURE = None,
         max_tokens: MAX_TOKENS = None,
         timeout_s: TIMEOUT = None,
+        max_cost_usd: MAX_COST = None,
+        cache: CACHE = True,
         ctx: Context | None = None,
     ) -> StructuredResult | InputRequiredResult:
         """Ask an LLM and get back JSON in `data` that validates against `schema`.
 
         An answer that is not valid is re-asked with the validation errors; a model that keeps failing
         is replaced by the configured fallbacks, if any. The result's trace says which model answered,
-        every attempt, the tokens used and what was adapted for the provider (schema_rewrites,
-        argument_rewrites). Bad input is a tool error that says what to change.
+        every attempt, the tokens used, what it cost (cost_usd, null when a price is unknown) and what
+        was adapted for the provider (schema_rewrites, argument_rewrites). A temperature-0 call identical
+        to an earlier one is answered from the cache (cached: true, nothing sent). Bad input is a tool
+        error that says what to change.
         """
         with tool_errors("generate_structured"):
             client = ClientCall(ctx, codec)
             try:
                 return prevalidated(await tools.generate_structured(
-                    prompt, schema, model, system, temperature, max_tokens, timeout_s, client=client,
-                    progress=_progress(ctx)))
+                    prompt, schema, model, system, temperature, max_tokens, timeout_s, max_cost_usd, cache,
+                    client=client, progress=_progress(ctx)))
             except AwaitingClient:  # 2026-07-28: ask the client to sample, then go on when it calls again
                 return client.input_required()
 
@@ -277,6 +291,8 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
         temperature: TEMPERATURE = None,
         max_tokens: MAX_TOKENS = None,
         timeout_s: TIMEOUT = None,
+        max_cost_usd: MAX_COST = None,
+        cache: CACHE = True,
         ctx: Context | None = None,
     ) -> ImageResult | InputRequiredResult:
         """Ask a vision model about an image; get text, or JSON valid against `schema` when one is given.
@@ -293,8 +309,8 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
             client = ClientCall(ctx, codec)
             try:
                 return prevalidated(await tools.analyze_image(
-                    image, prompt, schema, model, temperature, max_tokens, timeout_s, client=client,
-                    progress=_progress(ctx)))
+                    image, prompt, schema, model, temperature, max_tokens, timeout_s, max_cost_usd, cache,
+                    client=client, progress=_progress(ctx)))
             except AwaitingClient:
                 return client.input_required()
 
@@ -343,8 +359,9 @@ kept failing is skipped. Providers of this server: {names}.""")
     @server.resource("mcp-llm://stats", title="Usage since start", mime_type="application/json")
     async def stats() -> str:
         """Per provider and per model since the server started: calls, successes, failures by kind,
-        retries, re-asks, fallbacks, tokens, latency p50/p95; summed over every replica when state is
-        shared (`state`: local, shared, or local (redis unreachable))."""
+        retries, re-asks, fallbacks, tokens, cost, latency p50/p95, summed over every replica when state is
+        shared (`state`: local, shared, or local (redis unreachable)); the response cache's hits and the
+        money they saved; the day's budget and what it has spent."""
         return json.dumps(await app.stats(), indent=2)
 
     publish_inlined(server, "generate_structured", "analyze_image")  # cheaper for clients to check

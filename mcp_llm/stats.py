@@ -9,6 +9,10 @@ the ones the caller saw:
 - `attempts`; `retries` (a try after a transient error, same model); `reasks` (a try after an
   invalid answer, same model); `fallbacks` (the call moved on from this model to another).
 - `input_tokens` / `output_tokens`; `latency_ms` p50 / p95 over the attempts that reached the provider.
+- `cost_usd`: the sum of the attempts' known costs; `unpriced_attempts`: those whose cost is unknown
+  (no price for the model), so a `cost_usd` of 0 with unpriced attempts is not "free".
+- Beside them, sections other parts report (`sections`): the response cache's hits and the money they
+  saved, the budget's total for the day.
 
 Memory stays bounded however long the server runs: latencies are kept in a fixed-size uniform
 reservoir (exact until it fills, then a uniform sample of everything since start), and at most
@@ -21,7 +25,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -42,6 +46,8 @@ class _Attempt(Protocol):
     def error(self) -> str | None: ...
     @property
     def latency_ms(self) -> float: ...
+    @property
+    def cost_usd(self) -> float | None: ...
 
 
 class Reservoir:
@@ -85,6 +91,8 @@ class Counters:
     fallbacks: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_attempts: int = 0
     latency: Reservoir = field(default_factory=Reservoir)
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,6 +106,8 @@ class Counters:
             "fallbacks": self.fallbacks,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "cost_usd": round(self.cost_usd, 9),
+            "unpriced_attempts": self.unpriced_attempts,
             "latency_ms": self.latency.summary(),
         }
 
@@ -113,6 +123,8 @@ class _ModelCall:
     retries: int = 0
     reasks: int = 0
     fallbacks: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = 0
     latencies: list[float] = field(default_factory=list)
 
 
@@ -126,6 +138,8 @@ class Stats:
         self.total_successes = 0
         self.total_failures: Counter[str] = Counter()
         self.total_latency = Reservoir()
+        self.total_cost_usd = 0.0
+        self.sections: dict[str, Callable[[], dict[str, Any]]] = {}  # name → its part of the snapshot
         self._providers: dict[str, Counters] = {}
         self._models: dict[str, tuple[str, Counters]] = {}
 
@@ -138,6 +152,7 @@ class Stats:
             self.total_successes += 1
         else:
             self.total_failures[error_kind] += 1
+        self.total_cost_usd += sum(a.cost_usd or 0.0 for a in attempts)
         for model_id, seen in _per_model(attempts).items():
             used = tokens.get(model_id, (0, 0))
             for counters in (self._model(model_id, seen.provider), self._provider(seen.provider)):
@@ -152,6 +167,8 @@ class Stats:
                 counters.fallbacks += seen.fallbacks
                 counters.input_tokens += used[0]
                 counters.output_tokens += used[1]
+                counters.cost_usd += seen.cost_usd
+                counters.unpriced_attempts += seen.unpriced
                 for latency in seen.latencies:
                     counters.latency.add(latency)
 
@@ -177,11 +194,13 @@ class Stats:
                 "calls": self.total_calls,
                 "successes": self.total_successes,
                 "failures": dict(sorted(self.total_failures.items())),
+                "cost_usd": round(self.total_cost_usd, 9),
                 "latency_ms": self.total_latency.summary(),
             },
             "providers": self.providers(),
             "models": {model_id: {"provider": provider, **counters.as_dict()}
                        for model_id, (provider, counters) in sorted(self._models.items())},
+            **{name: section() for name, section in self.sections.items()},
         }
 
 
@@ -193,6 +212,10 @@ def _per_model(attempts: Iterable[_Attempt]) -> dict[str, _ModelCall]:
     for attempt in attempts:
         entry = seen.setdefault(attempt.model, _ModelCall(attempt.provider))
         entry.attempts += 1
+        if attempt.cost_usd is None:
+            entry.unpriced += 1
+        else:
+            entry.cost_usd += attempt.cost_usd
         if attempt.outcome != "skipped":
             entry.latencies.append(attempt.latency_ms)
         if attempt.outcome == "ok":

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 TEMPERATURE_MAX = 2.0
 MAX_TOKENS_LIMIT = 1_000_000  # above every model's output limit; the provider refuses what its model cannot
 TIMEOUT_MAX_S = 86_400.0
+MAX_COST_USD = 1_000_000.0
 
 
 class StructuredResult(Trace):
@@ -70,7 +71,8 @@ class HealthReport(BaseModel):
     state: str = Field(default="local", description=STATE_DESCRIPTION)
 
 
-def check_arguments(temperature: float | None, max_tokens: int | None, timeout_s: float | None) -> None:
+def check_arguments(temperature: float | None, max_tokens: int | None, timeout_s: float | None,
+                    max_cost_usd: float | None = None) -> None:
     """The tool boundary's check of the numeric arguments: an `ArgumentError` for a value out of every
     provider's domain (NaN, infinity, negative, absurdly large), before anything is sent. JSON's
     `1e309` reads as infinity and pydantic takes a bare `NaN`, so both do arrive here; sent on, they
@@ -92,6 +94,11 @@ def check_arguments(temperature: float | None, max_tokens: int | None, timeout_s
             f"{said.timeout_s} must be a number of seconds above 0 and at most {TIMEOUT_MAX_S:,.0f}, "
             f"not {_number(timeout_s)}.",
             hint="Pass seconds, e.g. 60, or leave it out for defaults.timeout_s.",
+        )
+    if max_cost_usd is not None and not (math.isfinite(max_cost_usd) and 0 <= max_cost_usd <= MAX_COST_USD):
+        raise ArgumentError(
+            f"{said.max_cost_usd} must be US dollars from 0 to {MAX_COST_USD:,.0f}, not {_number(max_cost_usd)}.",
+            hint="Pass what this call may spend at most, e.g. 0.05, or leave it out for the configured budget.",
         )
 
 
@@ -124,43 +131,49 @@ class Tools:
 
     async def generate_structured(
         self, prompt: str, schema: dict[str, Any] | bool | str, model: str | None = None, system: str | None = None,
-        temperature: float | None = None, max_tokens: int | None = None, timeout_s: float | None = None, *,
+        temperature: float | None = None, max_tokens: int | None = None, timeout_s: float | None = None,
+        max_cost_usd: float | None = None, cache: bool = True, *,
         client: ClientCall | None = None, progress: ReportFn | None = None,
     ) -> StructuredResult:
         """JSON in `data` that validates against `schema` (an object, its JSON text, `true`, or a preset name)."""
         with speaking(self.words):
-            check_arguments(temperature, max_tokens, timeout_s)
+            check_arguments(temperature, max_tokens, timeout_s, max_cost_usd)
             checked = await self._schema(schema)
             outcome = await self.app.router.run(CallSpec(prompt=prompt, schema=checked, model=model, system=system,
                                                temperature=temperature, max_tokens=max_tokens, timeout_s=timeout_s,
-                                               client=client, progress=progress))
+                                               client=client, progress=progress, max_cost_usd=max_cost_usd,
+                                               cache=cache))
             return StructuredResult(data=outcome.data, **dict(outcome.trace))  # its records as they are, not dumped
 
     async def analyze_image(
         self, image: str, prompt: str, schema: dict[str, Any] | bool | str | None = None, model: str | None = None,
-        temperature: float | None = None, max_tokens: int | None = None, timeout_s: float | None = None, *,
+        temperature: float | None = None, max_tokens: int | None = None, timeout_s: float | None = None,
+        max_cost_usd: float | None = None, cache: bool = True, *,
         system: str | None = None, client: ClientCall | None = None, progress: ReportFn | None = None,
     ) -> ImageResult:
         """Text about the image, or JSON in `data` when a schema is given (None or "" means text).
 
         `system` is the command line's (`call --image --system`); the MCP tool takes none."""
         with speaking(self.words):
-            check_arguments(temperature, max_tokens, timeout_s)
+            check_arguments(temperature, max_tokens, timeout_s, max_cost_usd)
             checked = await self._schema(schema) if schema not in (None, "") else None
             loaded = await self._image(image, client)
             return await self._answer(CallSpec(prompt=prompt, schema=checked, model=model, system=system,
                                                temperature=temperature, max_tokens=max_tokens, images=(loaded,),
-                                               timeout_s=timeout_s, client=client, progress=progress))
+                                               timeout_s=timeout_s, client=client, progress=progress,
+                                               max_cost_usd=max_cost_usd, cache=cache))
 
     async def generate_text(
         self, prompt: str, model: str | None = None, system: str | None = None, temperature: float | None = None,
-        max_tokens: int | None = None, timeout_s: float | None = None,
+        max_tokens: int | None = None, timeout_s: float | None = None, max_cost_usd: float | None = None,
+        cache: bool = True,
     ) -> ImageResult:
         """A text answer without an image, which no MCP tool offers: the command line's `call --schema none`."""
         with speaking(self.words):
-            check_arguments(temperature, max_tokens, timeout_s)
+            check_arguments(temperature, max_tokens, timeout_s, max_cost_usd)
             return await self._answer(CallSpec(prompt=prompt, model=model, system=system, temperature=temperature,
-                                               max_tokens=max_tokens, timeout_s=timeout_s))
+                                               max_tokens=max_tokens, timeout_s=timeout_s, max_cost_usd=max_cost_usd,
+                                               cache=cache))
 
     async def list_models(self, provider: str | None = None, refresh: bool = False, *,
                           client: ClientCall | None = None) -> ModelList:

@@ -19,7 +19,8 @@ AttemptOutcome = Literal["ok", "invalid_output", "error", "skipped"]
 class Attempt(BaseModel):
     model: str
     provider: str
-    outcome: AttemptOutcome = Field(description="ok, invalid_output, error, or skipped (circuit open)")
+    outcome: AttemptOutcome = Field(description="ok, invalid_output, error, or skipped (circuit open, or over "
+                                    "the budget: nothing was sent)")
     error: str | None = None  # the error's kind (e.g. `unavailable`, `invalid_output`), None when ok
     latency_ms: float
     host: str | None = Field(default=None, description="The host that was asked (its base URL, no credentials); "
@@ -27,11 +28,21 @@ class Attempt(BaseModel):
     host_reason: str | None = Field(default=None, description="Why that host, when the provider has several: "
                                     "where the model is loaded, calls in flight, recent latency, a host that "
                                     "failed before it; null for a provider at one host.")
+    cost_usd: float | None = Field(default=0.0, description="What this try cost in US dollars, priced from the "
+                                   "usage the provider reported; 0 when nothing was billed (skipped, refused, or "
+                                   "a model configured as free); null when unknown (no price for the model, or "
+                                   "an answer cut off whose usage was never reported).")
 
 
 class Usage(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = Field(default=0, description="Of input_tokens, those read from the provider's "
+                                     "prompt cache (billed at its lower rate).")
+    cache_write_tokens: int = Field(default=0, description="Of input_tokens, those written to the provider's "
+                                    "prompt cache (billed at its higher rate).")
+    thinking_tokens: int = Field(default=0, description="Of output_tokens, the model's reasoning that the answer "
+                                 "does not show (billed as output).")
 
 
 class ImageShape(BaseModel):
@@ -69,3 +80,9 @@ class Trace(BaseModel):
         default_factory=list, description="Each image as passed and as sent to the model that answered, "
         "with what was done (rotated, scaled, re-encoded); empty without images."
     )
+    cost_usd: float | None = Field(
+        default=0.0, description="What this call cost in US dollars: the sum over its attempts (retries, re-asks "
+        "and fallbacks included); null when any attempt's cost is unknown, never a guess; 0 for a cached answer."
+    )
+    cached: bool = Field(default=False, description="True when the answer came from the response cache "
+                         "(temperature 0, identical arguments): nothing was sent, and attempts is empty.")

@@ -31,12 +31,16 @@ class Words:
     provider_health: str  # where each provider's state is shown
     timeout_s: str  # the call's own time limit
     max_tokens: str  # the answer's token limit
+    max_cost_usd: str  # the call's own budget in US dollars
+    cache: str  # how a call skips the response cache
 
 
 TOOL_WORDS = Words(model="`model`", list_models="list_models", provider_health="provider_health",
-                   timeout_s="timeout_s", max_tokens="max_tokens")
+                   timeout_s="timeout_s", max_tokens="max_tokens", max_cost_usd="max_cost_usd",
+                   cache="`cache: false`")
 CLI_WORDS = Words(model="--model", list_models="`mcp-llm models`", provider_health="`mcp-llm health`",
-                  timeout_s="--timeout", max_tokens="--max-tokens")
+                  timeout_s="--timeout", max_tokens="--max-tokens", max_cost_usd="--max-cost",
+                  cache="--no-cache")
 
 _current: ContextVar[Words] = ContextVar("mcp_llm_words", default=TOOL_WORDS)
 

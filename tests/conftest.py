@@ -171,15 +171,24 @@ def fakes(running_fakes: Fakes) -> Iterator[Fakes]:
 @pytest.fixture
 def serve(fakes: Fakes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Serve:
     """`async with serve(**config) as client:` — the server on every fake, with that config (`fleet.config_text`)."""
-    from tests.fleet import ENV, config_text
+    from tests.fleet import config_text
+
+    return serving(fakes, tmp_path, monkeypatch, config_text)
+
+
+def serving(fakes: Fakes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+            config_text: Callable[..., str]) -> Serve:
+    """`async with open_client(**options) as client:` — a server on every fake, its config
+    `config_text(fakes, **options)`, with the fakes' keys in the environment."""
+    from tests.fleet import ENV
 
     for name, value in ENV.items():  # the SDKs read some of these themselves
         monkeypatch.setenv(name, value)
 
     @asynccontextmanager
-    async def open_client(**config: Any) -> AsyncIterator[Client]:
+    async def open_client(**options: Any) -> AsyncIterator[Client]:
         path = tmp_path / "config.toml"
-        path.write_text(config_text(fakes, **config), encoding="utf-8")
+        path.write_text(config_text(fakes, **options), encoding="utf-8")
         async with Client(build_server(load_settings(path, env=ENV))) as client:
             yield client
 

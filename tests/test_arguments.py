@@ -185,6 +185,11 @@ async def test_non_finite_temperatures_from_one_session_never_get_a_provider_ski
     pytest.param({"timeout_s": 0}, "timeout_s must be a number of seconds above 0", id="timeout-zero"),
     pytest.param({"timeout_s": -3}, "not -3", id="timeout-negative"),
     pytest.param({"timeout_s": 1e12}, "not 1e+12", id="timeout-huge"),
+    pytest.param({"max_cost_usd": "<NaN>"}, "max_cost_usd must be US dollars from 0 to 1,000,000, not nan",
+                 id="max_cost-nan"),
+    pytest.param({"max_cost_usd": "<1e309>"}, "not inf (a number too large for a double", id="max_cost-inf"),
+    pytest.param({"max_cost_usd": -0.5}, "max_cost_usd must be US dollars from 0 to 1,000,000, not -0.5",
+                 id="max_cost-negative"),
 ])
 @pytest.mark.parametrize("tool", ["generate_structured", "analyze_image"])
 async def test_out_of_domain_numbers_are_a_clear_input_error_and_nothing_is_sent(

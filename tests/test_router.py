@@ -284,7 +284,8 @@ async def test_usage_adds_up_every_answer_of_the_call(serve: Serve, fakes: Fakes
     async with serve(max_repairs=1) as client:
         result, _ = await generate(client, provider.model)
     assert tries(result) == [(provider.model, "invalid_output", "invalid_output"), (provider.model, "ok", None)]
-    assert result["usage"] == {"input_tokens": 230, "output_tokens": 18}
+    assert result["usage"] == {"input_tokens": 230, "output_tokens": 18, "cached_input_tokens": 0,
+                               "cache_write_tokens": 0, "thinking_tokens": 0}
     assert result["latency_ms"] >= sum(a["latency_ms"] for a in result["attempts"]) > 0
 
 
@@ -295,7 +296,9 @@ async def test_usage_is_zero_when_the_provider_reports_none(serve: Serve, fakes:
     async with serve() as client:
         result, _ = await generate(client, OLLAMA.model)
     assert result["data"] == GOOD
-    assert result["usage"] == {"input_tokens": 0, "output_tokens": 0}
+    assert result["usage"] == {"input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0,
+                               "cache_write_tokens": 0, "thinking_tokens": 0}
+    assert result["cost_usd"] is None  # no usage reported (and no price for Ollama): unknown, not 0
 
 
 async def test_provider_concurrency_bounds_the_requests_in_flight(fake_ollama: FakeOllama, image_root: Path,

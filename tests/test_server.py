@@ -62,7 +62,10 @@ async def test_generate_structured_returns_valid_data_and_trace(client: Client, 
     assert result["data"] == reply
     assert TRACE_FIELDS <= set(result)
     assert result["model"] == TEXT_MODEL and result["provider"] == "ollama"
-    assert result["usage"] == {"input_tokens": 55, "output_tokens": 21}
+    assert result["usage"] == {"input_tokens": 55, "output_tokens": 21, "cached_input_tokens": 0,
+                               "cache_write_tokens": 0, "thinking_tokens": 0}
+    assert result["cost_usd"] is None and result["attempts"][0]["cost_usd"] is None  # Ollama has no price
+    assert result["cached"] is False
     assert [a["outcome"] for a in result["attempts"]] == ["ok"]
     assert result["latency_ms"] >= result["attempts"][0]["latency_ms"] > 0
     assert result["schema_rewrites"] == []

@@ -56,7 +56,7 @@ async def test_stats_count_the_calls_made(fake_ollama: FakeOllama, tmp_path: Pat
     server = build_server(load_settings(config(fake, tmp_path), env={}))
     async with Client(server, mode=mode) as client:
         empty = await stats_of(client)
-        assert empty["calls"] == {"calls": 0, "successes": 0, "failures": {},
+        assert empty["calls"] == {"calls": 0, "successes": 0, "failures": {}, "cost_usd": 0.0,
                                   "latency_ms": {"p50": None, "p95": None}}
         assert empty["models"] == {} and empty["providers"] == {}
 

@@ -20,12 +20,22 @@ test file. A module imports its SDK inside functions only: the spec list is read
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 if TYPE_CHECKING:
     from mcp_llm.adapters.base import Health, HostReport, LLMAdapter, ModelInfo, Timeouts
@@ -45,8 +55,39 @@ class ModelEntry(Section):
     fallback: list[str] = Field(default_factory=list)
 
 
+class TokenPrices(Section):
+    """`cost_per_mtok = {input = 0.15, output = 0.6}`: US dollars per million tokens, each way."""
+
+    input: float = Field(ge=0, allow_inf_nan=False)
+    output: float = Field(ge=0, allow_inf_nan=False)
+
+
 class ProviderSection(Section):
-    """The base of every `[providers.<name>]` table: how it takes what the environment holds for it."""
+    """The base of every `[providers.<name>]` table: how it takes what the environment holds for it.
+
+    `cost_per_mtok` prices the provider's tokens in US dollars per million, one number for every token
+    or `{input, output}`, ahead of the price library (cost.py): `0` says a local model is free; unset, a
+    provider the library does not price (Ollama, a local server) costs `null`, unknown, never a guess."""
+
+    cost_per_mtok: float | TokenPrices | None = None
+
+    @field_validator("cost_per_mtok", mode="before")
+    @classmethod
+    def _price(cls, value: Any) -> Any:
+        """One clear message for what a price may be (pydantic's own would name each branch of the union)."""
+        if value is None or isinstance(value, TokenPrices):
+            return value
+        if isinstance(value, dict):
+            try:
+                return TokenPrices.model_validate(value)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'it'}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"a table of prices is {{input = …, output = …}}, US dollars per million tokens "
+                                 f"of 0 or more ({problems})") from None
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+            return float(value)
+        raise ValueError(f"{value!r} is not a price: give US dollars per million tokens, a number of 0 or more "
+                         "(0 for a free local model), or {input = …, output = …}")
 
     def attach(self, secrets: Mapping[str, SecretStr], env: Mapping[str, str]) -> dict[str, str]:
         """Take the secrets config.py read for this table (by `Secret.name`) and the values of the other

@@ -52,8 +52,8 @@ class _Reply(Reply):
     message: str | None = None
     error_type: str | None = None
     finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    prompt_tokens: int | str | None = None  # MOST: every byte of the prompt a token
+    completion_tokens: int | str | None = None  # MOST: the request's whole max_tokens (if it has one)
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     stall_after: int | None = None
@@ -76,6 +76,21 @@ def response_schema(body: Mapping[str, Any]) -> Any:
     if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
         return (fmt.get("json_schema") or {}).get("schema")
     return None
+
+
+MOST = "most"  # `enqueue(prompt_tokens=MOST, completion_tokens=MOST)`: the most a provider could bill
+
+
+def most_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """The most tokens any tokenizer counts for the request's prompt: one per UTF-8 byte of every message's
+    text and of the schema (a token is at least a byte)."""
+    total = 0
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [{"text": content or ""}]
+        total += sum(len(str(part.get("text", "")).encode("utf-8", "surrogatepass")) for part in parts)
+    schema = response_schema(body)
+    return total + (len(json.dumps(schema, ensure_ascii=False).encode()) if schema is not None else 0)
 
 
 def default_responder(body: dict[str, Any]) -> Content:
@@ -149,7 +164,11 @@ class _Handler(FakeHandler["FakeOpenAI"]):
         if reply.finish_reason is None and isinstance(limit, int) and len(units) > limit:
             units, finish = units[:limit], "length"
         prompt_tokens = reply.prompt_tokens if reply.prompt_tokens is not None else len(json.dumps(body)) // 4
+        if prompt_tokens == MOST:
+            prompt_tokens = most_prompt_tokens(body)
         completion_tokens = reply.completion_tokens if reply.completion_tokens is not None else len(units)
+        if completion_tokens == MOST:  # the whole limit (thinking unseen, say); without one, the answer's own
+            completion_tokens = limit if isinstance(limit, int) else len(units)
         # As OpenAI reports it: cached prompt tokens are among `prompt_tokens`, reasoning tokens among
         # `completion_tokens` (billed as output), each broken out in its `*_details`.
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
@@ -211,8 +230,8 @@ class FakeOpenAI(FakeProvider[_Reply, RecordedRequest]):
 
     def enqueue(self, content: Content | None = None, *, status: int = 200, message: str | None = None,
                 error_type: str | None = None, headers: Mapping[str, str] | None = None, delay_s: float = 0,
-                chunk_delay_s: float = 0, finish_reason: str | None = None, prompt_tokens: int | None = None,
-                completion_tokens: int | None = None, cached_tokens: int = 0, reasoning_tokens: int = 0,
+                chunk_delay_s: float = 0, finish_reason: str | None = None, prompt_tokens: int | str | None = None,
+                completion_tokens: int | str | None = None, cached_tokens: int = 0, reasoning_tokens: int = 0,
                 raw_body: bytes | None = None, drop_connection: bool = False,
                 hang: bool = False, stream_error: str | None = None, stall_after: int | None = None) -> None:
         """Queue what the next accepted chat completion gets.
@@ -226,7 +245,8 @@ class FakeOpenAI(FakeProvider[_Reply, RecordedRequest]):
         `chunk_delay_s` sleeps between chunks. `prompt_tokens` / `completion_tokens` set the usage
         reported (default: about a token per 4 characters of the request, per 6 of the answer);
         `cached_tokens` of the prompt's were read from OpenAI's prompt cache and `reasoning_tokens` of
-        the completion's were thinking, as `usage.*_details` report them.
+        the completion's were thinking, as `usage.*_details` report them. `MOST` reports the most a
+        provider could bill: every byte of the prompt a token, the whole `max_tokens` answered.
         """
         self._push(_Reply(content=content, status=status, message=message, error_type=error_type,
                           headers=headers or {}, delay_s=delay_s, chunk_delay_s=chunk_delay_s,
