@@ -32,7 +32,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mcp_llm.cost import Prices, Tokens, billed_nothing, price_data_version, usd
-from mcp_llm.errors import BudgetExceeded, LLMError
+from mcp_llm.errors import BudgetExceeded, LLMError, ProviderError
 from mcp_llm.words import words
 
 if TYPE_CHECKING:
@@ -217,6 +217,8 @@ class CallMoney:
                     error: LLMError | None = None) -> float | None:
         """Settle the attempt: its cost for the trace (None: unknown), charged to the call and the day."""
         prices = self.budget.prices
+        if completion is None and isinstance(error, ProviderError) and error.answered is not None:
+            completion = error.answered  # an answer refused here (cut off at max_tokens) is billed all the same
         cost: Decimal | None
         if prices.free(provider) or (completion is None and error is not None and billed_nothing(error)):
             cost = Decimal(0)

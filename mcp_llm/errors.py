@@ -112,6 +112,9 @@ class ProviderError(LLMError):
         self.provider = provider
         self.model = model
         self.status = status
+        # The answer the provider gave and billed, refused on this side (cut off at max_tokens, blocked): an
+        # `adapters.base.Completion` whose usage prices the attempt (cost.py). None: no answer came.
+        self.answered: Any = None
 
 
 class ProviderNotReady(ProviderError):

@@ -12,7 +12,7 @@ import pytest
 
 from mcp_llm.config import load_settings
 from mcp_llm.cost import price_data_version
-from tests.conftest import call
+from tests.conftest import call, call_error
 from tests.fleet import Fakes
 from tests.priced import (
     BAD,
@@ -132,6 +132,20 @@ async def test_a_refused_request_costs_nothing_and_a_timeout_is_unknown(priced: 
     assert timed_out["attempts"][0]["cost_usd"] is None and timed_out["cost_usd"] is None
     assert timed_out["attempts"][1]["cost_usd"] == pytest.approx(library_price(
         "gpt-4.1-mini", "openai", input_tokens=100, output_tokens=10))
+
+
+async def test_an_answer_cut_off_at_max_tokens_is_paid_for_its_reported_usage(priced: Priced, fakes: Fakes) -> None:
+    """OpenAI bills a cut-off answer; the error it is on this side keeps that usage, so the cost is known."""
+    fakes.openai.enqueue(GOOD, prompt_tokens=700, completion_tokens=3, finish_reason="length")
+    async with priced(max_retries=0, model=GPT) as client:
+        text = await call_error(client, "generate_structured", prompt="A French city, please.", schema=SCHEMA,
+                                model=GPT, max_tokens=3)
+        resource = await client.read_resource("mcp-llm://stats")
+    assert "cut off at the max_tokens limit" in text
+    stats = json.loads(resource.contents[0].text)  # type: ignore[union-attr]
+    assert stats["models"][GPT]["cost_usd"] == pytest.approx(library_price("gpt-4.1-mini", "openai",
+                                                                           input_tokens=700, output_tokens=3))
+    assert stats["models"][GPT]["unpriced_attempts"] == 0
 
 
 async def test_stats_show_cost_per_provider_and_model(priced: Priced, fakes: Fakes) -> None:

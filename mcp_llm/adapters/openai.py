@@ -264,14 +264,17 @@ class OpenAIAdapter(LLMAdapter):
         if finish is None:
             raise ProviderServerError(f"{where} ended the stream before the answer was done.",
                                       provider=self.provider, model=request.model)
+        completion = _with_usage(Completion(text="".join(pieces), finish_reason=finish), usage)
         if finish == "length" and request.schema is not None:
             # Cut off mid-JSON: never hand on a prefix that might still parse (a number, say).
-            raise BadRequestError(
+            error = BadRequestError(
                 f"{where}: the answer was cut off at the {words().max_tokens} limit "
                 f"({request.max_tokens or 'default'}) before the JSON was complete.", provider=self.provider,
                 model=request.model,
                 hint=f"Raise {words().max_tokens}, or ask for less (a smaller schema, shorter strings).")
-        return _with_usage(Completion(text="".join(pieces), finish_reason=finish), usage)
+            error.answered = completion  # billed all the same
+            raise error
+        return completion
 
     # --- listing and health -------------------------------------------------------------------
 
