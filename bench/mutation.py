@@ -131,7 +131,7 @@ TARGETS: dict[str, Target] = {
         "tests/test_image_paths.py",
         "tests/test_images.py",
     ), scope=("read_path", "_checked_text", "_outside_error", "_inside", "_read_inside", "_walk", "_check_name",
-              "_reopen", "_lexical", "_open_reached", "_kind_error", "_read_by_name")),
+              "_reopen", "_open_root", "_lexical", "_open_reached", "_kind_error", "_read_by_name")),
 }
 
 # Heavy imports done once in the parent, before any fork (never `mcp_llm` or `tests`: the child

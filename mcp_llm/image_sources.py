@@ -260,7 +260,7 @@ def _walk(path: str, spec: str) -> _Reached:
     """Follow `path` from `/` one component at a time, never letting the kernel follow a symlink."""
     pending = _components(path)
     names: list[str] = []  # the folders walked, from "/", none of them a symlink
-    fd = os.open("/", _DIR_FLAGS)
+    fd = _open_root(spec)
     steps = links = 0
     try:
         while pending:
@@ -274,7 +274,7 @@ def _walk(path: str, spec: str) -> _Reached:
                     names.pop()
                     os.close(fd)
                     fd = -1
-                    fd = _reopen(names)
+                    fd = _reopen(names, spec)
                 continue
             _check_name(name)
             real = "/" + "/".join([*names, name])
@@ -299,7 +299,7 @@ def _walk(path: str, spec: str) -> _Reached:
                     names.clear()
                     os.close(fd)
                     fd = -1
-                    fd = os.open("/", _DIR_FLAGS)
+                    fd = _open_root(spec)
                 continue
             if len(os.fsencode(real)) >= PATH_MAX:
                 raise ImageError(f"The image path {spec}, once its symlinks are followed, is over the system's "
@@ -325,6 +325,14 @@ def _walk(path: str, spec: str) -> _Reached:
         raise
 
 
+def _open_root(spec: str) -> int:
+    """`/`, where every walk starts; failing only when the process is out of descriptors (EMFILE)."""
+    try:
+        return os.open("/", _DIR_FLAGS)
+    except OSError as exc:
+        raise _os_error(spec, exc) from None
+
+
 def _components(path: str) -> list[str]:
     """The parts of `path` to visit, in reverse (a stack: the next one last); empty parts and "." dropped."""
     return [part for part in reversed(path.split("/")) if part not in ("", ".")]
@@ -337,10 +345,10 @@ def _check_name(name: str) -> None:
                          hint="Check the path (it may be data pasted as a path), or rename the file.")
 
 
-def _reopen(names: list[str]) -> int:
+def _reopen(names: list[str], spec: str) -> int:
     """The folder `names` leads to from "/", opened afresh without following symlinks (for `..`: taking
     ".." from a descriptor could leave the roots if the folder was moved meanwhile)."""
-    fd = os.open("/", _DIR_FLAGS)
+    fd = _open_root(spec)
     for name in names:
         try:
             child = os.open(name, _DIR_FLAGS, dir_fd=fd)

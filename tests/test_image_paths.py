@@ -5,16 +5,27 @@ a file from outside the allowed roots (15 of 300 calls). The race tests below sw
 another process can (atomically, with renameat2 on Linux), a symlink to an outside file with a
 symlink to an inside one, with the inside file itself, or with a folder, while 1,000 loads run,
 and count what each load got.
+
+The rest: what no file name can be and what is not a regular file, `..` and missing folders, the
+size limit (by the size stated and by the bytes read), the step limit, descriptors all closed; and,
+in a process of their own, another user than root (permissions), a process out of descriptors, and
+a platform without `dir_fd` (Windows), where the path is read by name.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -45,7 +56,10 @@ def exchange(a, b):  # atomically: Linux's renameat2(RENAME_EXCHANGE); else a re
         return
     os.rename(a, a + ".tmp"); os.rename(b, a); os.rename(a + ".tmp", b)
 
-os.symlink(outside, spare)  # swapped, in one step, with `link`: a symlink to inside, the file, or the folder
+if mode == "fifo":
+    os.mkfifo(spare)  # swapped, in one step, with the file `link`
+else:
+    os.symlink(outside, spare)  # swapped, in one step, with `link`: a symlink to inside, the file, or the folder
 print("ready", flush=True)
 while not stop:
     exchange(link, spare)
@@ -53,6 +67,7 @@ while not stop:
 print(count, flush=True)
 """
 KNOWN = {"inside image", "refused: outside the roots", "refused: changed while opened", "refused: gone during a swap"}
+FIFO_REFUSED = "refused: a named pipe"
 
 
 async def _race(mode: str, spec: str, link: Path, inside: Path, outside: Path, settings: ImageSettings
@@ -71,7 +86,9 @@ async def _race(mode: str, spec: str, link: Path, inside: Path, outside: Path, s
                 assert exc.hint, message
                 outcomes["refused: outside the roots" if "outside the allowed roots" in message else
                          "refused: changed while opened" if "kept changing" in message else
-                         "refused: gone during a swap" if "No file at" in message else f"refused: {message}"] += 1
+                         "refused: gone during a swap" if "No file at" in message else
+                         FIFO_REFUSED if "is not a file but a named pipe (FIFO)" in message else
+                         f"refused: {message}"] += 1
                 return
             if loaded.data == secret:
                 outcomes["READ THE OUTSIDE FILE"] += 1
@@ -195,15 +212,6 @@ async def test_a_device_inside_the_roots_is_refused_without_opening_it(device: s
         await load_image(device, ImageSettings(roots=[Path("/dev")]))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-async def test_an_unreadable_file_says_permission_denied(image_root: Path, settings: ImageSettings) -> None:
-    path = image_root / "locked.png"
-    path.write_bytes(image_bytes(4, 4))
-    path.chmod(0)
-    with pytest.raises(ImageError, match="permission denied"):
-        await load_image(str(path), settings)
-
-
 async def test_symlinks_and_dots_that_stay_inside_are_followed(image_root: Path, tmp_path: Path,
                                                                settings: ImageSettings) -> None:
     """Relative and absolute symlinks, chains, `..` after a symlink (taken from where the link led,
@@ -239,3 +247,312 @@ async def test_dots_and_symlinks_that_leave_the_roots_are_refused(image_root: Pa
     (image_root / "abs").symlink_to(image_root / "sub")
     with pytest.raises(ImageError, match="outside the allowed roots"):
         await load_image(spec.format(root=image_root), settings)
+
+
+async def test_a_file_swapped_with_a_fifo_during_loads_is_refused_never_read(image_root: Path, tmp_path: Path,
+                                                                             settings: ImageSettings) -> None:
+    """The walk saw a regular file; a FIFO swapped in before the open is refused by what the open
+    descriptor is (fstat), not read as an empty or endless image, and no load blocks on it."""
+    link = image_root / "pic.png"
+    link.write_bytes(image_bytes(6, 6, "PNG", color=(255, 0, 0)))
+    unused = tmp_path / "unused.png"  # the swapper makes a FIFO; `_race` only compares against this
+    unused.write_bytes(image_bytes(6, 6, "PNG", color=(0, 0, 255)))
+
+    with anyio.fail_after(100):
+        outcomes = await _race("fifo", str(link), link, link, unused, settings)
+
+    assert set(outcomes) - {"swaps"} <= {"inside image", FIFO_REFUSED, "refused: gone during a swap"}, outcomes
+    assert outcomes["inside image"] > 0 and outcomes[FIFO_REFUSED] > 0 and outcomes["swaps"] > 100, outcomes
+
+
+# --- folders, `..`, missing folders, the size limit, the step limit, descriptors ----------------------
+
+
+@pytest.mark.parametrize("spec", ["{root}/sub/..", "{root}/sub/../", "{root}/.", "{root}/sub/../sub/.."])
+async def test_a_path_ending_at_a_folder_through_dots_is_refused_as_a_folder(image_root: Path,
+                                                                            settings: ImageSettings,
+                                                                            spec: str) -> None:
+    (image_root / "sub").mkdir()
+    with anyio.fail_after(10), pytest.raises(ImageError, match="is not a file but a folder") as info:
+        await load_image(spec.format(root=image_root), settings)
+    assert info.value.hint
+
+
+async def test_the_file_system_root_is_a_folder_too() -> None:
+    with anyio.fail_after(10), pytest.raises(ImageError, match=r"^/ is not a file but a folder"):
+        await load_image("/", ImageSettings(roots=[Path("/")]))
+
+
+async def test_a_missing_folder_followed_by_dots_is_judged_where_the_dots_lead(image_root: Path,
+                                                                              settings: ImageSettings) -> None:
+    """`nowhere/..` cannot be walked (the folder is missing), so the path is read as written, as
+    realpath does: back inside the roots it is a missing file, not a path outside them."""
+    (image_root / "pic.png").write_bytes(image_bytes(4, 4))
+    spec = f"{image_root.parent}/nowhere/../{image_root.name}/pic.png"
+    with anyio.fail_after(10), pytest.raises(ImageError) as info:
+        await load_image(spec, settings)
+    assert info.value.message == f"No file at {spec}."
+    deeper = f"{image_root}/nowhere/deeper/../../../{image_root.name}/absent.png"
+    with anyio.fail_after(10), pytest.raises(ImageError, match=r"^No file at"):
+        await load_image(deeper, settings)
+
+
+async def test_a_file_over_max_bytes_is_refused_with_its_own_size(image_root: Path) -> None:
+    path = image_root / "big.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(3_000_000))
+    with anyio.fail_after(10), pytest.raises(ImageError) as info:
+        await load_image(str(path), ImageSettings(roots=[image_root], max_bytes=1_000_000))
+    assert info.value.message == f"The image from {path} is 3.0 MB, over the 1.0 MB limit."
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="no procfs")
+async def test_a_file_longer_than_its_reported_size_is_still_held_to_max_bytes() -> None:
+    """procfs (like sysfs and some FUSE file systems) reports a size of 0 for a file that holds
+    more: the limit holds for the bytes read, not only for the size the file system states."""
+    assert os.stat("/proc/self/maps").st_size == 0 and len(Path("/proc/self/maps").read_bytes()) > 1000
+    with anyio.fail_after(10), pytest.raises(ImageError, match=r"^The image from /proc/\d+/maps is .*over the"):
+        await load_image("/proc/self/maps", ImageSettings(roots=[Path("/proc")], max_bytes=1000))
+
+
+async def test_a_chain_of_40_symlinks_is_followed_and_one_more_is_a_loop(image_root: Path,
+                                                                         settings: ImageSettings) -> None:
+    """As the kernel does (Linux's MAXSYMLINKS): 40 symlinks followed for one path, not 41."""
+    from mcp_llm.image_sources import MAX_SYMLINKS
+
+    (image_root / "pic.png").write_bytes(raw := image_bytes(4, 4))
+    for i in range(MAX_SYMLINKS + 1):
+        (image_root / f"s{i}").symlink_to(f"s{i + 1}" if i < MAX_SYMLINKS else "pic.png")
+    with anyio.fail_after(10):
+        assert (await load_image(f"{image_root}/s1", settings)).data == raw  # 40 symlinks
+        with pytest.raises(ImageError, match=f"has a symlink loop \\(over {MAX_SYMLINKS} symlinks followed\\)"):
+            await load_image(f"{image_root}/s0", settings)  # 41
+
+
+def _dots_chain(root: Path, links: int, dots: int) -> str:
+    """`links` absolute symlinks l0 → l1 → … → pic.png, each target starting with `dots` '..' taken at
+    "/" (where they stay): a path of (r + 1) + links × (dots + r + 1) steps, r being root's depth."""
+    for i in range(links):
+        nxt = f"l{i + 1}" if i + 1 < links else "pic.png"
+        (root / f"l{i}").unlink(missing_ok=True)
+        (root / f"l{i}").symlink_to("/" + "../" * dots + f"{str(root).lstrip('/')}/{nxt}")
+    return f"{root}/l0"
+
+
+async def test_a_path_of_more_than_max_steps_is_refused_and_one_within_is_read(image_root: Path,
+                                                                             settings: ImageSettings) -> None:
+    """A hostile path can make the walk look up far more components than it has characters (each
+    symlink brings up to 4,095 more): past `MAX_STEPS` it is refused; just under it, it is read."""
+    from mcp_llm.image_sources import MAX_STEPS
+
+    (image_root / "pic.png").write_bytes(raw := image_bytes(4, 4))
+    depth, dots = len(image_root.parts) - 1, 1000
+    within = (MAX_STEPS - (depth + 1)) // (dots + depth + 1)  # the most links whose steps stay within
+    assert (depth + 1) + within * (dots + depth + 1) <= MAX_STEPS < (depth + 1) + (within + 1) * (dots + depth + 1)
+    with anyio.fail_after(30):
+        assert (await load_image(_dots_chain(image_root, within, dots), settings)).data == raw
+        with pytest.raises(ImageError, match="takes too many steps to follow") as info:
+            await load_image(_dots_chain(image_root, within + 1, dots), settings)
+    assert info.value.hint
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="no /proc/self/fd to count descriptors in")
+async def test_no_descriptor_is_left_open_by_reads_or_refusals(image_root: Path, tmp_path: Path,
+                                                               settings: ImageSettings) -> None:
+    """Every folder walked through and every file opened is closed again, whatever the outcome:
+    counted in /proc/self/fd before and after 20 rounds of reads and refusals."""
+    (image_root / "real").mkdir()
+    (image_root / "real" / "pic.png").write_bytes(image_bytes(4, 4))
+    (image_root / "abs").symlink_to(image_root / "real")  # absolute: the walk starts again from "/"
+    (image_root / "rel").symlink_to("real")
+    (image_root / "loop.png").symlink_to("loop.png")
+    (image_root / "huge.png").write_bytes(bytes(2_000))
+    os.mkfifo(image_root / "pipe.png")
+    (tmp_path / "outside.png").write_bytes(image_bytes(4, 4))
+    specs = [f"{image_root}/real/pic.png", f"{image_root}/abs/pic.png", f"{image_root}/rel/../abs/pic.png",
+             f"{image_root}/real/../rel/./pic.png", f"{tmp_path}/outside.png", f"{image_root}/absent.png",
+             f"{image_root}/real", f"{image_root}/pipe.png", f"{image_root}/loop.png", f"{image_root}/huge.png",
+             f"{image_root}/real/pic.png/inner.png"]
+    limited = settings.model_copy(update={"max_bytes": 1_000})
+
+    async def every_spec() -> list[str]:
+        outcomes = []
+        for spec in specs:
+            try:
+                await load_image(spec, limited)
+                outcomes.append("read")
+            except ImageError as exc:
+                outcomes.append(exc.user_message())
+        return outcomes
+
+    with anyio.fail_after(60):
+        first = await every_spec()  # lazy imports and worker threads settle first
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(20):
+            assert await every_spec() == first
+        after = len(os.listdir("/proc/self/fd"))
+    assert first[:4] == ["read"] * 4 and all(outcome != "read" for outcome in first[4:]), first
+    assert after == before, f"{after - before} descriptors left open by {20 * len(specs)} loads"
+
+
+# --- in a process of its own: another user, too few descriptors, a platform without dir_fd ------------
+
+
+# Loads `specs` and prints, for each, the sha256 of what was read or the error a user sees. Before the
+# loads: `no_dir_fd` makes the platform look as Windows does (open/stat/readlink take no dir_fd, the one
+# fact that picks the by-name fallback); `unprivileged` drops root to nobody (root reads any file);
+# `spare_fds` leaves that many descriptors free under the process's limit.
+LOADER = """
+import asyncio, hashlib, json, os, resource, sys
+job = json.loads(sys.argv[1])
+if job["no_dir_fd"]:
+    os.supports_dir_fd.difference_update({os.open, os.stat, os.readlink})
+from mcp_llm.config import ImageSettings
+from mcp_llm.errors import ImageError
+from mcp_llm.images import load_image
+from mcp_llm import image_sources
+settings = ImageSettings(roots=job["roots"], max_bytes=job["max_bytes"])
+
+async def load(spec):
+    try:
+        return {"sha": hashlib.sha256((await load_image(spec, settings)).data).hexdigest()}
+    except ImageError as exc:
+        return {"error": exc.message, "hint": exc.hint}
+    except Exception as exc:
+        return {"crash": repr(exc)}
+
+async def main():
+    assert image_sources._WALKABLE is not job["no_dir_fd"]
+    assert "sha" in await load(job["warm"])  # lazy imports and the worker thread, before any limit
+    if job["unprivileged"] and os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+    held = []
+    if job["spare_fds"] is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8,
+                                                     resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        try:
+            while True:
+                held.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        for _ in range(job["spare_fds"]):
+            os.close(held.pop())
+    results = [await load(spec) for spec in job["specs"]]
+    for fd in held:
+        os.close(fd)
+    print(json.dumps(results))
+
+asyncio.run(main())
+"""
+
+
+def _load_elsewhere(specs: list[str], roots: list[Path], warm: Path, *, max_bytes: int = 20_000_000,
+                    no_dir_fd: bool = False, unprivileged: bool = False, spare_fds: int | None = None
+                    ) -> list[dict[str, str]]:
+    job = {"specs": specs, "roots": [str(root) for root in roots], "warm": str(warm), "max_bytes": max_bytes,
+           "no_dir_fd": no_dir_fd, "unprivileged": unprivileged, "spare_fds": spare_fds}
+    done = subprocess.run([sys.executable, "-c", LOADER, json.dumps(job)], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parent.parent)  # a FIFO opened blocking would hang here
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _sha(data: bytes) -> dict[str, str]:
+    return {"sha": hashlib.sha256(data).hexdigest()}
+
+
+@pytest.fixture
+def shared_root() -> Iterator[Path]:
+    """An image root that user nobody can reach (tmp_path's parents are root's own, mode 700)."""
+    top = Path(tempfile.mkdtemp(prefix="mcp-llm-paths-"))
+    top.chmod(0o755)
+    root = top / "images"
+    root.mkdir(mode=0o755)
+    root.chmod(0o755)
+    yield root
+    for folder, _, _ in os.walk(top):
+        Path(folder).chmod(0o755)
+    shutil.rmtree(top)
+
+
+def test_what_the_user_cannot_read_says_permission_denied(shared_root: Path) -> None:
+    """As a user other than root: a file without read permission, and a folder without search
+    permission (its entries cannot even be looked at), are each 'permission denied'; a folder with
+    search permission only (chmod 711) is walked through."""
+    (shared_root / "pic.png").write_bytes(raw := image_bytes(4, 4))
+    (shared_root / "pic.png").chmod(0o644)
+    (shared_root / "locked.png").write_bytes(image_bytes(4, 4))
+    (shared_root / "locked.png").chmod(0)
+    for name, mode in (("closed", 0o600), ("search-only", 0o711)):
+        (shared_root / name).mkdir()
+        (shared_root / name / "pic.png").write_bytes(raw)
+        (shared_root / name / "pic.png").chmod(0o644)
+        (shared_root / name).chmod(mode)
+    specs = [f"{shared_root}/locked.png", f"{shared_root}/closed/pic.png", f"{shared_root}/search-only/pic.png"]
+
+    results = _load_elsewhere(specs, [shared_root], shared_root / "pic.png", unprivileged=True)
+
+    hint = "Check the permissions of the file and of the folders above it."
+    assert results == [{"error": f"Cannot read {specs[0]}: permission denied.", "hint": hint},
+                       {"error": f"Cannot read {specs[1]}: permission denied.", "hint": hint},
+                       _sha(raw)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc/self/fd")
+def test_a_server_out_of_descriptors_says_so_and_reads_again_once_some_are_free(image_root: Path) -> None:
+    """With no descriptor free, or one (the walk holds two at a time: a folder and the next), a
+    path is refused with the system's reason; with two free it is read."""
+    (image_root / "sub").mkdir()
+    (image_root / "sub" / "pic.png").write_bytes(raw := image_bytes(4, 4))
+    spec = f"{image_root}/sub/pic.png"
+    hint = "Check the path and the file."
+    for spare, expected in ((0, {"error": f"Cannot read {spec}: Too many open files.", "hint": hint}),
+                            (1, {"error": f"Cannot read {spec}: Too many open files.", "hint": hint}),
+                            (2, _sha(raw))):
+        assert _load_elsewhere([spec], [image_root], image_root / "sub" / "pic.png", spare_fds=spare) == [expected]
+
+
+def test_without_dir_fd_paths_are_read_by_name_with_the_same_checks(image_root: Path, tmp_path: Path) -> None:
+    """Where open/stat/readlink take no dir_fd (Windows), the path is resolved, checked and opened by
+    name, and the file opened must be the one checked (same device and inode). A user sees the same
+    reads and the same refusals: outside the roots, missing, a folder, a FIFO (not opened, so not
+    blocking), a symlink loop, over max_bytes by its size or by what it holds (procfs)."""
+    (image_root / "pic.png").write_bytes(raw := image_bytes(4, 4))
+    (image_root / "link.png").symlink_to("pic.png")
+    (image_root / "sub").mkdir()
+    (image_root / "loop.png").symlink_to("loop.png")
+    (image_root / "big.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(2_999_992))
+    os.mkfifo(image_root / "pipe.png")
+    (tmp_path / "outside.png").write_bytes(raw)
+    (image_root / "escape.png").symlink_to(tmp_path / "outside.png")
+    specs = {
+        "file": f"{image_root}/pic.png",
+        "symlink inside": f"{image_root}/link.png",
+        "dots inside": f"{image_root}/sub/../pic.png",
+        "outside": f"{tmp_path}/outside.png",
+        "symlink out": f"{image_root}/escape.png",
+        "missing": f"{image_root}/absent.png",
+        "folder": f"{image_root}/sub",
+        "FIFO": f"{image_root}/pipe.png",
+        "loop": f"{image_root}/loop.png",
+        "over max_bytes": f"{image_root}/big.png",
+        "procfs": "/proc/self/maps",
+    }
+
+    got = dict(zip(specs, _load_elsewhere(list(specs.values()), [image_root, Path("/proc")], image_root / "pic.png",
+                                          max_bytes=2_000, no_dir_fd=True), strict=True))
+
+    for case in ("file", "symlink inside", "dots inside"):
+        assert got[case] == _sha(raw), case
+    for case in ("outside", "symlink out"):
+        assert got[case]["error"].startswith(f"The image path {specs[case]} is outside the allowed roots"), got[case]
+    assert got["missing"]["error"] == f"No file at {specs['missing']}."
+    assert got["folder"]["error"] == f"{specs['folder']} is not a file but a folder."
+    assert got["FIFO"]["error"] == (f"{specs['FIFO']} is not a file but a named pipe (FIFO); "
+                                    "only a regular file is read.")
+    assert re.search(r"symlink loop|symbolic links", got["loop"]["error"], re.I), got["loop"]
+    assert got["over max_bytes"]["error"] == (f"The image from {specs['over max_bytes']} is 3.0 MB, "
+                                              "over the 0.0 MB limit.")  # its size, not the bytes read
+    assert re.match(r"The image from /proc/\d+/maps is .* over the 0\.0 MB limit\.$", got["procfs"]["error"]), got
+    assert all(result.get("hint") for result in got.values() if "error" in result), got
