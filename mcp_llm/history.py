@@ -82,7 +82,7 @@ class ModelMinute:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
-    cost_unknown: int = 0  # attempts whose price was unknown (their cost is not in cost_usd)
+    unpriced_attempts: int = 0  # attempts whose price is unknown (their cost is not in cost_usd), as in stats.py
     latency: Counter[int] = field(default_factory=Counter)
 
 
@@ -92,7 +92,7 @@ class ProviderMinute:
     failures: int = 0
 
 
-INT_FIELDS = ("calls", "failures", "reasks", "fallbacks", "input_tokens", "output_tokens", "cost_unknown")
+INT_FIELDS = ("calls", "failures", "reasks", "fallbacks", "input_tokens", "output_tokens", "unpriced_attempts")
 
 
 @dataclass
@@ -196,10 +196,10 @@ class History:
                latency_ms: float, error_kind: str | None) -> None:
         """One finished call, as `Stats.record` takes it (the arguments are the same)."""
         bucket = self._current()
-        per_model, costs = _per_model(attempts), _costs(attempts)
-        _add(bucket, per_model, costs, tokens)
+        per_model = _per_model(attempts)
+        _add(bucket, per_model, tokens)
         if self.sharing:
-            _add(self._delta.setdefault(bucket.start, Bucket(bucket.start)), per_model, costs, tokens)
+            _add(self._delta.setdefault(bucket.start, Bucket(bucket.start)), per_model, tokens)
 
     def take_delta(self) -> dict[int, dict[str, float]]:
         """What was counted since the last delta was taken, per minute, as counters (for the shared store)."""
@@ -212,9 +212,8 @@ class History:
         return list(self._buckets)
 
 
-def _add(bucket: Bucket, per_model: Mapping[str, Any], costs: Mapping[str, tuple[float, int]],
-         tokens: Mapping[str, tuple[int, int]]) -> None:
-    """One call's counts (`_per_model`'s, its costs and tokens) into one bucket."""
+def _add(bucket: Bucket, per_model: Mapping[str, Any], tokens: Mapping[str, tuple[int, int]]) -> None:
+    """One call's counts (`_per_model`'s, its cost included, and its tokens) into one bucket."""
     for model_id, seen in per_model.items():
         row = bucket.model(model_id, seen.provider)
         provider = bucket.provider(seen.provider)
@@ -228,9 +227,8 @@ def _add(bucket: Bucket, per_model: Mapping[str, Any], costs: Mapping[str, tuple
         used = tokens.get(model_id, (0, 0))
         row.input_tokens += used[0]
         row.output_tokens += used[1]
-        known, unknown = costs.get(model_id, (0.0, 0))
-        row.cost_usd += known
-        row.cost_unknown += unknown
+        row.cost_usd += seen.cost_usd
+        row.unpriced_attempts += seen.unpriced
         row.latency.update(latency_key(latency) for latency in seen.latencies)
 
 
@@ -240,24 +238,3 @@ def window(buckets: Sequence[Bucket], now_minute: int, minutes: int = MINUTES) -
     by_start = {bucket.start: bucket for bucket in buckets}
     starts = [now_minute - (minutes - 1 - i) * MINUTE_S for i in range(minutes)]
     return [by_start.get(start) or Bucket(start) for start in starts]
-
-
-@cache
-def _carries_cost(attempt_type: type) -> bool:
-    """Whether attempts of this type have `cost_usd` (issue 21 adds it to the trace); asked once per type,
-    since a pydantic model answers a missing attribute slowly."""
-    fields = getattr(attempt_type, "model_fields", None)
-    return "cost_usd" in fields if isinstance(fields, dict) else hasattr(attempt_type, "cost_usd")
-
-
-def _costs(attempts: Sequence[_Attempt]) -> dict[str, tuple[float, int]]:
-    """Per model id: the sum of its attempts' known `cost_usd`, and how many attempts had no price.
-    A trace without cost (no `cost_usd` on its attempts) costs nothing known and counts no unknown."""
-    out: dict[str, tuple[float, int]] = {}
-    for attempt in attempts:
-        if not _carries_cost(type(attempt)):
-            continue
-        cost: Any = getattr(attempt, "cost_usd", None)
-        known, unknown = out.get(attempt.model, (0.0, 0))
-        out[attempt.model] = (known + float(cost), unknown) if cost is not None else (known, unknown + 1)
-    return out

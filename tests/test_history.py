@@ -142,19 +142,16 @@ def test_foreign_or_damaged_counters_are_skipped() -> None:
     assert bucket.models["m/x"].provider == "m" and bucket.models["m/x"].latency == {}
 
 
-def test_cost_is_summed_when_attempts_carry_it_and_unknown_prices_are_counted() -> None:
-    """`cost_usd` on an attempt (issue 21) is read when present: a price, or None when unknown."""
-
-    class Priced(Attempt):
-        cost_usd: float | None = None
-
+def test_cost_is_summed_and_unpriced_attempts_are_counted() -> None:
+    """An attempt's `cost_usd` (issue 21): a price, or None when the model's price is unknown (never a guess)."""
     history = History(clock=Clock())
-    history.record([Priced(model="openai/x", provider="openai", outcome="ok", latency_ms=5, cost_usd=0.002)], {}, 5,
-                   None)
-    history.record([Priced(model="openai/x", provider="openai", outcome="ok", latency_ms=5, cost_usd=None)], {}, 5,
-                   None)
-    history.record([ok("ollama/a", "ollama")], {}, 5, None)  # no cost field at all: nothing known, nothing unknown
+    history.record([ok("openai/x", "openai", cost_usd=0.002)], {}, 5, None)
+    history.record([ok("openai/x", "openai", cost_usd=None)], {}, 5, None)
+    history.record([ok("ollama/a", "ollama", cost_usd=0.0)], {}, 5, None)
     bucket = history.buckets()[0]
     assert bucket.models["openai/x"].cost_usd == pytest.approx(0.002)
-    assert bucket.models["openai/x"].cost_unknown == 1
-    assert (bucket.models["ollama/a"].cost_usd, bucket.models["ollama/a"].cost_unknown) == (0.0, 0)
+    assert bucket.models["openai/x"].unpriced_attempts == 1
+    assert (bucket.models["ollama/a"].cost_usd, bucket.models["ollama/a"].unpriced_attempts) == (0.0, 0)
+    again = Bucket(START)
+    again.add_counters(bucket.counters())
+    assert again.models["openai/x"].cost_usd == pytest.approx(0.002) and again.models["openai/x"].unpriced_attempts == 1

@@ -145,6 +145,11 @@ def test_the_page_shows_the_fleet_moves_by_itself_and_shows_an_open_circuit(
     for name in ("latency", "calls", "failures", "cost"):  # every chart is an image the browser drew
         until(page, f"document.getElementById('chart-{name}').naturalWidth > 0")
         assert page.get_attribute(f"#chart-{name}", "src").startswith("blob:")
+    priced = cell_texts(page, 'tr[data-model="claude-haiku-4-5"]')[8]  # the price library knows this model
+    assert priced.startswith("$") and priced != "$0", priced
+    assert "cost since start" in page.inner_text("#tiles")
+    cost = httpx.get(f"{server.page}/chart/cost.svg", headers=server.auth(), timeout=30).text
+    assert "claude-haiku-4-5" in cost and "$0.0" in cost  # a bar per priced model, dollars on the axis
     latency = httpx.get(f"{server.page}/chart/latency.svg", headers=server.auth(), timeout=30).text
     assert 'class="dot reactive' in latency and "ollama/llama3.2:3b p95" in latency  # a point per model and minute
     page.evaluate("window.notReloaded = true")

@@ -87,7 +87,7 @@ def charts(minutes: Sequence[Bucket]) -> dict[str, Chart]:
 
     failures = tuple(s for s in per_provider(lambda row: row.failures) if any(s.values))  # colours as in calls
     priced = [m for m in models if any(b.models[m].cost_usd for b in minutes if m in b.models)]
-    unknown = any(row.cost_unknown for b in minutes for row in b.models.values())
+    unknown = any(row.unpriced_attempts for b in minutes for row in b.models.values())
     cost = tuple(Series(m, tuple(round(b.models[m].cost_usd, 6) if m in b.models else 0.0 for b in minutes),
                         colour[m]) for m in priced)
     return {
@@ -139,9 +139,14 @@ def _render(spec: str) -> str:
         chart = pygal.Line(show_dots=True, dots_size=2.5, allow_interruptions=True, stroke_style={"width": 2},
                            **common)
     else:
-        if series and unit != "USD":  # counts: whole numbers on the axis (pygal fails on y_labels without series)
-            common["y_labels"] = _whole_ticks(max((sum(v or 0 for v in column) for column in zip(
-                *(values for _, values, _, _ in series), strict=True)), default=0))
+        if series:  # round ticks: whole calls, or dollars at a readable step (pygal fails on y_labels without series)
+            top = max((sum(v or 0 for v in column) for column in zip(*(values for _, values, _, _ in series),
+                                                                       strict=True)), default=0)
+            common["y_labels"] = _ticks(top, whole=unit != "USD")
+            if unit == "USD":
+                step = common["y_labels"][1] if len(common["y_labels"]) > 1 else 1.0
+                digits = max(0, -math.floor(math.log10(step))) if step > 0 else 2
+                common["value_formatter"] = lambda value, digits=digits: f"${value:.{digits}f}"
         chart = pygal.StackedBar(**common)
     chart.x_labels = x_labels
     for label, values, _colour, dashed in series:
@@ -162,12 +167,18 @@ def _without_scripts(tree: Any) -> str:
     return str(etree.tostring(tree, encoding="unicode"))
 
 
-def _whole_ticks(top: float) -> list[int]:
-    """At most about six whole-number ticks, 1, 2 or 5 times a power of ten apart, from 0 to at least `top`."""
-    magnitude = 1
+def _ticks(top: float, *, whole: bool) -> list[float]:
+    """About six ticks, 1, 2 or 5 times a power of ten apart, from 0 to at least `top` (whole numbers only
+    when `whole`: counts never step by less than 1)."""
+    if top <= 0:
+        return [0, 1] if whole else [0.0, 0.01]
+    magnitude = 10.0 ** math.floor(math.log10(top / 6))
+    if whole:
+        magnitude = max(1.0, magnitude)
     while True:
         for base in (1, 2, 5):
             step = base * magnitude
             if top / step <= 6:
-                return list(range(0, max(1, math.ceil(top / step)) * step + 1, step))
+                count = max(1, math.ceil(top / step - 1e-9))
+                return [int(i * step) if whole else round(i * step, 12) for i in range(count + 1)]
         magnitude *= 10

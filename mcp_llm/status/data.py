@@ -108,7 +108,7 @@ def _minute(bucket: Bucket) -> dict[str, Any]:
         models[model_id] = {
             "provider": row.provider, "calls": row.calls, "failures": row.failures, "reasks": row.reasks,
             "fallbacks": row.fallbacks, "input_tokens": row.input_tokens, "output_tokens": row.output_tokens,
-            "cost_usd": round(row.cost_usd, 6), "cost_unknown": row.cost_unknown,
+            "cost_usd": round(row.cost_usd, 6), "unpriced_attempts": row.unpriced_attempts,
             "latency_ms": {"p50": p50, "p95": p95},
         }
     return {
