@@ -237,6 +237,30 @@ def _report(provider: str, per_call: dict[str, list[float]]) -> None:
     print(line + " (instructions per call, the least of the rounds)")
 
 
+# --- cold start: instructions until `initialize` is answered ---------------------------------------------
+
+
+def to_initialize(command: list[str], env: dict[str, str], line: bytes, out_dir: Path, name: str) -> int:
+    """Instructions `command` executes from its start until its answer to `line` (an `initialize`) is on
+    stdout, under callgrind from the first instruction; the interpreter's hash seed is fixed."""
+    with subprocess.Popen(["valgrind", "--tool=callgrind", "-q", f"--callgrind-out-file={out_dir}/{name}.%p",
+                           *command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          env=env | {"PYTHONHASHSEED": "0"}, cwd=REPO_ROOT) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(line)
+            proc.stdin.flush()
+            if not proc.stdout.readline().startswith(b"{"):
+                raise RuntimeError(f"{name} did not answer initialize")
+            before = set(out_dir.glob(f"{name}.{proc.pid}*"))
+            _control("--dump", proc.pid)
+            (dump,) = set(out_dir.glob(f"{name}.{proc.pid}*")) - before
+            return int(_TOTALS.search(dump.read_text(errors="replace")).group(1))  # type: ignore[union-attr]
+        finally:
+            proc.kill()
+            proc.wait(timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", action="store_true")

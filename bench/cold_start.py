@@ -148,6 +148,34 @@ def cold_start(runs: int) -> None:
     print(f"  ratio ours/bare (medians)  {ours / bare:6.2f}x   (+{(ours - bare) * 1000:.0f} ms)")
 
 
+def cold_start_instructions() -> None:
+    """The same two servers under callgrind, instrumented from their first instruction: a figure the
+    machine's load does not move (bench/_instructions.py)."""
+    import shutil
+
+    from bench._instructions import to_initialize
+    from tests.stdio_harness import server_args, subprocess_env, write_unreachable_config
+
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    env = subprocess_env()
+    line = (json.dumps(INITIALIZE) + "\n").encode()
+    with tempfile.TemporaryDirectory(prefix="mcp-llm-bench-") as scratch:
+        bare_script = Path(scratch) / "bare_server.py"
+        bare_script.write_text(BARE_SERVER, encoding="utf-8")
+        config = write_unreachable_config(Path(scratch))
+        counts = {
+            "bare MCPServer (1 tool)": to_initialize([sys.executable, str(bare_script)], env, line, Path(scratch),
+                                                     "bare"),
+            "mcp_llm serve": to_initialize([sys.executable, *server_args(config)], env, line, Path(scratch), "ours"),
+        }
+    print("Cold start to `initialize` answered, instructions under callgrind (PYTHONHASHSEED=0):")
+    for name, count in counts.items():
+        print(f"  {name:26} {count / 1e6:9.1f} M instructions")
+    bare, ours = counts.values()
+    print(f"  ratio ours/bare             {ours / bare:6.3f}x   (+{(ours - bare) / 1e6:.1f} M)")
+
+
 # --- 2. per-call overhead --------------------------------------------------------------------------
 
 
@@ -226,12 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=50, help="calls per path for the overhead (default 50)")
     parser.add_argument("--skip-cold-start", action="store_true")
     parser.add_argument("--skip-per-call", action="store_true")
+    parser.add_argument("--instructions", action="store_true",
+                        help="the cold start in instructions under callgrind instead of seconds (a few minutes)")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.calls < 1:
         parser.error("--runs and --calls must be at least 1")
 
     versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("mcp", "ollama", "mcp-llm"))
     print(f"Python {platform.python_version()} on {platform.platform()}; {versions}")
+    if args.instructions:
+        cold_start_instructions()
+        return 0
     if not args.skip_cold_start:
         cold_start(args.runs)
     if not args.skip_per_call:

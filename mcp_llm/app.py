@@ -10,6 +10,7 @@ both from the caller's `ClientCall`. The MCP server and the command line both us
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -20,12 +21,12 @@ from mcp_llm.adapters.base import Health, HostHealth, ModelInfo
 from mcp_llm.config import Settings
 from mcp_llm.errors import InputError, LLMError, clip
 from mcp_llm.registry import Registry
-from mcp_llm.router import Router
 from mcp_llm.state import LocalState, State
 from mcp_llm.zero_config import LocalServer
 
 if TYPE_CHECKING:
     from mcp_llm.client_call import ClientCall
+    from mcp_llm.router import Router
 
 log = logging.getLogger("mcp_llm")
 
@@ -41,10 +42,16 @@ class App:
         self.settings = settings
         self.registry = Registry(settings)
         self.state: State = LocalState()  # circuits, limits and stats: this process's
-        self.router = Router(self.registry, self.state)
         self._health: dict[str, tuple[float, Health]] = {}
         self._discovered: dict[str, tuple[float, list[ModelInfo] | None]] = {}
         self.discovery_errors: dict[str, str] = {}  # why a provider's last listing failed, for the CLI
+
+    @functools.cached_property
+    def router(self) -> Router:
+        """Built on first use: the server answers `initialize` without importing the router (issue 23)."""
+        from mcp_llm.router import Router
+
+        return Router(self.registry, self.state)
 
     # --- list_models -----------------------------------------------------------------------
 
@@ -141,6 +148,7 @@ class App:
         A local model server found on this machine has a row of its own."""
         await self.local_servers()
         providers = self._check_provider(provider)
+        _ = self.router  # built now if not yet: it attaches its circuits and stats to the state
         await self.state.refresh()  # with shared state: the circuits as the fleet has them now
         results: dict[str, Health] = {}
 
@@ -206,11 +214,13 @@ class App:
 
     async def stats(self) -> dict[str, Any]:
         """`mcp-llm://stats`: usage since start, of the whole fleet when state is shared (`state` says which)."""
+        _ = self.router  # built now if not yet: it attaches its circuits and stats to the state
         return await self.state.stats_snapshot()
 
     async def aclose(self) -> None:
-        await self.router.picker.aclose()
-        await self.router.aclose()
+        if "router" in self.__dict__:  # built (cached_property)
+            await self.router.picker.aclose()
+            await self.router.aclose()
         await self.state.aclose()
         await self.registry.aclose()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any
 
@@ -151,8 +151,28 @@ def tool_errors(tool: str) -> Iterator[None]:
 
 
 def _progress(ctx: Context | None) -> ReportFn | None:
-    """Where streamed text is reported: the call's MCP progress (a no-op without a progress token)."""
-    return ctx.report_progress if ctx else None
+    """Where streamed text is reported: the call's MCP progress, or None when the caller asked for none,
+    and its provider request can go unstreamed (issue 23: streaming alone cost 1.38× a plain call)."""
+    return ctx.report_progress if ctx is not None and wants_progress(ctx) else None
+
+
+def wants_progress(ctx: Context) -> bool:
+    """Whether the caller asked for progress: a progress token (JSON-RPC) or a callback (in-process).
+
+    `Context.report_progress` is a no-op without either, and the SDK says which only on the dispatch
+    context it reports through (mcp/shared/jsonrpc_dispatcher.py `_progress_token`, direct_dispatcher.py
+    `_on_progress`, _streamable_http_modern.py `progress_token`; mcp/server/runner.py wraps one in
+    `_inner`). Of a context that says neither, progress is taken as wanted: streamed, as before."""
+    outbound = getattr(ctx.request_context.session, "_request_outbound", None)
+    for _ in range(4):  # a wrapper or two at most
+        for attribute in _PROGRESS_ATTRIBUTES:
+            if hasattr(outbound, attribute):
+                return getattr(outbound, attribute) is not None
+        outbound = getattr(outbound, "_inner", None)
+    return True
+
+
+_PROGRESS_ATTRIBUTES = ("_progress_token", "progress_token", "_on_progress")
 
 
 class StaticTokenVerifier:
@@ -167,6 +187,27 @@ class StaticTokenVerifier:
         return None
 
 
+class ToolsOnFirstUse:
+    """The SDK's tool manager, whose tools are registered the first time anything asks it for anything.
+
+    Registering a tool builds its argument model and output schema with pydantic, about a fifth of
+    our start-up over a bare MCPServer's (issue 23); `initialize` needs none of it, `tools/list` and
+    `tools/call` do. Every use of the tools in mcp 2.3 goes through `MCPServer._tool_manager` (listing,
+    calling, the input schema the dispatcher checks arguments against), so this stands in its place
+    and runs the pending registrations at the first attribute asked for; their own `add_tool` calls
+    then pass straight through."""
+
+    def __init__(self, manager: Any) -> None:
+        self._manager = manager
+        self.pending: list[Callable[[], Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        pending, self.pending = self.pending, []
+        for step in pending:
+            step()
+        return getattr(self._manager, name)
+
+
 class LLMServer(MCPServer):
     """`MCPServer` with what its transports leave undone (see mcp_llm/transport.py): over stdio, a line
     the SDK cannot read gets a JSON-RPC error instead of silence, and pipes cost no thread hop per line
@@ -178,6 +219,20 @@ class LLMServer(MCPServer):
         self.body_limit = body_limit
         self.app = app  # what the tools share: the status page reads it
         self._http_token = http_token
+        self._tools_pending = ToolsOnFirstUse(self._tool_manager)
+        self._tool_manager = self._tools_pending  # type: ignore[assignment]
+
+    def lazy_tool(self, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """As `MCPServer.tool(**options)`, the registration itself left to the first use of the tools."""
+        def record(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self._tools_pending.pending.append(lambda: MCPServer.tool(self, **options)(fn))
+            return fn
+
+        return record
+
+    def after_tools(self, step: Callable[[], None]) -> None:
+        """Run `step` once the tools are registered (it may read them)."""
+        self._tools_pending.pending.append(step)
 
     async def run_stdio_async(self) -> None:
         """As `MCPServer.run_stdio_async` (mcp/server/mcpserver/server.py), with the read stream wrapped, and
@@ -251,7 +306,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
     )
     reads = ToolAnnotations(read_only_hint=True, open_world_hint=True, idempotent_hint=False)
 
-    @server.tool(title="Generate schema-valid JSON", annotations=reads)
+    @server.lazy_tool(title="Generate schema-valid JSON", annotations=reads)
     async def generate_structured(
         prompt: PROMPT,
         schema: SCHEMA,
@@ -282,7 +337,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
             except AwaitingClient:  # 2026-07-28: ask the client to sample, then go on when it calls again
                 return client.input_required()
 
-    @server.tool(title="Analyze an image", annotations=reads)
+    @server.lazy_tool(title="Analyze an image", annotations=reads)
     async def analyze_image(
         image: IMAGE,
         prompt: IMAGE_PROMPT,
@@ -316,7 +371,7 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
 
     names = ", ".join([*app.registry.provider_names(), "client"])
 
-    @server.tool(title="List models", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True),
+    @server.lazy_tool(title="List models", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True),
                  description=f"""The models configured and those the providers report, with what each can do.
 
 `source` is 'config' or 'discovered'; `available` says whether the provider has the model (null when
@@ -327,7 +382,7 @@ Providers of this server: {names}.""")
         with tool_errors("list_models"):
             return prevalidated(await tools.list_models(provider, refresh, client=ClientCall(ctx, codec)))
 
-    @server.tool(title="Provider health", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True),
+    @server.lazy_tool(title="Provider health", annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True),
                  description=f"""Whether each provider is reachable, how fast, its version, and whether a key is set.
 
 Probes never run a completion, and are cached for a few seconds. Status is ok, degraded, down or
@@ -364,6 +419,7 @@ kept failing is skipped. Providers of this server: {names}.""")
         money they saved; the day's budget and what it has spent."""
         return json.dumps(await app.stats(), indent=2)
 
-    publish_inlined(server, "generate_structured", "analyze_image")  # cheaper for clients to check
-    publish_prevalidated(server, "generate_structured", "analyze_image", "list_models", "provider_health")
+    server.after_tools(lambda: publish_inlined(server, "generate_structured", "analyze_image"))  # cheaper to check
+    server.after_tools(lambda: publish_prevalidated(server, "generate_structured", "analyze_image", "list_models",
+                                                    "provider_health"))
     return server

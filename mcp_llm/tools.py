@@ -16,11 +16,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_llm.adapters.base import Health, ModelInfo
 from mcp_llm.errors import ArgumentError
-from mcp_llm.router import CallSpec
 from mcp_llm.schema import parse_schema_argument_off_loop
 from mcp_llm.trace import Trace
 from mcp_llm.transport import LONE_SURROGATE
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from mcp_llm.client_call import ClientCall
     from mcp_llm.images import LoadedImage
     from mcp_llm.progress import ReportFn
+    from mcp_llm.router import CallSpec
 
 # The tool arguments' domains, checked at the tool boundary (`check_arguments`). A temperature up
 # to the highest any provider takes (OpenAI, Gemini, Ollama: 2) is valid; one above a provider's
@@ -52,6 +52,8 @@ class ImageResult(Trace):
 
 
 class ModelList(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built on first use, not at start-up
+
     models: list[ModelInfo]
 
 
@@ -67,6 +69,8 @@ class ProviderHealth(Health):
 
 
 class HealthReport(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built on first use, not at start-up
+
     providers: list[ProviderHealth]
     state: str = Field(default="local", description=STATE_DESCRIPTION)
 
@@ -139,6 +143,8 @@ class Tools:
         with speaking(self.words):
             check_arguments(temperature, max_tokens, timeout_s, max_cost_usd)
             checked = await self._schema(schema)
+            from mcp_llm.router import CallSpec  # on the first call: start-up does not import the router
+
             outcome = await self.app.router.run(CallSpec(prompt=prompt, schema=checked, model=model, system=system,
                                                temperature=temperature, max_tokens=max_tokens, timeout_s=timeout_s,
                                                client=client, progress=progress, max_cost_usd=max_cost_usd,
@@ -158,6 +164,8 @@ class Tools:
             check_arguments(temperature, max_tokens, timeout_s, max_cost_usd)
             checked = await self._schema(schema) if schema not in (None, "") else None
             loaded = await self._image(image, client)
+            from mcp_llm.router import CallSpec  # on the first call: start-up does not import the router
+
             return await self._answer(CallSpec(prompt=prompt, schema=checked, model=model, system=system,
                                                temperature=temperature, max_tokens=max_tokens, images=(loaded,),
                                                timeout_s=timeout_s, client=client, progress=progress,
@@ -171,6 +179,8 @@ class Tools:
         """A text answer without an image, which no MCP tool offers: the command line's `call --schema none`."""
         with speaking(self.words):
             check_arguments(temperature, max_tokens, timeout_s, max_cost_usd)
+            from mcp_llm.router import CallSpec  # on the first call: start-up does not import the router
+
             return await self._answer(CallSpec(prompt=prompt, model=model, system=system, temperature=temperature,
                                                max_tokens=max_tokens, timeout_s=timeout_s, max_cost_usd=max_cost_usd,
                                                cache=cache))

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 AttemptOutcome = Literal["ok", "invalid_output", "error", "skipped"]
 
 
 class Attempt(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built on first use, not at start-up
+
     model: str
     provider: str
     outcome: AttemptOutcome = Field(description="ok, invalid_output, error, or skipped (circuit open, or over "
@@ -35,6 +37,8 @@ class Attempt(BaseModel):
 
 
 class Usage(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built on first use, not at start-up
+
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = Field(default=0, description="Of input_tokens, those read from the provider's "
@@ -46,6 +50,8 @@ class Usage(BaseModel):
 
 
 class ImageShape(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built on first use, not at start-up
+
     width: int
     height: int
     bytes: int
@@ -54,6 +60,8 @@ class ImageShape(BaseModel):
 
 class ImageReport(BaseModel):
     """What was sent for one image, next to what the caller passed, and the steps between."""
+    model_config = ConfigDict(defer_build=True)  # built on first use, not at start-up
+
 
     provider: str
     original: ImageShape = Field(description="The image as the caller passed it.")
@@ -63,6 +71,8 @@ class ImageReport(BaseModel):
 
 class Trace(BaseModel):
     """The fields every tool result carries: who answered, how, and at what cost."""
+    model_config = ConfigDict(defer_build=True)  # built on first use, not at start-up
+
 
     model: str = Field(description="The model that answered.")
     provider: str

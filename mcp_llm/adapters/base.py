@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_llm.errors import AuthError, ProviderError, ProviderNotReady
 
@@ -45,6 +45,11 @@ class Timeouts:
     total_s: float = 120.0
     connect_s: float = 10.0
     first_response_s: float | None = None
+
+    def plain(self, request: Request) -> bool:
+        """Whether `request` goes as one plain request: no one reads its pieces, and no first-response budget
+        needs a stream (a plain answer's first byte is its last). Cancelling the call still closes it."""
+        return not request.stream and self.first_response_s is None
 
     def read_s(self, remaining_s: float) -> float:
         """The read budget of one request with `remaining_s` left before the call's deadline."""
@@ -85,6 +90,10 @@ class Request:
     host: str | None = None
     # Each streamed piece of the answer's text, as it arrives (progress notifications; see progress.py)
     on_chunk: Callable[[str], Awaitable[None]] | None = None
+    # Whether anyone reads the pieces as they arrive (the caller asked for progress). False: an adapter may
+    # send one plain request, its whole answer in one piece (`on_chunk` then sees it once), unless its
+    # first-response budget needs a stream to bound the wait for the first byte (`Timeouts`).
+    stream: bool = True
 
 
 @dataclass
@@ -105,6 +114,8 @@ class Completion:
 
 
 class ModelInfo(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built on first use, not at start-up
+
     id: str
     provider: str
     label: str | None = None
@@ -131,6 +142,8 @@ class HostReport:
 
 class HostHealth(BaseModel):
     """One host of a provider, as `provider_health` shows it."""
+    model_config = ConfigDict(defer_build=True)  # built on first use, not at start-up
+
 
     host: str = Field(description="The host's base URL, without credentials.")
     status: Literal["ok", "degraded", "down", "unconfigured"]
@@ -146,6 +159,8 @@ class HostHealth(BaseModel):
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built on first use, not at start-up
+
     provider: str
     status: Literal["ok", "degraded", "down", "unconfigured"]
     latency_ms: float | None = None
