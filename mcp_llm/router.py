@@ -432,7 +432,7 @@ class Router:
         if fleet is None:
             call.host = self.single_host(route.provider)
             request.timeout_s = max(call.remaining(), 0.001)
-            request.on_chunk = listener
+            request.on_chunk, request.stream = listener, listener is not None
             return await adapter.complete(request)
         await fleet.ready()
         tried: list[str] = []
@@ -443,6 +443,7 @@ class Router:
             tried.append(host.url)
             call.host, call.host_reason = host.public, after + choice.why
             first, request.on_chunk = _noting_first_chunk(listener)
+            request.stream = listener is not None  # the first chunk is only noted: a plain answer is one chunk
             request.host = host.url
             request.timeout_s = max(call.remaining(), 0.001)
             started = time.perf_counter()

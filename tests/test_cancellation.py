@@ -93,5 +93,6 @@ async def test_cancelled_call_over_stdio_closes_the_provider_request(tmp_path: P
                 assert arrived, "the request never reached the fake"
                 tg.cancel_scope.cancel()
             assert await anyio.to_thread.run_sync(fake.wait_for_disconnect, DISCONNECT_BOUND_S)
+            assert fake.chat_requests[0].json["stream"] is False  # no progress asked: one plain request, closed too
             result = await call(client, "generate_structured", prompt="again", schema=SCHEMA)
             assert set(result["data"]) == {"ok"}

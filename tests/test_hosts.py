@@ -131,7 +131,16 @@ async def test_a_failure_after_the_answer_began_streaming_is_an_ordinary_retry(
         first = (await generate(client))["attempts"][0]["host"]
         broken = a if first == b.url else b  # the next call goes to the other host (taken in turn)
         broken.enqueue(content='{"n": 1}', stream_error="model runner has unexpectedly stopped")
-        result = await generate(client)
+
+        async def progress(*_: Any) -> None:  # asked for: the answer streams (unasked, it is one plain request)
+            return None
+
+        with anyio.fail_after(30):
+            streamed = await client.call_tool("generate_structured", {"prompt": "n?", "schema": SCHEMA,
+                                                                      "model": f"ollama/{MODEL}"},
+                                              progress_callback=progress)
+        assert not streamed.is_error and streamed.structured_content is not None, streamed.content
+        result = streamed.structured_content
     attempts = result["attempts"]
     assert [x["outcome"] for x in attempts] == ["error", "ok"], attempts
     assert attempts[0]["host"] == broken.url and attempts[0]["error"] == "server_error"

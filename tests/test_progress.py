@@ -176,3 +176,28 @@ async def test_notifications_are_throttled_and_strictly_increasing() -> None:
     now[0] += 0.3
     await retry("")
     assert sent[-1] == (33.0, "m, attempt 2 (retry): 33 characters")
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_call_without_progress_is_one_plain_request_unless_a_first_response_budget_needs_a_stream(
+    tmp_path: Path, fakes: Fakes, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """Streaming buys progress and a bound on the first byte (a cold model load); a call that asks for
+    neither goes as one plain request, the cheaper one (issue 23), and answers the same."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    ollama = fakes[0]
+    arguments = {"prompt": "A story", "schema": STORY}
+    sent: dict[str, bool] = {}
+    for budget in ("", "first_response_timeout_s = 20"):
+        server = build_server(load_settings(config(tmp_path, fakes, budget), env=ENV))
+        async with Client(server, mode=mode) as client:
+            for label, options in (("progress", {"progress_callback": Received()}), ("none", {})):
+                enqueue(fakes, "ollama", ANSWER)
+                with anyio.fail_after(30):
+                    result = await client.call_tool("generate_structured", arguments, **options)
+                assert not result.is_error, result.content
+                assert result.structured_content is not None and result.structured_content["data"] == ANSWER
+                sent[f"{label}, {budget or 'no budget'}"] = ollama.chat_requests[-1].json["stream"]
+    assert sent == {"progress, no budget": True, "none, no budget": False,
+                    "progress, first_response_timeout_s = 20": True, "none, first_response_timeout_s = 20": True}

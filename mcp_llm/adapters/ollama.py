@@ -205,6 +205,13 @@ class OllamaAdapter(LLMAdapter):
         pieces: list[str] = []
         last = None
         with self._translate_errors(request.model, host):
+            if self._timeouts.plain(request):  # no progress to report, no first-response budget: one request
+                last = await client.chat(model=request.model, messages=messages, format=_format(request.schema),
+                                         options=options or None, stream=False)
+                pieces.append(last.message.content or "")
+                if request.on_chunk is not None:
+                    await request.on_chunk(pieces[-1])
+                return self._completion(host, request, pieces, last)
             # Streamed, so the read timeout bounds the wait for the first chunk (model load
             # included) rather than the whole generation, and a cancelled call closes the stream.
             stream = await client.chat(
@@ -219,6 +226,10 @@ class OllamaAdapter(LLMAdapter):
                 last = chunk
                 if request.on_chunk is not None:
                     await request.on_chunk(pieces[-1])
+        return self._completion(host, request, pieces, last)
+
+    def _completion(self, host: str, request: Request, pieces: list[str], last: Any) -> Completion:
+        """The answer from its pieces and the last message (streamed, the one that says `done`)."""
         if last is None or not last.done:
             raise ProviderServerError(f"Ollama at {public_url(host)} ended the stream before it was done.",
                                       provider=PROVIDER, model=request.model)

@@ -428,6 +428,9 @@ class _Handler(FakeHandler["FakeOllama"]):
             }
 
         if body.get("stream", True) is False:  # Ollama streams unless told not to
+            if reply.stream_error is not None:  # unstreamed, a runner that fails answers with the error alone
+                self._error(500, reply.stream_error, reply.headers)
+                return
             self._json(200, final(text), reply.headers)
             return
         self._start_stream("application/x-ndjson", reply.headers)
@@ -497,7 +500,8 @@ class FakeOllama(FakeProvider[_Reply, RecordedRequest]):
         a `status` means 500; a `status` without `error` sends its reason phrase. `headers` are
         added to the reply (e.g. `Retry-After` on a 429). `raw_body` is sent verbatim with 200.
         `hang` never answers; the client hanging up is counted in `disconnects`. `stream_error`
-        cuts a streamed reply in half and ends it with an `{"error": ...}` line.
+        cuts a streamed reply in half and ends it with an `{"error": ...}` line (an unstreamed one is
+        a 500 with that error, as Ollama answers when its runner fails).
         """
         self._push(
             _Reply(
