@@ -124,7 +124,7 @@ async def test_generate_structured(config: Path, fake: FakeOllama) -> None:
             validate(result["data"], PERSON)
             assert_trace(result, TEXT_MODEL)
             sent = fake.chat_requests[-1].json
-            assert sent["model"] == "llama3.2:3b" and sent["stream"] is True
+            assert sent["model"] == "llama3.2:3b" and sent["stream"] is False  # no progress asked: one plain request
             assert sent["format"] == PERSON, "Ollama constrains output natively: the schema goes out as is"
 
             # A wrong answer is re-asked with the errors; the trace shows both attempts.
