@@ -30,6 +30,7 @@ from mcp_llm.adapters.base import (
     probe,
     served_by,
 )
+from mcp_llm.adapters.shards import PER_CLIENT, Shards
 from mcp_llm.adapters.spec import HostsSettings, Prefix, ProviderSpec, public_url, split_credentials
 from mcp_llm.errors import BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 from mcp_llm.words import words
@@ -130,7 +131,8 @@ class OllamaAdapter(LLMAdapter):
         self._settings = settings
         self._timeouts = timeouts or Timeouts()
         self._hosts = hosts(settings)
-        self._clients: dict[str, AsyncClient] = {}  # one per host, built on first use
+        # per host, built on first use: clients of at most PER_CLIENT calls each (shards.py: one below that)
+        self._clients: dict[str, Shards[AsyncClient]] = {}
         # from /api/show, e.g. ["completion", "vision"]; None: an Ollama too old to report them
         self._capabilities: dict[str, list[str] | None] = {}
 
@@ -140,55 +142,64 @@ class OllamaAdapter(LLMAdapter):
         return public_url(self._hosts[0])
 
     def _get_client(self, host: str | None = None) -> AsyncClient:
-        """The client of `host` (one of `hosts(settings)`; None: the first)."""
-        host = host or self._hosts[0]
-        client = self._clients.get(host)
-        if client is None:
-            if self._settings.use_cloud and not self._settings.has_api_key:
-                raise ProviderNotReady(
-                    "Ollama Cloud needs an API key, and none is set.",
-                    provider=PROVIDER,
-                    hint=f"Set {self._settings.api_key_env} (from ollama.com/settings/keys), "
-                    "or set providers.ollama.use_cloud = false to use a local server.",
-                )
-            import httpx
-            from ollama import AsyncClient
+        """The client of `host` (one of `hosts(settings)`; None: the first) for listings and probes."""
+        return self._shards(host or self._hosts[0]).first()
 
-            base, basic = split_credentials(host)  # a host's user:password goes as a header, never in its URL
-            headers = {}
-            if self._settings.sends_api_key:
-                key = self._settings.api_key
-                assert key is not None
-                headers["Authorization"] = f"Bearer {key.get_secret_value()}"
-            elif basic is not None:
-                headers["Authorization"] = basic
-            client = AsyncClient(
-                host=base,
-                headers=headers,
-                # The ollama SDK takes no per-request timeout, so the client's only bounds the
-                # connection and, when set, the wait for the first (then each) streamed chunk; the
-                # router's deadline, by cancellation, bounds everything else.
-                timeout=httpx.Timeout(
-                    None,
-                    connect=self._timeouts.connect_s,
-                    read=self._timeouts.first_response_s,
-                ),
-                event_hooks={"request": [mark_sent], "response": [_remember_retry_after]},
-                # httpx keeps 100 connections (20 idle) by default: `concurrency` calls in flight
-                # need as many, or the rest queue in the pool and reconnect after every burst.
-                limits=httpx.Limits(max_connections=max(self._settings.concurrency, 100),
-                                    max_keepalive_connections=max(self._settings.concurrency, 20)),
+    def _shards(self, host: str) -> Shards[AsyncClient]:
+        shards = self._clients.get(host)
+        if shards is None:
+            shards = self._clients[host] = Shards(lambda: self._new_client(host))
+        return shards
+
+    def _new_client(self, host: str) -> AsyncClient:
+        """A new client of `host`: its key or credentials, timeouts and a pool of PER_CLIENT connections."""
+        if self._settings.use_cloud and not self._settings.has_api_key:
+            raise ProviderNotReady(
+                "Ollama Cloud needs an API key, and none is set.",
+                provider=PROVIDER,
+                hint=f"Set {self._settings.api_key_env} (from ollama.com/settings/keys), "
+                "or set providers.ollama.use_cloud = false to use a local server.",
             )
-            if not headers:
-                # The SDK adds $OLLAMA_API_KEY to every request by itself (ollama/_client.py,
-                # BaseClient.__init__); a local server, or a proxy in front of it, must not get it.
-                client._client.headers.pop("authorization", None)
-            self._clients[host] = client
+        import httpx
+        from ollama import AsyncClient
+
+        base, basic = split_credentials(host)  # a host's user:password goes as a header, never in its URL
+        headers = {}
+        if self._settings.sends_api_key:
+            key = self._settings.api_key
+            assert key is not None
+            headers["Authorization"] = f"Bearer {key.get_secret_value()}"
+        elif basic is not None:
+            headers["Authorization"] = basic
+        client = AsyncClient(
+            host=base,
+            headers=headers,
+            # The ollama SDK takes no per-request timeout, so the client's only bounds the
+            # connection and, when set, the wait for the first (then each) streamed chunk; the
+            # router's deadline, by cancellation, bounds everything else.
+            timeout=httpx.Timeout(
+                None,
+                connect=self._timeouts.connect_s,
+                read=self._timeouts.first_response_s,
+            ),
+            event_hooks={"request": [mark_sent], "response": [_remember_retry_after]},
+            # httpx keeps 100 connections (20 idle) by default: the calls in flight on this client
+            # (`concurrency`, at most PER_CLIENT: shards.py) need as many, or they reconnect after a burst.
+            limits=httpx.Limits(max_connections=max(min(self._settings.concurrency, PER_CLIENT), 100),
+                                max_keepalive_connections=max(min(self._settings.concurrency, PER_CLIENT), 20)),
+        )
+        if not headers:
+            # The SDK adds $OLLAMA_API_KEY to every request by itself (ollama/_client.py,
+            # BaseClient.__init__); a local server, or a proxy in front of it, must not get it.
+            client._client.headers.pop("authorization", None)
         return client
 
     async def complete(self, request: Request) -> Completion:
         host = request.host or self._hosts[0]
-        client = self._get_client(host)
+        with self._shards(host).lease() as client:
+            return await self._complete(client, host, request)
+
+    async def _complete(self, client: AsyncClient, host: str, request: Request) -> Completion:
         messages: list[dict[str, Any]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
@@ -352,8 +363,8 @@ class OllamaAdapter(LLMAdapter):
         return await probe(base, self._get_client, check)
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
+        shards, self._clients = list(self._clients.values()), {}
+        for client in (client for shard in shards for client in shard.all()):
             await client._client.aclose()
 
     @contextmanager

@@ -66,6 +66,7 @@ class FakeHTTPServer(ThreadingHTTPServer, Generic[FakeT]):
     """Tracks its connections and worker threads so `stop()` can end hung and idle ones."""
 
     daemon_threads = True
+    request_queue_size = 1024  # connections waiting to be accepted, as a real server allows (socketserver: 5)
 
     def __init__(self, fake: FakeT, handler: type[FakeHandler[FakeT]],
                  bind: tuple[str, int] = ("127.0.0.1", 0)) -> None:
