@@ -178,7 +178,8 @@ async def test_a_registered_spec_is_routed_through_the_router_and_the_mcp_client
         assert result["data"] == {"greeting": "hello", "model": "echo"}  # its own config key reached it
         assert (result["model"], result["provider"]) == ("tiny/echo", "tiny")
         assert [(a["model"], a["outcome"]) for a in result["attempts"]] == [("tiny/echo", "ok")]
-        assert result["usage"] == {"input_tokens": 3, "output_tokens": 4}
+        assert result["usage"] == {"input_tokens": 3, "output_tokens": 4, "cached_input_tokens": 0,
+                                   "cache_write_tokens": 0, "thinking_tokens": 0}
         assert result["schema_rewrites"] == []
 
         # the dialect its spec names: a string root goes wrapped, as OpenAI's does, and comes back unwrapped

@@ -31,10 +31,11 @@ def valid(instance: Any, schema: dict[str, Any]) -> None:
 
 
 async def generate(client: Client, schema: dict[str, Any], prompt: str, model: str = LOCAL_ID,
-                   max_tokens: int = OUTPUT_TOKENS) -> tuple[dict[str, Any] | None, str]:
-    """(result, "") on success, (None, error text) on a tool error."""
+                   max_tokens: int = OUTPUT_TOKENS, cache: bool = True) -> tuple[dict[str, Any] | None, str]:
+    """(result, "") on success, (None, error text) on a tool error; `cache=False` skips the response cache."""
     result = await client.call_tool("generate_structured", {"prompt": prompt, "schema": schema, "model": model,
-                                                            "temperature": 0, "max_tokens": max_tokens})
+                                                            "temperature": 0, "max_tokens": max_tokens,
+                                                            **({} if cache else {"cache": False})})
     if result.is_error:
         return None, " ".join(getattr(block, "text", "") for block in result.content)
     return result.structured_content, ""
@@ -149,7 +150,8 @@ async def test_server_killed_between_calls(prepared: Prepared, llama: LlamaServe
                 assert first is not None and first["model"] == doomed_id, error
                 doomed.kill()
 
-                result, error = await generate(client, schema, prompt, model=doomed_id)
+                # The same temperature-0 call: the response cache would answer it, and nothing would be sent
+                result, error = await generate(client, schema, prompt, model=doomed_id, cache=False)
                 assert result is not None, error
                 valid(result["data"], schema)
                 assert result["model"] == LOCAL_ID
