@@ -11,6 +11,7 @@ both from the caller's `ClientCall`. The MCP server and the command line both us
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mcp_llm.adapters.base import Health, HostHealth, ModelInfo
-from mcp_llm.config import Settings
+from mcp_llm.config import Settings, StateSettings
 from mcp_llm.errors import InputError, LLMError, clip
 from mcp_llm.registry import Registry
 from mcp_llm.state import LocalState, State
@@ -41,7 +42,7 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = Registry(settings)
-        self.state: State = LocalState()  # circuits, limits and stats: this process's
+        self.state: State = state_for(settings.state)  # circuits, limits, stats: this process's, or the fleet's
         self._health: dict[str, tuple[float, Health]] = {}
         self._discovered: dict[str, tuple[float, list[ModelInfo] | None]] = {}
         self.discovery_errors: dict[str, str] = {}  # why a provider's last listing failed, for the CLI
@@ -223,6 +224,23 @@ class App:
             await self.router.aclose()
         await self.state.aclose()
         await self.registry.aclose()
+
+
+def state_for(config: StateSettings) -> State:
+    """The state `[state]` asks for: Redis when its variable holds a URL (state_redis.py), else this process's."""
+    if not config.redis_url_env:
+        return LocalState()
+    if config.redis_url is None:
+        log.warning("state.redis_url_env names %s, which is not set: this replica keeps its circuits, limits and "
+                    "stats to itself", config.redis_url_env)
+        return LocalState(why=f"{config.redis_url_env} is not set")
+    if importlib.util.find_spec("redis") is None:  # looked up, not imported
+        log.warning("state.redis_url_env is set, but the redis package is not installed (pip install "
+                    "'mcp-llm[redis]'): this replica keeps its circuits, limits and stats to itself")
+        return LocalState(why="the redis package is not installed")
+    from mcp_llm.state_redis import RedisState
+
+    return RedisState(config.redis_url, config)
 
 
 def _canonical(model_id: str) -> str:

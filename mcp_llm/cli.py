@@ -497,6 +497,8 @@ def _print_health(rows: list[Any], *, as_json: bool) -> None:
         latency = f"{h.latency_ms:.0f} ms" if h.latency_ms is not None else "-"
         table.append((h.provider, h.status, latency, h.version or "-", h.detail or "-"))
     _emit_table(table)
+    if rows and rows[0].state != "local":  # [state]: the circuits shown are the fleet's, or why they are not
+        _emit(f"\nstate: {rows[0].state}")
     for h in rows:
         if len(h.hosts) > 1:  # a provider with several hosts: each one, with what it has loaded
             _emit(f"\n{h.provider} hosts:")

@@ -210,6 +210,28 @@ class ServerSettings(Section):
         self._token = token
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class StateSettings(Section):
+    """`[state]`: what replicas share through Redis (circuits, concurrency leases, usage stats; see state.py).
+    Without `redis_url_env` it is all kept in this process, as a single server does."""
+
+    redis_url_env: str = ""  # the variable holding `redis://…` (the URL may carry a password: never the file)
+    timeout_s: float = Field(default=0.2, gt=0, le=5)  # the most any call waits on Redis before going on locally
+    lease_ttl_s: float = Field(default=15.0, ge=0.5, le=3600)  # how long a dead replica's leases outlive it
+    key_prefix: str = Field(default="mcp-llm", min_length=1, max_length=64)  # several fleets on one Redis
+    _redis_url: SecretStr | None = PrivateAttr(default=None)
+
+    @property
+    def redis_url(self) -> SecretStr | None:
+        """The Redis URL, as the loader read it from the variable `redis_url_env` names."""
+        return self._redis_url
+
+    def attach_url(self, url: SecretStr) -> None:
+        self._redis_url = url
+
+
 if TYPE_CHECKING:
     _BuiltinProviders = Providers
 else:
@@ -227,6 +249,7 @@ class Settings(Section):
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     _path: Path | None = PrivateAttr(default=None)
 
@@ -481,8 +504,23 @@ def load_settings(
     token = _first_env(env, settings.server.token_env)
     if token:
         settings.server.attach_token(SecretStr(token[1]))
+    _attach_redis_url(settings.state, env, sources)
     settings.record_origin(loaded.path, sources)
     return settings
+
+
+def _attach_redis_url(state: StateSettings, env: dict[str, str], sources: dict[str, str]) -> None:
+    """`[state] redis_url_env`: the URL from that variable. Unset, the replica keeps its state to itself (and
+    provider_health says so); not a Redis URL, a config error that never shows the value (it may hold a password)."""
+    found = _first_env(env, state.redis_url_env)
+    if not found:
+        return
+    name, url = found[0], found[1].strip()
+    if not url.lower().startswith(REDIS_SCHEMES):
+        raise ConfigError(f"{name} (named by state.redis_url_env) does not hold a Redis URL.",
+                          hint="Set it to redis://[:password@]host:6379/0 (rediss:// for TLS, unix:// for a socket).")
+    state.attach_url(SecretStr(url))
+    sources["state.redis_url"] = f"env:{name}"
 
 
 def describe(settings: Settings) -> dict[str, Any]:
@@ -496,6 +534,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         for secret in table.spec.secrets:
             shown[secret.name] = "<set>" if table.section.secret(secret.name) is not None else "<not set>"
         shown.update(table.section.derived())
+    out["state"]["redis_url"] = "<set>" if settings.state.redis_url is not None else "<not set>"
     return out
 
 

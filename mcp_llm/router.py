@@ -45,7 +45,7 @@ from mcp_llm.hosts import Fleet
 from mcp_llm.image_fit import CannotFit, fit_all
 from mcp_llm.progress import Progress, ReportFn
 from mcp_llm.registry import Registry, Route
-from mcp_llm.response_cache import ResponseCache
+from mcp_llm.response_cache import LARGEST_SHARE, MemoryStore, ResponseCache
 from mcp_llm.schema import (
     compile_for_off_loop,
     limits_from,
@@ -159,9 +159,11 @@ class Router:
         self.history = History()  # the last hour by minute, for the status page (history.py)
         # Circuits, limits and stats: this process's own, or shared with the other replicas (`[state]`, state.py)
         self.state = state if state is not None else LocalState()
-        self.state.attach(self.breakers, self.stats)
+        self.state.attach(self.breakers, self.stats, self.history)
         self.budget = Budget(registry.settings.budget, Prices(registry.settings))
-        self.cache = ResponseCache(registry.settings.cache)
+        cache = registry.settings.cache  # its entries in this process, or the fleet's (in Redis, with [state])
+        self.cache = ResponseCache(cache, self.state.cache_store(MemoryStore(cache.max_entries, cache.max_bytes),
+                                                                 cache.max_entries, cache.max_bytes // LARGEST_SHARE))
         self.stats.sections.update(cache=self.cache.snapshot, budget=self.budget.snapshot)
 
     def limiter(self, provider: str) -> Limiter:

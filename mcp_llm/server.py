@@ -287,7 +287,6 @@ def build_server(settings: Settings, *, http_token: str | None = None, http_url:
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[App]:
-        app.state.warm_up()  # shared state: its client library imported in a thread now, no network
         try:
             yield app
         finally:

@@ -1,4 +1,4 @@
-"""What replicas share: circuit state, concurrency leases, usage stats and the response cache.
+"""Where circuits, concurrency limits and usage live: this process, or every replica's, in Redis.
 
 One small interface, `State`, with two implementations:
 
@@ -8,15 +8,16 @@ One small interface, `State`, with two implementations:
 
       circuits      one hash of every circuit (`provider`, `provider|host`): a circuit opened
                     through one replica is open on all; each replica keeps a copy (circuit.py)
-      concurrency   a sorted set of leases per limiter key, each with an expiry that the replica
-                    holding it refreshes while its call runs: a replica killed mid-call frees its
+      concurrency   a sorted set of leases per provider, each with an expiry that the replica
+                    holding it renews while its call runs: a replica killed mid-call frees its
                     slots when its leases expire, never leaking a counter
-      stats         the fleet's counters, each replica adding its deltas once (stats.py)
-      cache         get / set with a TTL and a bounded number of entries (for the response cache)
+      stats         the fleet's counters since start and its last hour by minute, each replica
+                    adding its deltas once (stats.py, history.py)
+      cache         a store for the response cache (get / set with a TTL / delete), bounded
 
 On the call path a shared limiter costs two round trips: one script on entry (the circuits as the
 fleet has them, the changes this replica made to them, and the lease) and one on exit (the lease
-given back, with any changes). Stats go to Redis in the background, off the call path.
+given back). Stats go to Redis in the background, off the call path.
 
 Redis unreachable or slow: no call waits on it more than `[state] timeout_s` (0.2 s), and once one
 has, the replica goes on with its own state (`status()`: "local (redis unreachable)") without
@@ -28,12 +29,15 @@ along, and are registered with Redis when it returns.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.stats import Stats
+
+if TYPE_CHECKING:
+    from mcp_llm.history import Bucket, History
 
 LOCAL = "local"
 SHARED = "shared"
@@ -57,6 +61,19 @@ class Limiter(Protocol):
     def total_tokens(self) -> float: ...
 
 
+class CacheStore(Protocol):
+    """Where the response cache keeps its entries: bytes under a key, each for a time (response_cache.py's
+    `Store`). `State.cache_store` hands the fleet's, in Redis, when state is shared."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    def usage(self) -> dict[str, int]: ...
+
+
 class State(ABC):
     """The interface the router, the app and the tools use; see the module docstring."""
 
@@ -65,10 +82,11 @@ class State(ABC):
     def __init__(self) -> None:
         self.breakers: CircuitBreakers | None = None
         self.stats: Stats | None = None
+        self.history: History | None = None
 
-    def attach(self, breakers: CircuitBreakers, stats: Stats) -> None:
-        """The router's circuits and stats, which this state keeps in step with the fleet's."""
-        self.breakers, self.stats = breakers, stats
+    def attach(self, breakers: CircuitBreakers, stats: Stats, history: History | None = None) -> None:
+        """The router's circuits, stats and history, which this state keeps in step with the fleet's."""
+        self.breakers, self.stats, self.history = breakers, stats, history
 
     @abstractmethod
     def status(self) -> str:
@@ -92,9 +110,14 @@ class State(ABC):
         assert self.stats is not None
         return {"state": self.status(), **self.stats.snapshot()}
 
-    def warm_up(self) -> None:
-        """Start what can be started without the network (the server's lifespan calls it)."""
-        return None
+    async def history_buckets(self) -> list[Bucket]:
+        """The last hour by minute (history.py), the fleet's when shared; oldest first."""
+        return self.history.buckets() if self.history is not None else []
+
+    def cache_store(self, local: CacheStore, max_entries: int, max_value_bytes: int) -> CacheStore:
+        """The response cache's store: `local` (this process's), or the fleet's (at most `max_entries`, none
+        over `max_value_bytes`), which falls back on `local` while Redis is away."""
+        return local
 
     async def aclose(self) -> None:
         """Hand over what is still counted only here, stop background work, close connections."""

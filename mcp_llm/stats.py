@@ -18,6 +18,11 @@ Memory stays bounded however long the server runs: latencies are kept in a fixed
 reservoir (exact until it fills, then a uniform sample of everything since start), and at most
 `MAX_KEYS` models (or providers) get their own entry; any more are counted under `(other)`, so a
 client sending ever-new model ids cannot grow the table.
+
+Replicas sharing state (state.py, `[state]`): each call is also counted in a delta (`take_delta`),
+which the shared store adds to the fleet's counters once; the fleet's numbers, read back from it,
+come out in the same shape (`shared_snapshot`). The latencies there are a capped shared sample of
+the same kind, so p50/p95 are over every replica's calls. The sections stay each replica's own.
 """
 
 from __future__ import annotations
@@ -128,32 +133,24 @@ class _ModelCall:
     latencies: list[float] = field(default_factory=list)
 
 
-class Stats:
-    """Counters since start for the whole server, each provider and each model."""
+class _Table:
+    """The counters of the whole server, each provider and each model, with the number of keys bounded."""
 
     def __init__(self) -> None:
-        self.started = time.time()
-        self._monotonic = time.monotonic()
-        self.total_calls = 0
-        self.total_successes = 0
-        self.total_failures: Counter[str] = Counter()
-        self.total_latency = Reservoir()
-        self.total_cost_usd = 0.0
-        self.sections: dict[str, Callable[[], dict[str, Any]]] = {}  # name → its part of the snapshot
-        self._providers: dict[str, Counters] = {}
-        self._models: dict[str, tuple[str, Counters]] = {}
+        self.total = Counters()
+        self.providers: dict[str, Counters] = {}
+        self.models: dict[str, tuple[str, Counters]] = {}
 
-    def record(self, attempts: Sequence[_Attempt], tokens: Mapping[str, tuple[int, int]],
-               latency_ms: float, error_kind: str | None) -> None:
-        """One finished call: its attempts in order, tokens per model id, and the final error's kind."""
-        self.total_calls += 1
-        self.total_latency.add(latency_ms)
+    def add(self, per_model: Mapping[str, _ModelCall], tokens: Mapping[str, tuple[int, int]], latency_ms: float,
+            error_kind: str | None, cost_usd: float) -> None:
+        self.total.calls += 1
+        self.total.latency.add(latency_ms)
         if error_kind is None:
-            self.total_successes += 1
+            self.total.successes += 1
         else:
-            self.total_failures[error_kind] += 1
-        self.total_cost_usd += sum(a.cost_usd or 0.0 for a in attempts)
-        for model_id, seen in _per_model(attempts).items():
+            self.total.failures[error_kind] += 1
+        self.total.cost_usd += cost_usd
+        for model_id, seen in per_model.items():
             used = tokens.get(model_id, (0, 0))
             for counters in (self._model(model_id, seen.provider), self._provider(seen.provider)):
                 counters.calls += 1
@@ -173,33 +170,123 @@ class Stats:
                     counters.latency.add(latency)
 
     def _provider(self, name: str) -> Counters:
-        if name not in self._providers and len(self._providers) >= MAX_KEYS:
+        if name not in self.providers and len(self.providers) >= MAX_KEYS:
             name = OTHER
-        return self._providers.setdefault(name, Counters())
+        return self.providers.setdefault(name, Counters())
 
     def _model(self, model_id: str, provider: str) -> Counters:
-        if model_id not in self._models and len(self._models) >= MAX_KEYS:
+        if model_id not in self.models and len(self.models) >= MAX_KEYS:
             model_id, provider = OTHER, OTHER
-        return self._models.setdefault(model_id, (provider, Counters()))[1]
+        return self.models.setdefault(model_id, (provider, Counters()))[1]
+
+
+# What the shared store adds up per scope (as integers; cost_usd as a float, by HINCRBYFLOAT)
+COUNTER_FIELDS = ("calls", "successes", "attempts", "retries", "reasks", "fallbacks", "input_tokens", "output_tokens",
+                  "unpriced_attempts")
+
+
+def _delta_of(counters: Counters) -> dict[str, Any]:
+    """One scope's counts as the shared store adds them: integers, the cost (as text: Lua would round it),
+    failures by kind, and the latencies (`n` of them in all, `v` a uniform sample of at most RESERVOIR_SIZE)."""
+    out: dict[str, Any] = {name: getattr(counters, name) for name in COUNTER_FIELDS if getattr(counters, name)}
+    if counters.cost_usd:
+        out["cost_usd"] = repr(counters.cost_usd)
+    if counters.failures:
+        out["failures"] = dict(counters.failures)
+    if counters.latency.count:
+        out["latency"] = {"n": counters.latency.count, "v": list(counters.latency._values)}
+    return out
+
+
+class Stats:
+    """Counters since start for the whole server, each provider and each model."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self._monotonic = time.monotonic()
+        self._table = _Table()
+        self.sections: dict[str, Callable[[], dict[str, Any]]] = {}  # name → its part of the snapshot
+        self.sharing = False  # set by a shared state: keep a delta for it
+        self.on_record: Callable[[], None] | None = None  # told after each call is counted (the store adds it soon)
+        self._delta: _Table | None = None
+
+    @property
+    def total_calls(self) -> int:
+        return self._table.total.calls
+
+    def record(self, attempts: Sequence[_Attempt], tokens: Mapping[str, tuple[int, int]],
+               latency_ms: float, error_kind: str | None) -> None:
+        """One finished call: its attempts in order, tokens per model id, and the final error's kind."""
+        per_model = _per_model(attempts)
+        cost = sum(a.cost_usd or 0.0 for a in attempts)
+        self._table.add(per_model, tokens, latency_ms, error_kind, cost)
+        if self.sharing:
+            if self._delta is None:
+                self._delta = _Table()
+            self._delta.add(per_model, tokens, latency_ms, error_kind, cost)
+            if self.on_record is not None:
+                self.on_record()
+
+    def take_delta(self) -> dict[str, Any] | None:
+        """What was counted since the last delta was taken, as JSON for the shared store; None if nothing."""
+        delta, self._delta = self._delta, None
+        if delta is None:
+            return None
+        return {
+            "calls": _delta_of(delta.total),
+            "providers": {name: _delta_of(counters) for name, counters in delta.providers.items()},
+            "models": {model_id: {"provider": provider, **_delta_of(counters)}
+                       for model_id, (provider, counters) in delta.models.items()},
+        }
 
     def providers(self) -> dict[str, dict[str, Any]]:
-        return {name: counters.as_dict() for name, counters in sorted(self._providers.items())}
+        return {name: counters.as_dict() for name, counters in sorted(self._table.providers.items())}
 
     def snapshot(self) -> dict[str, Any]:
-        """The JSON shape of `mcp-llm://stats`."""
+        """The JSON shape of `mcp-llm://stats`: this process's counts."""
+        table = self._table
         return {
             "since": datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),
-            "uptime_s": round(time.monotonic() - self._monotonic, 1),
+            "uptime_s": self.uptime_s(),
             "calls": {
-                "calls": self.total_calls,
-                "successes": self.total_successes,
-                "failures": dict(sorted(self.total_failures.items())),
-                "cost_usd": round(self.total_cost_usd, 9),
-                "latency_ms": self.total_latency.summary(),
+                "calls": table.total.calls,
+                "successes": table.total.successes,
+                "failures": dict(sorted(table.total.failures.items())),
+                "cost_usd": round(table.total.cost_usd, 9),
+                "latency_ms": table.total.latency.summary(),
             },
             "providers": self.providers(),
             "models": {model_id: {"provider": provider, **counters.as_dict()}
-                       for model_id, (provider, counters) in sorted(self._models.items())},
+                       for model_id, (provider, counters) in sorted(table.models.items())},
+            **{name: section() for name, section in self.sections.items()},
+        }
+
+    def uptime_s(self) -> float:
+        return round(time.monotonic() - self._monotonic, 1)
+
+    def shared_snapshot(self, fleet: Mapping[str, Any]) -> dict[str, Any]:
+        """The same shape, from the fleet's counters as the shared store returns them: `since` (epoch
+        seconds), and `calls`, `providers` and `models` with each scope's counters, `failures` and
+        `latency_ms`. `uptime_s` and the sections stay this replica's."""
+
+        def scope(raw: Mapping[str, Any]) -> dict[str, Any]:
+            return {**{name: int(raw.get(name, 0)) for name in COUNTER_FIELDS},
+                    "cost_usd": round(float(raw.get("cost_usd", 0.0)), 9),
+                    "failures": dict(sorted(raw.get("failures", {}).items())),
+                    "latency_ms": raw.get("latency_ms") or {"p50": None, "p95": None}}
+
+        def ordered(row: dict[str, Any]) -> dict[str, Any]:  # the keys in Counters.as_dict's order
+            return {key: row[key] for key in Counters().as_dict()}
+
+        total = scope(fleet.get("calls", {}))
+        since = float(fleet.get("since") or self.started)
+        return {
+            "since": datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds"),
+            "uptime_s": self.uptime_s(),
+            "calls": {key: total[key] for key in ("calls", "successes", "failures", "cost_usd", "latency_ms")},
+            "providers": {name: ordered(scope(raw)) for name, raw in sorted(fleet.get("providers", {}).items())},
+            "models": {model_id: {"provider": str(raw.get("provider", OTHER)), **ordered(scope(raw))}
+                       for model_id, raw in sorted(fleet.get("models", {}).items())},
             **{name: section() for name, section in self.sections.items()},
         }
 

@@ -107,7 +107,7 @@ class StatusRoutes:
         from mcp_llm.status.data import collect
 
         try:
-            document = await collect(self.app, self._window())
+            document = await collect(self.app, await self._window())
         except Exception:  # the route's boundary: say so, log why, keep serving
             log.exception("the status page's data could not be collected")
             return _error(500, "The status could not be read; the server logged why.")
@@ -123,16 +123,17 @@ class StatusRoutes:
         if name not in CHART_NAMES:
             return _error(404, f"No chart of that name; the charts are {', '.join(CHART_NAMES)}.")
         try:
-            chart = charts(self._window())[name]
+            chart = charts(await self._window())[name]
             svg = await anyio.to_thread.run_sync(render, chart)  # pygal's drawing stays off the event loop
         except Exception:  # the route's boundary, as above
             log.exception("the status chart %s could not be drawn", name)
             return _error(500, "The chart could not be drawn; the server logged why.")
         return Response(svg, media_type="image/svg+xml", headers=COMMON_HEADERS)
 
-    def _window(self) -> Any:
+    async def _window(self) -> Any:
+        """The last hour by minute: the fleet's when state is shared (state.py), else this server's."""
         history = self.app.router.history
-        return window(history.buckets(), history.now_minute(), history.minutes)
+        return window(await self.app.state.history_buckets(), history.now_minute(), history.minutes)
 
     async def _refused(self, request: Request) -> Response | None:
         """The same Host/Origin checks as /mcp, then the bearer token when one is configured."""
