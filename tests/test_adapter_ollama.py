@@ -447,8 +447,9 @@ async def test_aclose_closes_the_client_twice_harmlessly_and_the_adapter_rebuild
 ) -> None:
     await adapter.aclose()  # before any use: nothing to close, no error
     await adapter.complete(ask())
-    sdk_client = adapter._clients.get(fake_ollama.url)  # no public handle on the SDK client: look, do not touch
-    assert sdk_client is not None
+    shards = adapter._clients.get(fake_ollama.url)  # no public handle on the SDK client: look, do not touch
+    assert shards is not None
+    (sdk_client,) = shards.all()  # one call in flight at most: one client (adapters/shards.py)
 
     await adapter.aclose()
     assert sdk_client._client.is_closed
