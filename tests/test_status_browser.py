@@ -210,6 +210,13 @@ def test_without_the_token_the_page_holds_no_data(server: StatusServer, watched:
     assert watched.foreign(server.origin) == []
     assert watched.errors == []
 
+    page.evaluate("window.notReloaded = true")  # the user adds the token to the address: no reload happens
+    page.goto(f"{server.page}#token={TOKEN}")
+    wait_refreshed_after(page, 0)
+    assert page.evaluate("window.notReloaded === true") and TOKEN not in page.url
+    assert page.locator("tr.provider").count() == 5 and page.is_hidden("#notice")
+    assert watched.errors == []
+
 
 def test_a_wrong_token_is_refused_and_forgotten(server: StatusServer, watched: Watched) -> None:
     page = watched.page
@@ -218,4 +225,7 @@ def test_a_wrong_token_is_refused_and_forgotten(server: StatusServer, watched: W
     assert "refused this token" in page.inner_text("#notice")
     assert page.locator("#providers tr").count() == 0
     assert page.evaluate("sessionStorage.getItem('mcp-llm-status-token')") is None
+    page.goto(f"{server.page}#token={TOKEN}")  # then the right one, typed into the address
+    wait_refreshed_after(page, 0)
+    assert page.locator("tr.provider").count() == 5 and page.is_hidden("#notice")
     assert watched.foreign(server.origin) == []
