@@ -84,7 +84,7 @@ class StatusServer:
 @contextmanager
 def status_server(fakes: Fakes, directory: Path, *, token: str | None = TOKEN, extra: str = "",
                   endpoints: dict[str, str] | None = None,
-                  ollama_hosts: list[str] | None = None) -> Iterator[StatusServer]:
+                  ollama_hosts: list[str] | None = None, env: dict[str, str] | None = None) -> Iterator[StatusServer]:
     """The server on every fake (tests/fleet.py's config, `endpoints` replacing some providers' URLs) with a
     circuit that opens after two failures; `ollama_hosts` puts Ollama on several hosts (each asked every 0.5 s)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ def status_server(fakes: Fakes, directory: Path, *, token: str | None = TOKEN, e
     config.write_text(text + extra, encoding="utf-8")
     port = free_port()
     log = directory / "server.stderr"
-    env = subprocess_env({**ENV, **({"MCP_LLM_TOKEN": token} if token else {})})
+    env = subprocess_env({**ENV, **({"MCP_LLM_TOKEN": token} if token else {}), **(env or {})})
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "mcp_llm", "--config", str(config), "--log-level", "INFO", "serve",

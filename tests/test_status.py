@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from tests.fleet import ENV, Fakes
+from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.status_harness import TOKEN, StatusServer, status_server
 
 pytestmark = pytest.mark.timeout(180)
@@ -150,3 +152,31 @@ def test_without_a_configured_token_the_data_is_open_on_loopback(running_fakes: 
         assert data.status_code == 200 and "providers" in data.json()
         log = tokenless.stderr()
     assert f"status page at {tokenless.origin}/status\n" in log
+
+
+@pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (apt-get install redis-server)")
+def test_with_shared_state_each_replica_shows_the_fleet(running_fakes: Fakes, tmp_path: Path) -> None:
+    """Two replicas sharing state in Redis (issue 20): calls through one, the other's page has them all, in
+    the usage since start and in the last hour, and says the state is shared."""
+    shared = '\n[state]\nredis_url_env = "MCP_LLM_REDIS_URL"\n'
+    redis = RedisServer(tmp_path / "redis").start()
+    try:
+        env = {"MCP_LLM_REDIS_URL": redis.url}
+        with status_server(running_fakes, tmp_path / "a", extra=shared, env=env) as first, \
+                status_server(running_fakes, tmp_path / "b", extra=shared, env=env) as second:
+            first.generate("openai/gpt-4.1-mini", 3)
+            second.generate("openai/gpt-4.1-mini", 1)
+            deadline = time.monotonic() + 30  # each replica hands its counts to Redis in the background
+            while True:
+                data = get(second, "/status.json", **second.auth()).json()
+                minute = data["history"]["minutes"][-1]["models"].get("openai/gpt-4.1-mini", {})
+                model = next((m for m in data["models"] if m["id"] == "openai/gpt-4.1-mini"), {})
+                if minute.get("calls") == 4 and model.get("calls") == 4:
+                    break
+                assert time.monotonic() < deadline, (minute, model)
+                time.sleep(0.2)
+            assert data["server"]["state"] == "shared"
+            assert data["history"]["minutes"][-1]["providers"]["openai"]["calls"] == 4
+            assert "openai/gpt-4.1-mini p50" in get(second, "/status/chart/latency.svg", **second.auth()).text
+    finally:
+        redis.stop()
