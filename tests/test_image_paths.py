@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -40,13 +41,14 @@ pytestmark = [pytest.mark.anyio, pytest.mark.skipif(sys.platform == "win32", rea
 
 LOADS = 1000
 CONCURRENT = 4  # loads in flight at once, each in its own worker thread
+ROUNDS = 10  # at most, of LOADS loads each, for a race that must be seen to happen (`until`)
 
 
 # Run in its own process, so the swaps are not held back by this process's GIL.
 SWAPPER = """
 import ctypes, os, signal, sys
-mode, link, inside, outside = sys.argv[1:]
-spare, stop, count = link + ".new", [], 0
+link, spare, make, target = sys.argv[1:]
+stop, count = [], 0
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 libc = ctypes.CDLL(None, use_errno=True)
 renameat2 = getattr(libc, "renameat2", None)
@@ -56,10 +58,10 @@ def exchange(a, b):  # atomically: Linux's renameat2(RENAME_EXCHANGE); else a re
         return
     os.rename(a, a + ".tmp"); os.rename(b, a); os.rename(a + ".tmp", b)
 
-if mode == "fifo":
-    os.mkfifo(spare)  # swapped, in one step, with the file `link`
-else:
-    os.symlink(outside, spare)  # swapped, in one step, with `link`: a symlink to inside, the file, or the folder
+if make == "symlink":
+    os.symlink(target, spare)
+elif make == "fifo":
+    os.mkfifo(spare)
 print("ready", flush=True)
 while not stop:
     exchange(link, spare)
@@ -68,12 +70,32 @@ print(count, flush=True)
 """
 KNOWN = {"inside image", "refused: outside the roots", "refused: changed while opened", "refused: gone during a swap"}
 FIFO_REFUSED = "refused: a named pipe"
+MOVED_OUT = "refused: moved outside while opened"
+REPLACED = "refused: replaced between its check and its open"
 
 
-async def _race(mode: str, spec: str, link: Path, inside: Path, outside: Path, settings: ImageSettings
-                ) -> Counter[str]:
-    """`LOADS` loads of `spec` while `link` is swapped; what each got, and how many swaps were made."""
-    inside_bytes, secret = inside.read_bytes(), (outside / "secret.png" if outside.is_dir() else outside).read_bytes()
+def _label(message: str) -> str:
+    return ("refused: outside the roots" if "outside the allowed roots (" in message else
+            MOVED_OUT if "was moved outside the allowed roots while it was opened" in message else
+            "refused: changed while opened" if "kept changing" in message else
+            REPLACED if "changed while it was opened" in message else
+            "refused: gone during a swap" if "No file at" in message else
+            FIFO_REFUSED if "is not a file but a named pipe (FIFO)" in message else
+            f"refused: {message}")
+
+
+def _open_descriptors() -> int | None:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+
+
+async def _race(spec: str, link: Path, spare: Path, settings: ImageSettings, reads: dict[bytes, str], *,
+                make: str = "", target: Path | None = None, until: str | None = None) -> Counter[str]:
+    """`LOADS` loads of `spec` while `link` and `spare` are exchanged, as fast as the swapper can (it
+    first makes `spare`: a symlink to `target` for `make="symlink"`, a FIFO for "fifo"; else the test
+    made it). What each load got (`reads` names the bytes a load may get), and how many swaps were
+    made. With `until`, rounds of `LOADS` go on until that outcome is seen (at most `ROUNDS`): on a
+    loaded machine the swapper may not run beside the loads for a whole round. No descriptor may be
+    left open, or closed twice, by the loads."""
     outcomes: Counter[str] = Counter()
     limiter = anyio.Semaphore(CONCURRENT)
 
@@ -82,69 +104,91 @@ async def _race(mode: str, spec: str, link: Path, inside: Path, outside: Path, s
             try:
                 loaded = await load_image(spec, settings)
             except ImageError as exc:
-                message = exc.user_message()
-                assert exc.hint, message
-                outcomes["refused: outside the roots" if "outside the allowed roots" in message else
-                         "refused: changed while opened" if "kept changing" in message else
-                         "refused: gone during a swap" if "No file at" in message else
-                         FIFO_REFUSED if "is not a file but a named pipe (FIFO)" in message else
-                         f"refused: {message}"] += 1
+                assert exc.hint, exc.message
+                outcomes[_label(exc.user_message())] += 1
                 return
-            if loaded.data == secret:
-                outcomes["READ THE OUTSIDE FILE"] += 1
-            else:
-                assert loaded.data == inside_bytes, "neither the inside image nor the secret"
-                outcomes["inside image"] += 1
+            assert loaded.data in reads, "bytes that are none of the files raced"
+            outcomes[reads[loaded.data]] += 1
 
-    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, mode, str(link), str(inside), str(outside)],
+    descriptors = _open_descriptors()
+    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, str(link), str(spare), make, str(target or "")],
                                stdout=subprocess.PIPE, text=True)
     try:
         assert swapper.stdout is not None and swapper.stdout.readline().strip() == "ready"
         started = time.monotonic()
-        async with anyio.create_task_group() as tasks:
-            for _ in range(LOADS):
-                tasks.start_soon(one)
+        for _ in range(ROUNDS if until else 1):
+            async with anyio.create_task_group() as tasks:
+                for _ in range(LOADS):
+                    tasks.start_soon(one)
+            if until is None or outcomes[until]:
+                break
         elapsed = time.monotonic() - started
     finally:
         swapper.terminate()
         out, _ = swapper.communicate(timeout=10)
     outcomes["swaps"] = int(out.strip() or 0)
-    print(f"\n{mode}: {dict(outcomes)} in {elapsed:.1f} s", file=sys.stderr)
+    print(f"\n{link.name} <-> {spare.name}: {dict(outcomes)} in {elapsed:.1f} s", file=sys.stderr)
+    assert _open_descriptors() == descriptors, f"descriptors open before: {descriptors}, after: {_open_descriptors()}"
     return outcomes
 
 
-@pytest.mark.parametrize("mode", ["links", "file", "folder"])
+@pytest.mark.parametrize("mode", ["links", "file", "folder", "dots"])
 async def test_a_path_swapped_to_a_symlink_during_loads_never_reads_the_outside_file(
     image_root: Path, tmp_path: Path, mode: str
 ) -> None:
     """links: the path is a symlink switched between a file inside and one outside; file: a regular
     file inside that becomes a symlink to the outside file; folder: a real folder that becomes a
-    symlink to an outside folder holding a file of the same name. Each load gets the inside image or
-    a clear refusal; none gets the outside file's bytes."""
+    symlink to an outside folder holding a file of the same name; dots: that folder, with the path
+    going into a folder in it and back out through `..` (walked again from "/", so a swap in between is
+    seen). Each load gets the inside image or a clear refusal; none gets the outside file's bytes."""
     outside = tmp_path / "outside"
     outside.mkdir()
-    (outside / "secret.png").write_bytes(image_bytes(6, 6, "PNG", color=(0, 0, 255)))  # valid: a leak would be sent
+    (outside / "secret.png").write_bytes(secret := image_bytes(6, 6, "PNG", color=(0, 0, 255)))  # a leak would be sent
     inside = image_root / "inside.png"
     inside.write_bytes(image_bytes(6, 6, "PNG", color=(255, 0, 0)))
     settings = ImageSettings(roots=[image_root])
-    if mode == "folder":
+    if mode in ("folder", "dots"):
         link = image_root / "folder"
         link.mkdir()
         (link / "secret.png").write_bytes(inside.read_bytes())
-        spec, inside_target, outside_target = str(link / "secret.png"), inside, outside
+        (link / "sub").mkdir()
+        (outside / "sub").mkdir()
+        spec = str(link / "secret.png") if mode == "folder" else f"{link}/sub/../secret.png"
+        outside_target = outside
     else:
         link = image_root / "link.png"
         if mode == "links":
             link.symlink_to(inside)
         else:
             link.write_bytes(inside.read_bytes())
-        spec, inside_target, outside_target = str(link), inside, outside / "secret.png"
+        spec, outside_target = str(link), outside / "secret.png"
 
-    outcomes = await _race(mode, spec, link, inside_target, outside_target, settings)
+    outcomes = await _race(spec, link, link.with_name(link.name + ".new"), settings,
+                           {inside.read_bytes(): "inside image", secret: "READ THE OUTSIDE FILE"},
+                           make="symlink", target=outside_target)
 
     assert outcomes["READ THE OUTSIDE FILE"] == 0, outcomes
     assert set(outcomes) - {"swaps"} <= KNOWN, outcomes
     assert outcomes["inside image"] > 0 and outcomes["swaps"] > 100, outcomes  # it did race
+
+
+async def test_a_folder_exchanged_with_one_outside_during_loads_is_refused_once_it_is_outside(
+        image_root: Path, tmp_path: Path, settings: ImageSettings) -> None:
+    """The walk holds the folder it went into; if that folder is moved out of the roots before the
+    file in it is opened (exchanged with a folder outside, the same file name in each), the open file's
+    own path, read back from the kernel, is outside: refused. Both files hold the same image, so what
+    counts is the refusal."""
+    folder, outside = image_root / "folder", tmp_path / "outside"
+    for place in (folder, outside):
+        place.mkdir()
+        (place / "pic.png").write_bytes(raw := image_bytes(6, 6, "PNG", color=(255, 0, 0)))
+
+    with anyio.fail_after(100):
+        outcomes = await _race(str(folder / "pic.png"), folder, outside, settings, {raw: "inside image"},
+                               until=MOVED_OUT)
+
+    assert set(outcomes) - {"swaps"} <= {"inside image", MOVED_OUT}, outcomes
+    assert outcomes["inside image"] > 0 and outcomes[MOVED_OUT] > 0 and outcomes["swaps"] > 100, outcomes
 
 
 # --- what no file name can be, and what is not a regular file: each a clear ImageError, none blocking --
@@ -254,12 +298,11 @@ async def test_a_file_swapped_with_a_fifo_during_loads_is_refused_never_read(ima
     """The walk saw a regular file; a FIFO swapped in before the open is refused by what the open
     descriptor is (fstat), not read as an empty or endless image, and no load blocks on it."""
     link = image_root / "pic.png"
-    link.write_bytes(image_bytes(6, 6, "PNG", color=(255, 0, 0)))
-    unused = tmp_path / "unused.png"  # the swapper makes a FIFO; `_race` only compares against this
-    unused.write_bytes(image_bytes(6, 6, "PNG", color=(0, 0, 255)))
+    link.write_bytes(raw := image_bytes(6, 6, "PNG", color=(255, 0, 0)))
 
     with anyio.fail_after(100):
-        outcomes = await _race("fifo", str(link), link, link, unused, settings)
+        outcomes = await _race(str(link), link, image_root / "pipe.png", settings, {raw: "inside image"}, make="fifo",
+                               until=FIFO_REFUSED)
 
     assert set(outcomes) - {"swaps"} <= {"inside image", FIFO_REFUSED, "refused: gone during a swap"}, outcomes
     assert outcomes["inside image"] > 0 and outcomes[FIFO_REFUSED] > 0 and outcomes["swaps"] > 100, outcomes
@@ -328,30 +371,91 @@ async def test_a_chain_of_40_symlinks_is_followed_and_one_more_is_a_loop(image_r
             await load_image(f"{image_root}/s0", settings)  # 41
 
 
-def _dots_chain(root: Path, links: int, dots: int) -> str:
-    """`links` absolute symlinks l0 → l1 → … → pic.png, each target starting with `dots` '..' taken at
-    "/" (where they stay): a path of (r + 1) + links × (dots + r + 1) steps, r being root's depth."""
-    for i in range(links):
-        nxt = f"l{i + 1}" if i + 1 < links else "pic.png"
+def _dots_chain(root: Path, dots: list[int]) -> str:
+    """Absolute symlinks l0 → l1 → … → pic.png in `root`, the i-th target starting with `dots[i]` '..'
+    taken at "/" (where they stay): a path of (r + 1) + Σ (dots[i] + r + 1) steps, r being root's depth."""
+    for i in range(len(dots)):
+        nxt = f"l{i + 1}" if i + 1 < len(dots) else "pic.png"
         (root / f"l{i}").unlink(missing_ok=True)
-        (root / f"l{i}").symlink_to("/" + "../" * dots + f"{str(root).lstrip('/')}/{nxt}")
+        (root / f"l{i}").symlink_to("/" + "../" * dots[i] + f"{str(root).lstrip('/')}/{nxt}")
     return f"{root}/l0"
 
 
-async def test_a_path_of_more_than_max_steps_is_refused_and_one_within_is_read(image_root: Path,
-                                                                             settings: ImageSettings) -> None:
+async def test_a_path_of_more_than_max_steps_is_refused_and_one_of_max_steps_is_read(image_root: Path,
+                                                                                   settings: ImageSettings) -> None:
     """A hostile path can make the walk look up far more components than it has characters (each
-    symlink brings up to 4,095 more): past `MAX_STEPS` it is refused; just under it, it is read."""
+    symlink brings up to 4,095 more): exactly `MAX_STEPS` lookups are made, one more is refused."""
     from mcp_llm.image_sources import MAX_STEPS
 
     (image_root / "pic.png").write_bytes(raw := image_bytes(4, 4))
-    depth, dots = len(image_root.parts) - 1, 1000
-    within = (MAX_STEPS - (depth + 1)) // (dots + depth + 1)  # the most links whose steps stay within
-    assert (depth + 1) + within * (dots + depth + 1) <= MAX_STEPS < (depth + 1) + (within + 1) * (dots + depth + 1)
+    depth = len(image_root.parts) - 1
+    links = (MAX_STEPS - 2 * (depth + 1)) // (1000 + depth + 1)  # links of 1,000 '..', then one for the rest
+    dots = [1000] * links + [MAX_STEPS - (depth + 1) - links * (1000 + depth + 1) - (depth + 1)]
+    assert 0 <= dots[-1] <= 1000 + depth and (depth + 1) + sum(d + depth + 1 for d in dots) == MAX_STEPS
     with anyio.fail_after(30):
-        assert (await load_image(_dots_chain(image_root, within, dots), settings)).data == raw
+        assert (await load_image(_dots_chain(image_root, dots), settings)).data == raw
         with pytest.raises(ImageError, match="takes too many steps to follow") as info:
-            await load_image(_dots_chain(image_root, within + 1, dots), settings)
+            await load_image(_dots_chain(image_root, [*dots[:-1], dots[-1] + 1]), settings)
+    assert info.value.hint
+
+
+def _file_at_length(root: Path, length: int, data: bytes) -> str:
+    """A file whose path (no symlinks in it) is `length` bytes long, made relative to open folders (a
+    path that long cannot be handed to the kernel whole); returns a short path to it, through a symlink
+    in `root` to its folder."""
+    base = root / f"deep{length}"
+    base.mkdir()
+    room, folders = length - len(str(base)) - 1, []  # for "d…/d…/…/f…"
+    while room > 250:
+        folders.append("d" * 200)
+        room -= 201
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in folders:
+            os.mkdir(name, dir_fd=fd)
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        file = os.open("f" * room, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(file, data)
+        os.close(file)
+    finally:
+        os.close(fd)
+    hop = root / f"hop{length}"
+    hop.symlink_to("/".join([base.name, *folders]))
+    assert len(os.fsencode("/".join([str(base), *folders, "f" * room]))) == length
+    return f"{hop}/{'f' * room}"
+
+
+async def test_a_path_is_read_up_to_path_max_and_refused_from_it(image_root: Path, settings: ImageSettings) -> None:
+    """What open(2) takes: a path of PATH_MAX - 1 bytes (4,095 on Linux), as given or as its symlinks
+    lead; PATH_MAX bytes are refused, saying the limit. A name of 255 bytes is read, too."""
+    from mcp_llm.image_sources import NAME_MAX, PATH_MAX
+
+    (image_root / "pic.png").write_bytes(raw := image_bytes(4, 4))
+    longest = f"{image_root}" + "/" * (PATH_MAX - 1 - len(f"{image_root}pic.png")) + "pic.png"
+    (image_root / ("n" * (NAME_MAX - 4) + ".png")).write_bytes(raw)
+    with anyio.fail_after(20):
+        assert (await load_image(longest, settings)).data == raw and len(longest) == PATH_MAX - 1
+        with pytest.raises(ImageError) as info:
+            await load_image(longest.replace("/pic.png", "//pic.png"), settings)
+        assert info.value.message == (f"The image path is {PATH_MAX} bytes long, over the system's "
+                                      f"{PATH_MAX - 1}-byte limit.")
+        assert (await load_image(f"{image_root}/{'n' * (NAME_MAX - 4)}.png", settings)).data == raw
+        assert (await load_image(_file_at_length(image_root, PATH_MAX - 1, raw), settings)).data == raw
+        spec = _file_at_length(image_root, PATH_MAX, raw)
+        with pytest.raises(ImageError) as info:
+            await load_image(spec, settings)
+    assert info.value.message == (f"The image path {spec}, once its symlinks are followed, is over the system's "
+                                  f"{PATH_MAX - 1}-byte limit.")
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="no procfs")
+async def test_a_file_that_fails_to_read_says_why() -> None:
+    """/proc/self/mem opens, but reading its first bytes (an address never mapped) is an I/O error."""
+    with anyio.fail_after(10), pytest.raises(ImageError) as info:
+        await load_image("/proc/self/mem", ImageSettings(roots=[Path("/proc")]))
+    assert info.value.message == "Cannot read /proc/self/mem: Input/output error."
     assert info.value.hint
 
 
@@ -397,12 +501,15 @@ async def test_no_descriptor_is_left_open_by_reads_or_refusals(image_root: Path,
 # --- in a process of its own: another user, too few descriptors, a platform without dir_fd ------------
 
 
-# Loads `specs` and prints, for each, the sha256 of what was read or the error a user sees. Before the
+# Loads `specs` and prints, for each, the sha256 of what was read or the error a user sees, and how many
+# descriptors the loads left open (or closed that were not theirs); or runs `_race` with `race`. Before the
 # loads: `no_dir_fd` makes the platform look as Windows does (open/stat/readlink take no dir_fd, the one
 # fact that picks the by-name fallback); `unprivileged` drops root to nobody (root reads any file);
-# `spare_fds` leaves that many descriptors free under the process's limit.
+# `spare_fds` leaves that many descriptors free under the process's limit; `close_stdin` frees
+# descriptor 0, so the walk's first folder gets it (an HTTP server started with stdin closed).
 LOADER = """
-import asyncio, hashlib, json, os, resource, sys
+import asyncio, ctypes, hashlib, json, os, resource, sys
+from pathlib import Path
 job = json.loads(sys.argv[1])
 if job["no_dir_fd"]:
     os.supports_dir_fd.difference_update({os.open, os.stat, os.readlink})
@@ -420,17 +527,30 @@ async def load(spec):
     except Exception as exc:
         return {"crash": repr(exc)}
 
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
 async def main():
     assert image_sources._WALKABLE is not job["no_dir_fd"]
     assert "sha" in await load(job["warm"])  # lazy imports and the worker thread, before any limit
+    if job["race"]:
+        from tests.test_image_paths import _race
+        race = job["race"]
+        reads = {bytes.fromhex(data): label for data, label in race["reads"].items()}
+        print(json.dumps(await _race(race["spec"], Path(race["link"]), Path(race["spare"]), settings, reads,
+                                     until=race["until"])))
+        return
     if job["unprivileged"] and os.geteuid() == 0:
         os.setgroups([])
         os.setgid(65534)
         os.setuid(65534)
+        ctypes.CDLL(None).prctl(4, 1)  # PR_SET_DUMPABLE, as for a process started by that user: /proc/self/fd readable
+    if job["close_stdin"]:
+        os.close(0)
+    before = open_fds()
     held = []
     if job["spare_fds"] is not None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8,
-                                                     resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + 8, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         try:
             while True:
                 held.append(os.open("/dev/null", os.O_RDONLY))
@@ -441,21 +561,29 @@ async def main():
     results = [await load(spec) for spec in job["specs"]]
     for fd in held:
         os.close(fd)
-    print(json.dumps(results))
+    print(json.dumps({"results": results, "descriptors_added": open_fds() - before}))
 
 asyncio.run(main())
 """
 
 
-def _load_elsewhere(specs: list[str], roots: list[Path], warm: Path, *, max_bytes: int = 20_000_000,
-                    no_dir_fd: bool = False, unprivileged: bool = False, spare_fds: int | None = None
-                    ) -> list[dict[str, str]]:
-    job = {"specs": specs, "roots": [str(root) for root in roots], "warm": str(warm), "max_bytes": max_bytes,
-           "no_dir_fd": no_dir_fd, "unprivileged": unprivileged, "spare_fds": spare_fds}
+def _run_loader(job: dict[str, Any]) -> Any:
     done = subprocess.run([sys.executable, "-c", LOADER, json.dumps(job)], capture_output=True, text=True,
-                          timeout=60, cwd=Path(__file__).parent.parent)  # a FIFO opened blocking would hang here
+                          timeout=100, cwd=Path(__file__).parent.parent)  # a FIFO opened blocking would hang here
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def _load_elsewhere(specs: list[str], roots: list[Path], warm: Path, *, max_bytes: int = 20_000_000,
+                    no_dir_fd: bool = False, unprivileged: bool = False, spare_fds: int | None = None,
+                    close_stdin: bool = False) -> list[dict[str, str]]:
+    """What each of `specs` gives in a child process set up as asked, checking that the loads there
+    left no descriptor open and closed none of the process's own."""
+    out = _run_loader({"specs": specs, "roots": [str(root) for root in roots], "warm": str(warm),
+                       "max_bytes": max_bytes, "no_dir_fd": no_dir_fd, "unprivileged": unprivileged,
+                       "spare_fds": spare_fds, "close_stdin": close_stdin, "race": None})
+    assert out["descriptors_added"] == 0, out
+    return out["results"]  # type: ignore[no-any-return]
 
 
 def _sha(data: bytes) -> dict[str, str]:
@@ -517,7 +645,8 @@ def test_without_dir_fd_paths_are_read_by_name_with_the_same_checks(image_root: 
     """Where open/stat/readlink take no dir_fd (Windows), the path is resolved, checked and opened by
     name, and the file opened must be the one checked (same device and inode). A user sees the same
     reads and the same refusals: outside the roots, missing, a folder, a FIFO (not opened, so not
-    blocking), a symlink loop, over max_bytes by its size or by what it holds (procfs)."""
+    blocking), a symlink loop, over max_bytes by its size or by what it holds (procfs), a read that
+    fails."""
     (image_root / "pic.png").write_bytes(raw := image_bytes(4, 4))
     (image_root / "link.png").symlink_to("pic.png")
     (image_root / "sub").mkdir()
@@ -538,6 +667,7 @@ def test_without_dir_fd_paths_are_read_by_name_with_the_same_checks(image_root: 
         "loop": f"{image_root}/loop.png",
         "over max_bytes": f"{image_root}/big.png",
         "procfs": "/proc/self/maps",
+        "unreadable": "/proc/self/mem",
     }
 
     got = dict(zip(specs, _load_elsewhere(list(specs.values()), [image_root, Path("/proc")], image_root / "pic.png",
@@ -555,4 +685,34 @@ def test_without_dir_fd_paths_are_read_by_name_with_the_same_checks(image_root: 
     assert got["over max_bytes"]["error"] == (f"The image from {specs['over max_bytes']} is 3.0 MB, "
                                               "over the 0.0 MB limit.")  # its size, not the bytes read
     assert re.match(r"The image from /proc/\d+/maps is .* over the 0\.0 MB limit\.$", got["procfs"]["error"]), got
+    assert got["unreadable"]["error"] == "Cannot read /proc/self/mem: Input/output error."
     assert all(result.get("hint") for result in got.values() if "error" in result), got
+
+
+def test_without_dir_fd_a_file_replaced_between_its_check_and_its_open_is_refused(image_root: Path) -> None:
+    """The by-name fallback opens the file by name after checking it: if another file was swapped in
+    between, the one opened (device and inode) is not the one checked, and the load is refused. Each
+    load gets one of the two files whole, or that refusal."""
+    (image_root / "pic.png").write_bytes(first := image_bytes(6, 6, "PNG", color=(255, 0, 0)))
+    (image_root / "other.png").write_bytes(second := image_bytes(6, 6, "PNG", color=(0, 255, 0)))
+    race = {"spec": f"{image_root}/pic.png", "link": f"{image_root}/pic.png", "spare": f"{image_root}/other.png",
+            "reads": {first.hex(): "the file", second.hex(): "the file swapped in"}, "until": REPLACED}
+
+    outcomes = _run_loader({"specs": [], "roots": [str(image_root)], "warm": f"{image_root}/pic.png",
+                            "max_bytes": 20_000_000, "no_dir_fd": True, "unprivileged": False, "spare_fds": None,
+                            "close_stdin": False, "race": race})
+
+    assert set(outcomes) - {"swaps"} <= {"the file", "the file swapped in", REPLACED}, outcomes
+    assert outcomes.get("the file") and outcomes.get(REPLACED) and outcomes["swaps"] > 100, outcomes
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc/self/fd")
+def test_with_stdin_closed_the_walk_may_hold_descriptor_0_and_closes_it(image_root: Path) -> None:
+    """A server started with stdin closed (over HTTP, say) hands out descriptor 0 first: the walk's
+    first folder then holds it, and a refusal raised there must close it like any other."""
+    (image_root / "pic.png").write_bytes(raw := image_bytes(4, 4))
+    specs = ["/" + "n" * 256, f"{image_root}/pic.png", "/no-such-folder/pic.png"]
+    results = _load_elsewhere(specs, [Path("/")], image_root / "pic.png", close_stdin=True)
+    assert results[1:] == [_sha(raw), {"error": f"No file at {specs[2]}.",
+                                       "hint": "Check the path; it must be on the machine running mcp-llm."}]
+    assert "over the 255-byte limit" in results[0]["error"]
