@@ -118,6 +118,18 @@ TARGETS: dict[str, Target] = {
         "tests/test_schema_normalize.py",
         "tests/test_properties.py",
     )),
+    "compile_anthropic": Target("mcp_llm/schema/compile_anthropic.py", (
+        "tests/test_schema_dialects.py",
+        "tests/test_schema_compile.py",
+        "tests/test_adapter_anthropic.py",  # what the SDK is sent: strict output or a forced tool
+        "tests/test_properties.py",
+        "tests/test_hostile.py",  # hostile schemas compiled within bounds
+    )),
+    "compile_openai": Target("mcp_llm/schema/compile_openai.py", (
+        "tests/test_schema_dialects.py",
+        "tests/test_schema_compile.py",
+        "tests/test_adapter_openai.py",
+    )),
     "config": Target("mcp_llm/config.py", (
         "tests/test_config.py::test_config_command_redacts_every_secret_and_says_where_it_came_from",
         "tests/test_config.py::test_config_command_json_redacts_every_secret",
@@ -130,8 +142,8 @@ TARGETS: dict[str, Target] = {
     "image_paths": Target("mcp_llm/image_sources.py", (
         "tests/test_image_paths.py",
         "tests/test_images.py",
-    ), scope=("read_path", "_checked_text", "_outside_error", "_inside", "_read_inside", "_walk", "_check_name",
-              "_reopen", "_open_root", "_lexical", "_open_reached", "_kind_error", "_read_by_name")),
+    ), scope=("read_source", "read_path", "_checked_text", "_outside_error", "_inside", "_read_inside", "_walk",
+              "_check_name", "_reopen", "_open_root", "_lexical", "_open_reached", "_kind_error", "_read_by_name")),
 }
 
 # Heavy imports done once in the parent, before any fork (never `mcp_llm` or `tests`: the child

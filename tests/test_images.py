@@ -92,6 +92,7 @@ async def test_home_relative_paths_are_expanded(image_root: Path, monkeypatch: p
         ("data:image/png,notbase64", "not base64-encoded"),
         ("data:image/png;base64,@@@", "invalid"),
         ("data:" + base64.b64encode(b"hello world, plain text").decode(), "malformed"),
+        (base64.b64encode(b"hello world, plain text, and no image at all").decode(), "base64 data is not an image"),
         ("http://127.0.0.1:9/a.png", "URLs are disabled"),
         ("   ", "empty"),
     ],
