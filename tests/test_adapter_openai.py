@@ -12,7 +12,7 @@ import anyio
 import pytest
 from mcp import Client
 
-from mcp_llm.adapters.base import ImageInput, Message, Request
+from mcp_llm.adapters.base import ImageInput, Message, Request, Timeouts
 from mcp_llm.adapters.openai import OpenAIAdapter, is_strict_compatible
 from mcp_llm.config import Settings
 from mcp_llm.errors import (
@@ -49,7 +49,7 @@ def fake() -> Iterator[FakeOpenAI]:
 @pytest.fixture
 def make_adapter(fake: FakeOpenAI, make_settings: Callable[..., Settings]) -> Callable[..., OpenAIAdapter]:
     def make(endpoint: str | None = None, key: str | None = KEY, timeout_s: float = 10, compatible: bool = False,
-             structured_output: str = "json_schema") -> OpenAIAdapter:
+             structured_output: str = "json_schema", first_response: bool = True) -> OpenAIAdapter:
         url = endpoint or fake.base_url
         if compatible:
             toml = (f'[providers.openai_compatible.local]\nendpoint = "{url}"\napi_key_env = "LOCAL_KEY"\n'
@@ -59,7 +59,8 @@ def make_adapter(fake: FakeOpenAI, make_settings: Callable[..., Settings]) -> Ca
                                  name="local")
         toml = f'[providers.openai]\nendpoint = "{url}"\nstructured_output = "{structured_output}"\n'
         settings = make_settings(toml, env={"OPENAI_API_KEY": key} if key else {})
-        return OpenAIAdapter(settings.providers.openai, timeouts=budget(timeout_s))
+        timeouts = budget(timeout_s) if first_response else Timeouts(total_s=timeout_s)  # no first-byte budget
+        return OpenAIAdapter(settings.providers.openai, timeouts=timeouts)
 
     return make
 
@@ -85,6 +86,28 @@ async def test_json_schema_request_streamed_and_its_reply(make_adapter, fake: Fa
     assert sent.json["max_completion_tokens"] == 200 and "max_tokens" not in sent.json  # OpenAI's own name
     assert response_schema(sent.json) == SCHEMA
     assert sent.json["response_format"]["json_schema"]["strict"] is False  # optional-free but open objects
+    await adapter.aclose()
+
+
+async def test_a_request_nobody_streams_is_one_plain_request_and_its_reply(make_adapter, fake: FakeOpenAI) -> None:
+    """No progress asked and no first-response budget (`Request.stream` False): one plain request, the same
+    answer and usage, and a cut-off JSON answer refused the same; a mid-answer failure is a 500, retryable."""
+    adapter = make_adapter(first_response=False)
+    fake.enqueue({"title": "Alien", "year": 1979}, prompt_tokens=21, completion_tokens=8)
+    fake.enqueue({"title": "A much longer title than the limit allows"}, finish_reason="length")
+    fake.enqueue({"title": "Alien"}, stream_error="server_error")
+
+    completion = await adapter.complete(ask(max_tokens=200, stream=False))
+    with pytest.raises(BadRequestError, match="cut off"):
+        await adapter.complete(ask(stream=False))
+    with pytest.raises(ProviderServerError):
+        await adapter.complete(ask(stream=False))
+
+    assert json.loads(completion.text) == {"title": "Alien", "year": 1979}
+    assert (completion.input_tokens, completion.output_tokens, completion.finish_reason) == (21, 8, "stop")
+    for sent in fake.chat_requests:
+        assert not sent.json.get("stream") and "stream_options" not in sent.json, sent.json
+    assert response_schema(fake.chat_requests[0].json) == SCHEMA
     await adapter.aclose()
 
 

@@ -208,6 +208,8 @@ class OpenAIAdapter(LLMAdapter):
             "stream_options": {"include_usage": True},
             "timeout": self._request_timeout(request.timeout_s),
         }
+        if self._timeouts.plain(request):  # no progress to report, no first-response budget: one request
+            del params["stream"], params["stream_options"]
         if request.temperature is not None:
             params["temperature"] = request.temperature
         if request.max_tokens is not None:
@@ -246,23 +248,33 @@ class OpenAIAdapter(LLMAdapter):
 
     async def _create(self, client: AsyncOpenAI, params: dict[str, Any], request: Request) -> Completion:
         # Streamed: the read timeout then bounds the wait for each chunk (the first one included), not
-        # the whole answer; leaving the block (a cancelled call) closes the response.
+        # the whole answer; leaving the block (a cancelled call) closes the response. Plain (no progress
+        # asked, no first-response budget): one request, closed as well when the call is cancelled.
         pieces: list[str] = []
         finish: str | None = None
         usage = None
         where = self.where_at(request.host)
         with self._translate_errors(request.model, request.host):
-            stream = await client.chat.completions.create(**params)
-            async with stream:
-                async for chunk in stream:
-                    usage = chunk.usage or usage
-                    for choice in chunk.choices[:1]:
-                        pieces.append(choice.delta.content or "" if choice.delta else "")
-                        finish = choice.finish_reason or finish
-                        if request.on_chunk is not None and pieces[-1]:
-                            await request.on_chunk(pieces[-1])
+            if "stream" not in params:  # one plain request (`complete`): the whole answer, one piece
+                answer = await client.chat.completions.create(**params)
+                usage = answer.usage
+                for whole in answer.choices[:1]:
+                    pieces.append(whole.message.content or "" if whole.message else "")
+                    finish = whole.finish_reason
+                    if request.on_chunk is not None:
+                        await request.on_chunk(pieces[-1])
+            else:
+                stream = await client.chat.completions.create(**params)
+                async with stream:
+                    async for chunk in stream:
+                        usage = chunk.usage or usage
+                        for choice in chunk.choices[:1]:
+                            pieces.append(choice.delta.content or "" if choice.delta else "")
+                            finish = choice.finish_reason or finish
+                            if request.on_chunk is not None and pieces[-1]:
+                                await request.on_chunk(pieces[-1])
         if finish is None:
-            raise ProviderServerError(f"{where} ended the stream before the answer was done.",
+            raise ProviderServerError(f"{where} ended the answer before it was done.",
                                       provider=self.provider, model=request.model)
         completion = _with_usage(Completion(text="".join(pieces), finish_reason=finish), usage)
         if finish == "length" and request.schema is not None:

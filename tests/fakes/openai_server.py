@@ -179,6 +179,9 @@ class _Handler(FakeHandler["FakeOpenAI"]):
         base = {"id": "chatcmpl-" + "".join(secrets.choice(_ALNUM) for _ in range(24)), "created": int(time.time()),
                 "model": body["model"], "system_fingerprint": "fp_fake"}
         if body.get("stream") is not True:
+            if reply.stream_error is not None:  # unstreamed, the failure is the whole answer: an error status
+                self._error(500, reply.message or reply.stream_error, reply.stream_error, headers=reply.headers)
+                return
             message = {"role": "assistant", "content": "".join(units), "refusal": None}
             self._json(200, {**base, "object": "chat.completion", "usage": usage,
                              "choices": [{"index": 0, "message": message, "finish_reason": finish,
@@ -240,7 +243,7 @@ class FakeOpenAI(FakeProvider[_Reply, RecordedRequest]):
         request's `max_tokens` (6 characters a token) with finish_reason `length`, unless
         `finish_reason` is given. `status` != 200 answers `{"error": {message, type, param, code}}`;
         `headers` are added (e.g. `retry-after`). `raw_body` is sent verbatim. `drop_connection`
-        closes the socket unanswered; `hang` never answers. Streaming only: `stream_error` (an error
+        closes the socket unanswered; `hang` never answers. `stream_error` (unstreamed: a 500 with it; an error
         type) sends an error event halfway; `stall_after=N` hangs after N content chunks;
         `chunk_delay_s` sleeps between chunks. `prompt_tokens` / `completion_tokens` set the usage
         reported (default: about a token per 4 characters of the request, per 6 of the answer);
