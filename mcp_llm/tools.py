@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mcp_llm.adapters.base import Health, ModelInfo
 from mcp_llm.errors import ArgumentError
-from mcp_llm.schema import parse_schema_argument_off_loop
 from mcp_llm.trace import Trace
 from mcp_llm.transport import LONE_SURROGATE
 from mcp_llm.words import TOOL_WORDS, Words, speaking, words
@@ -203,6 +202,8 @@ class Tools:
     # --- shared steps ------------------------------------------------------------------------------
 
     async def _schema(self, schema: dict[str, Any] | bool | str) -> Any:
+        from mcp_llm.schema import parse_schema_argument_off_loop  # on the first call, not at start-up
+
         return (await parse_schema_argument_off_loop(schema, self.app.router.schema_limits))[0]
 
     async def _image(self, image: str, client: ClientCall | None) -> LoadedImage:
