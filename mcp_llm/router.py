@@ -23,7 +23,7 @@ import anyio
 
 from mcp_llm.adapters.base import Completion, ImageInput, LLMAdapter, Message, Request
 from mcp_llm.adapters.spec import public_url
-from mcp_llm.budget import Budget, CallMoney
+from mcp_llm.budget import Budget, CallMoney, LocalLedger
 from mcp_llm.circuit import CircuitBreakers
 from mcp_llm.cost import Prices
 from mcp_llm.errors import (
@@ -160,7 +160,9 @@ class Router:
         # Circuits, limits and stats: this process's own, or shared with the other replicas (`[state]`, state.py)
         self.state = state if state is not None else LocalState()
         self.state.attach(self.breakers, self.stats, self.history)
-        self.budget = Budget(registry.settings.budget, Prices(registry.settings))
+        # The day's spending: this process's, or the fleet's one total (in Redis, with [state])
+        self.budget = Budget(registry.settings.budget, Prices(registry.settings),
+                             self.state.spend_ledger(LocalLedger()))
         cache = registry.settings.cache  # its entries in this process, or the fleet's (in Redis, with [state])
         self.cache = ResponseCache(cache, self.state.cache_store(MemoryStore(cache.max_entries, cache.max_bytes),
                                                                  cache.max_entries, cache.max_bytes // LARGEST_SHARE))

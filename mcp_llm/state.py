@@ -74,6 +74,19 @@ class CacheStore(Protocol):
     def usage(self) -> dict[str, int]: ...
 
 
+class SpendLedger(Protocol):
+    """Where the budget keeps each day's spending (budget.py's `Ledger`). `State.spend_ledger` hands the
+    fleet's, in Redis, when state is shared."""
+
+    async def reserve(self, day: str, amount: int, limit: int) -> tuple[bool, int]: ...
+
+    async def adjust(self, day: str, delta: int) -> None: ...
+
+    async def spent(self, day: str) -> int: ...
+
+    def last_seen(self, day: str) -> int: ...
+
+
 class State(ABC):
     """The interface the router, the app and the tools use; see the module docstring."""
 
@@ -117,6 +130,11 @@ class State(ABC):
     def cache_store(self, local: CacheStore, max_entries: int, max_value_bytes: int) -> CacheStore:
         """The response cache's store: `local` (this process's), or the fleet's (at most `max_entries`, none
         over `max_value_bytes`), which falls back on `local` while Redis is away."""
+        return local
+
+    def spend_ledger(self, local: SpendLedger) -> SpendLedger:
+        """The daily budget's totals: `local` (this process's), or the fleet's, one total every replica's
+        attempts are checked against (while Redis is away, from its total as last seen, handed over on return)."""
         return local
 
     async def aclose(self) -> None:

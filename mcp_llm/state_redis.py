@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from mcp_llm.budget import today
 from mcp_llm.circuit import CircuitBreakers, Record
-from mcp_llm.state import SHARED, UNREACHABLE, CacheStore, Limiter, State
-from mcp_llm.state_scripts import SCRIPTS
+from mcp_llm.state import SHARED, UNREACHABLE, CacheStore, Limiter, SpendLedger, State
+from mcp_llm.state_scripts import SCRIPTS, SPEND_TTL_S
 from mcp_llm.stats import MAX_KEYS, RESERVOIR_SIZE, Stats
 
 if TYPE_CHECKING:
@@ -141,6 +142,7 @@ class RedisState(State):
         self._heartbeat: asyncio.Task[Any] | None = None
         self._probe: asyncio.Task[Any] | None = None
         self._closing = self._closed = False  # aclose() began / ended: no background work / nothing sent
+        self._ledgers: list[_SharedLedger] = []  # the daily budget's totals (budget.py), one per router
         self.round_trips = 0  # scripts and commands sent (the bench and the tests read it)
         self.sent: Counter[str] = Counter()  # scripts sent, by name
 
@@ -223,7 +225,7 @@ class RedisState(State):
             # Back: hand over what was counted meanwhile, register the leases taken meanwhile, give back the
             # ones that ended meanwhile; only then is Redis used again by the calls.
             if (await self._exchange(probing=True) is not None and await self._flush_stats(probing=True) is not None
-                    and await self._refresh_leases(probing=True)):
+                    and await self._refresh_leases(probing=True) and await self._hand_over_spending()):
                 log.warning("Redis (shared state) is back: circuits, limits and stats are shared again")
                 self._down = None
 
@@ -405,6 +407,8 @@ class RedisState(State):
 
     async def stats_snapshot(self) -> dict[str, Any]:
         assert self.stats is not None
+        for ledger in self._ledgers:  # the day's spending as the fleet has it now (the stats' budget section)
+            await ledger.spent(today())
         reply = await self._flush_stats(read=True) if self._down is None else None
         if reply is None:
             return {"state": self.status(), **self.stats.snapshot()}
@@ -433,6 +437,18 @@ class RedisState(State):
 
     def cache_store(self, local: CacheStore, max_entries: int, max_value_bytes: int) -> CacheStore:
         return _SharedCache(self, local, max_entries, max_value_bytes)
+
+    def spend_ledger(self, local: SpendLedger) -> SpendLedger:
+        ledger = _SharedLedger(self)
+        self._ledgers.append(ledger)
+        return ledger
+
+    async def _hand_over_spending(self) -> bool:
+        """What the budget spent here while Redis was away, added to the fleet's day (on the way back)."""
+        for ledger in self._ledgers:
+            if not await ledger.hand_over():
+                return False
+        return True
 
     # --- the end --------------------------------------------------------------------------------
 
@@ -559,3 +575,67 @@ def _fleet(reply: list[Any]) -> Mapping[str, Any]:
         "providers": {_text(name): _scope(scope) for name, scope in zip(provider_names, providers, strict=True)},
         "models": {_text(name): _scope(scope) for name, scope in zip(model_names, models, strict=True)},
     }
+
+
+NO_LIMIT = -1  # the SPEND script's "add whatever the limit" (a hold settled, or a read)
+
+
+class _SharedLedger:
+    """The daily budget's totals (`SpendLedger`) in Redis: one per UTC day for the whole fleet, each hold taken
+    by one script only while the total stays within the limit, so replicas cannot overrun it together.
+
+    While Redis is away a replica goes on from the fleet's total as it last saw it, plus what it spent since
+    (each replica then spends at most what was left when Redis went), and hands that over with its next
+    exchange once Redis is back. A reply lost after Redis counted can only count an amount twice, never miss
+    one: the budget errs on the side of spending less."""
+
+    def __init__(self, state: RedisState) -> None:
+        self._state = state
+        self._seen: dict[str, int] = {}  # the fleet's total, as last seen
+        self._carried: dict[str, int] = {}  # spent here while Redis was away, not yet handed over
+
+    def _key(self, day: str) -> str:
+        return f"{self._state.prefix}:spend:{day}"
+
+    async def _exchange(self, day: str, amount: int, limit: int = NO_LIMIT, *,
+                        probing: bool = False) -> tuple[bool, int] | None:
+        for old in [d for d in self._carried if d < day]:  # a day gone by is done with
+            del self._carried[old]
+        carried = self._carried.pop(day, 0)
+        reply = await self._state._send("spend", [self._key(day)], [amount, limit, carried, SPEND_TTL_S],
+                                        probing=probing)
+        if reply is None:
+            self._carried[day] = self._carried.get(day, 0) + carried
+            return None
+        taken, total = bool(int(reply[0])), int(reply[1])
+        self._seen = {day: total}  # the days before are done with
+        return taken, total
+
+    async def reserve(self, day: str, amount: int, limit: int) -> tuple[bool, int]:
+        shared = await self._exchange(day, amount, limit)
+        if shared is not None:
+            taken, total = shared
+            before = total - amount if taken else total
+            return taken, max(0, limit - before)
+        before = self.last_seen(day)
+        if before + amount > limit:
+            return False, max(0, limit - before)
+        self._carried[day] = self._carried.get(day, 0) + amount
+        return True, limit - before
+
+    async def adjust(self, day: str, delta: int) -> None:
+        if await self._exchange(day, delta) is None:
+            self._carried[day] = self._carried.get(day, 0) + delta
+
+    async def spent(self, day: str) -> int:
+        await self._exchange(day, 0)
+        return self.last_seen(day)
+
+    def last_seen(self, day: str) -> int:
+        return max(0, self._seen.get(day, 0) + self._carried.get(day, 0))
+
+    async def hand_over(self) -> bool:
+        """Add what was spent here while Redis was away (Redis back: before the calls use it again)."""
+        if not self._carried:
+            return True
+        return await self._exchange(max(self._carried), 0, probing=True) is not None  # the latest day

@@ -7,6 +7,7 @@ replicas). Keys, under `[state] key_prefix` (P):
     P:stats:…               the fleet's counters since start, a hash per scope and a capped latency sample
     P:history:<minute>      the fleet's counters of one minute (history.py's names), kept two hours
     P:cache:<key>, P:cache  the response cache's entries, and their index by expiry
+    P:spend:<day>           the day's spending under the budget (budget.py), in nano-dollars, kept two days
     P:once                  hash: per replica and kind, the number of the last batch of counts added
 
 Times are Redis's (`TIME`), so the replicas' clocks need not agree. A batch of counts keeps its number
@@ -207,4 +208,24 @@ end
 return over
 """
 
-SCRIPTS = {"sync": SYNC, "leases": LEASES, "stats": STATS, "history": HISTORY, "cache_set": CACHE_SET}
+# KEYS[1] the day's spending. ARGV: the amount to add (a negative one, a hold settled below its worst case, is
+# always added), the day's limit (-1: none, to settle or read), what this replica spent while Redis was away
+# (added first, whatever the limit), the key's ttl in seconds. Returns whether the amount was added, and the
+# day's total after.
+SPEND = """
+local total = tonumber(redis.call('GET', KEYS[1]) or '0')
+local carried, amount = tonumber(ARGV[3]), tonumber(ARGV[1])
+if carried ~= 0 then total = redis.call('INCRBY', KEYS[1], carried) end
+local taken = 0
+local limit = tonumber(ARGV[2])
+if amount < 0 or limit < 0 or total + amount <= limit then
+  total = redis.call('INCRBY', KEYS[1], amount)
+  taken = 1
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return {taken, total}
+"""
+SPEND_TTL_S = 2 * 86_400
+
+SCRIPTS = {"sync": SYNC, "leases": LEASES, "stats": STATS, "history": HISTORY, "cache_set": CACHE_SET,
+           "spend": SPEND}

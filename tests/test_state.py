@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,9 @@ from mcp_llm.server import build_server
 from mcp_llm.state import LocalState
 from mcp_llm.state_redis import RedisState
 from tests.fakes.ollama_server import FakeOllama
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, redis
+
+__all__ = ["redis"]  # the fixture, used by name
 
 pytestmark = pytest.mark.anyio
 
@@ -80,15 +82,6 @@ class InFlight:
         with self._lock:
             self.now -= 1
         return {"content": {"n": 1}}
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(autouse=True)
