@@ -418,3 +418,43 @@ def _parts() -> tuple[Any, Any]:
     from mcp_llm.stats import Stats
 
     return CircuitBreakers(2, 60), Stats()
+
+
+async def test_a_host_ejected_through_one_replica_is_out_on_the_other(tmp_path: Path, redis: RedisServer) -> None:
+    from tests.fakes.ollama_server import FakeModel
+
+    with FakeOllama([FakeModel("llama3.2:3b")]) as a, FakeOllama([FakeModel("llama3.2:3b")]) as b:
+        for fake in (a, b):
+            fake.load("llama3.2:3b", -1)
+        path = tmp_path / "config.toml"
+        path.write_text(f"""
+[defaults]
+model = "ollama/llama3.2:3b"
+max_retries = 0
+max_repairs = 0
+circuit_failures = 2
+circuit_cooldown_s = 60
+
+[providers.ollama]
+hosts = ["{a.url}", "{b.url}"]
+hosts_refresh_s = 3600
+
+[state]
+redis_url_env = "MCP_LLM_REDIS_URL"
+timeout_s = 2
+""", encoding="utf-8")
+        servers = [build_server(load_settings(path, env={"MCP_LLM_REDIS_URL": redis.url})) for _ in range(2)]
+        async with Client(servers[0]) as first, Client(servers[1]) as second:
+            await generate(second)  # the second has its fleet, both hosts in
+            for _ in range(2):  # circuit_failures = 2 on host a, through the first replica
+                a.enqueue(status=500, error="CUDA error: out of memory")
+            for _ in range(4):
+                await generate(first)  # each failure on a goes on to b at once
+            sent_to_a = len(a.chat_requests)
+            answered = [(await generate(second))["attempts"][0]["host"] for _ in range(4)]
+            rows = {h["host"]: h for h in (await health_of(second))["providers"][0]["hosts"]}
+        urls = a.url, b.url
+        assert len(a.chat_requests) == sent_to_a  # the second replica sends nothing to a
+    a_url, b_url = urls
+    assert answered == [b_url] * 4
+    assert rows[a_url]["circuit"] == "open" and rows[b_url]["circuit"] == "closed"
