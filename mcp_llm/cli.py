@@ -220,10 +220,24 @@ def _main(argv: list[str] | None) -> int:
     return _run_query(settings, args.command, as_json=args.json)
 
 
+class _PublicUrls(logging.Filter):
+    """Every URL in a log line shown as `public_url` shows it: an HTTP library logs each request's URL
+    (httpx at INFO), and an endpoint's query may hold a gateway's key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from mcp_llm.adapters.spec import public_text
+
+        message = record.getMessage()
+        if "://" in message:
+            record.msg, record.args = public_text(message), None
+        return True
+
+
 def _setup_logging(level: str) -> None:
     """Logs go to stderr, set up before MCPServer() would run its own basicConfig."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_PublicUrls())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

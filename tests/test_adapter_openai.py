@@ -350,3 +350,42 @@ async def test_usage_breaks_out_cached_prompt_and_reasoning_tokens(make_adapter,
     assert (completion.input_tokens, completion.cache_read_tokens, completion.cache_write_tokens) == (1500, 1024, None)
     assert (completion.output_tokens, completion.thinking_tokens) == (120, 96)
     await adapter.aclose()
+
+
+async def test_an_endpoints_credentials_and_query_are_in_no_result_error_or_log_line(
+    fake: FakeOpenAI, make_settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`user:password@` is sent as Basic auth and a query may hold a gateway's key: results, errors and
+    log lines (httpx logs each request's URL) show the endpoint without them (`public_url`)."""
+    import logging
+
+    from mcp_llm.cli import _PublicUrls
+
+    secret = "pw-canary-0099"
+    answering = fake.base_url.replace("http://", f"http://box:{secret}@")
+    down = f"http://box:{secret}@127.0.0.1:{free_port()}/v1?key={secret}"
+    fake.api_key = None
+    settings = make_settings(
+        f'[defaults]\nmax_retries = 0\n[providers.openai_compatible.box]\nendpoint = "{answering}"\n'
+        f'api_key_env = ""\nmodels = ["local-model"]\n'
+        f'[providers.openai_compatible.gone]\nendpoint = "{down}"\napi_key_env = ""\nmodels = ["m"]\n')
+    handler = caplog.handler
+    handler.addFilter(_PublicUrls())  # the command line's handler has it (cli._setup_logging)
+    caplog.set_level(logging.DEBUG)
+    try:
+        with anyio.fail_after(30):
+            async with Client(build_server(settings)) as client:
+                result = await call(client, "generate_structured", prompt="A film?", schema=SCHEMA,
+                                    model="box/local-model")
+                failed = await client.call_tool("generate_structured", {"prompt": "x", "schema": SCHEMA,
+                                                                        "model": "gone/m"})
+                health = await call(client, "provider_health")
+                models = await call(client, "list_models")
+    finally:
+        handler.removeFilter(handler.filters[-1])
+    assert fake.chat_requests[-1].headers["authorization"] == "Basic " + base64.b64encode(
+        f"box:{secret}".encode()).decode()  # the credentials were sent, as a header
+    assert failed.is_error and "Cannot reach gone at http://127.0.0.1:" in failed.content[0].text
+    shown = json.dumps([result, health, models]) + failed.content[0].text + "\n".join(
+        handler.format(record) for record in caplog.records)
+    assert secret not in shown

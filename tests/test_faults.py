@@ -82,7 +82,8 @@ async def test_transient_fault_is_retried_then_succeeds(serve: Serve, fakes: Fak
         if fault == "429":  # Retry-After: 1 was waited out, and the deadline (5 s) was not
             waited_ms = result["latency_ms"] - sum(a["latency_ms"] for a in result["attempts"])
             assert elapsed >= 0.9 and waited_ms >= 900, f"Retry-After: 1 was not honoured ({waited_ms} ms)"
-            assert elapsed < 2.5, f"waited {elapsed:.2f} s for a Retry-After of 1 s"
+            # the wait between the tries (not the tries themselves, which a loaded machine slows)
+            assert waited_ms < 2000, f"waited {waited_ms:.0f} ms between tries for a Retry-After of 1 s"
         if fault == "read_timeout":
             hung_ms = result["attempts"][0]["latency_ms"]
             assert HUNG_TRY_S * 1000 * 0.9 <= hung_ms <= HUNG_TRY_S * 1000 + 2000, hung_ms

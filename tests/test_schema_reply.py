@@ -233,4 +233,6 @@ async def test_a_cancelled_call_does_not_wait_for_the_check_of_a_large_reply() -
     with anyio.move_on_after(whole / 10):  # the check is under way in its worker by then
         await schema_reply.parse_and_validate_off_loop(reply, schema, limits=limits)
     cancelled = time.perf_counter() - started
-    assert cancelled < whole / 4, f"the cancelled call waited {cancelled:.2f} s of the check's {whole:.2f} s"
+    # returned long before the check could end (a margin for a loaded machine: the worker holds the GIL,
+    # so the loop itself runs slower while it checks)
+    assert cancelled < whole / 2, f"the cancelled call waited {cancelled:.2f} s of the check's {whole:.2f} s"

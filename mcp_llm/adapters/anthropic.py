@@ -39,7 +39,7 @@ from mcp_llm.adapters.base import (
     Timeouts,
     probe,
 )
-from mcp_llm.adapters.spec import API_KEY, Prefix, ProviderSettings, ProviderSpec, Secret
+from mcp_llm.adapters.spec import API_KEY, Prefix, ProviderSettings, ProviderSpec, Secret, public_url
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 from mcp_llm.words import words
 
@@ -84,7 +84,8 @@ class AnthropicAdapter(LLMAdapter):
 
     @property
     def endpoint(self) -> str:
-        return hosts(self._settings)[0]
+        """As messages and health show it (`public_url`); the client is built on the configured one."""
+        return public_url(hosts(self._settings)[0])
 
     def not_ready(self) -> ProviderNotReady | None:
         if self._settings.api_key is None:

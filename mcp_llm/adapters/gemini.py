@@ -37,7 +37,7 @@ from mcp_llm.adapters.base import (
     Timeouts,
     probe,
 )
-from mcp_llm.adapters.spec import API_KEY, FromEnv, Prefix, ProviderSettings, ProviderSpec, Secret
+from mcp_llm.adapters.spec import API_KEY, FromEnv, Prefix, ProviderSettings, ProviderSpec, Secret, public_url
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 from mcp_llm.words import words
 
@@ -110,7 +110,8 @@ class GeminiAdapter(LLMAdapter):
         return forced or self._settings.backend == "vertex"
 
     def endpoint(self, vertex: bool, location: str | None = None) -> str:
-        return endpoint_for(self._settings, vertex, location)
+        """As messages and health show it (`public_url`)."""
+        return public_url(endpoint_for(self._settings, vertex, location))
 
     def _check_configured(self, vertex: bool) -> None:
         settings = self._settings

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -175,8 +176,24 @@ def split_credentials(url: str) -> tuple[str, str | None]:
 
 
 def public_url(url: str) -> str:
-    """A host as traces, health rows, logs and `mcp-llm config` show it: its base URL, no credentials."""
-    return split_credentials(url)[0]
+    """A host as traces, health rows, logs and `mcp-llm config` show it: its base URL without credentials,
+    query or fragment (a gateway's `?key=…` is a secret too; what is sent keeps them)."""
+    try:
+        parts = urlsplit(split_credentials(url)[0])
+    except ValueError:
+        return "(an endpoint that is not a URL)"
+    if not parts.scheme or not parts.netloc:
+        return url.split("@")[-1].split("?")[0].split("#")[0]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
+
+
+def public_text(text: str) -> str:
+    """`text` with every URL in it made public (`public_url`): for messages that may name an endpoint as it
+    was configured, and for log lines (an HTTP library logs each request's URL)."""
+    return URL_IN_TEXT.sub(lambda found: public_url(found.group()), text) if "://" in text else text
 
 
 def endpoint_only(settings: Any) -> list[str]:

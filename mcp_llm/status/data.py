@@ -17,15 +17,13 @@ password, query or fragment (`public_url`), in a URL field or inside a row's `de
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from mcp_llm import __version__
-from mcp_llm.adapters.spec import public_url as spec_public_url
+from mcp_llm.adapters.spec import public_text, public_url
 from mcp_llm.history import Bucket, quantiles
 
 if TYPE_CHECKING:
@@ -34,19 +32,6 @@ if TYPE_CHECKING:
 URL_FIELDS = ("endpoint", "host")
 SECTIONS = ("cache", "budget")
 TEXT_FIELDS = ("detail",)
-URL_IN_TEXT = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+")
-
-
-def public_url(url: str) -> str:
-    """A URL as the page may show it: the fleet's `public_url` (no `user:password@`), less any query or
-    fragment too (a gateway's `?key=…`)."""
-    try:
-        parts = urlsplit(spec_public_url(url))
-    except ValueError:
-        return "(an endpoint that is not a URL)"
-    if not parts.scheme or not parts.netloc:
-        return url.split("@")[-1].split("?")[0].split("#")[0]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def _scrub(row: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +42,7 @@ def _scrub(row: dict[str, Any]) -> dict[str, Any]:
             out[name] = public_url(out[name])
     for name in TEXT_FIELDS:  # an adapter's message may name its endpoint as configured, credentials and all
         if isinstance(out.get(name), str):
-            out[name] = URL_IN_TEXT.sub(lambda found: public_url(found.group()), out[name])
+            out[name] = public_text(out[name])
     if isinstance(out.get("hosts"), list):
         out["hosts"] = [_scrub(host) if isinstance(host, dict) else host for host in out["hosts"]]
     return out
