@@ -165,6 +165,20 @@ def test_at_most_three_problems_are_listed() -> None:
 # --- validation: bounded in time and depth, never fooled ------------------------------------------
 
 
+def test_a_pattern_the_engine_gives_up_on_is_named_as_written_and_clipped_at_80_characters() -> None:
+    """A pattern of 80 characters is shown whole; a longer one as its first 79 and "…"; its own
+    characters as they are (not JSON escapes such as \\u00e9), in the message and in the re-ask."""
+    text = json.dumps("xyzabcd" * 10_000)  # long enough for the backreference to exceed the backtracking bound
+    for pattern, shown in (("(.)\\1|" + "é" * 74, '"(.)\\\\1|' + "é" * 74 + '"'),
+                           ("(.)\\1|" + "é" * 75, '"(.)\\\\1|' + "é" * 73 + '…"')):
+        with pytest.raises(OutputError) as info:
+            parse_and_validate(text, {"type": "string", "pattern": pattern})
+        assert info.value.message == (f"The model's JSON could not be checked against the pattern {shown}: the regex "
+                                      "engine gave up on it within its backtracking bound.")
+        assert info.value.errors == [f"at $: a value is too complex to check against the pattern {shown}: answer "
+                                     "with a shorter, simpler value"]
+
+
 def test_a_reply_too_slow_to_check_is_refused_not_let_through() -> None:
     schema = {"type": "array", "items": {"type": "object", "properties": {"a": {"type": "string", "pattern": "^x+$"}}}}
     reply = json.dumps([{"a": "x" * 20} for _ in range(10_000)])

@@ -168,10 +168,11 @@ def validation_errors(instance: Any, schema: dict[str, Any], timeout_s: float = 
     try:
         return errors_within(validator, instance, timeout_s)
     except PatternUndecided as exc:
+        shown = json.dumps(_clip(exc.pattern, 80), ensure_ascii=False)  # as written: "…", not "\u2026"
         raise OutputError(
-            f"The model's JSON could not be checked against the pattern {json.dumps(_clip(exc.pattern, 80))}: "
+            f"The model's JSON could not be checked against the pattern {shown}: "
             "the regex engine gave up on it within its backtracking bound.",
-            errors=[f"at $: a value is too complex to check against the pattern {json.dumps(_clip(exc.pattern, 80))}: "
+            errors=[f"at $: a value is too complex to check against the pattern {shown}: "
                     "answer with a shorter, simpler value"]) from None
     except ValidationTimeout:
         raise OutputError(f"The model's JSON could not be checked within {timeout_s:g} s.",
