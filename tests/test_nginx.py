@@ -45,7 +45,7 @@ def readme_snippet() -> str:
 def nginx_conf(directory: Path, replicas: tuple[int, int], port: int) -> Path:
     snippet = readme_snippet()
     for default, actual in (("127.0.0.1:8765", replicas[0]), ("127.0.0.1:8766", replicas[1]),
-                            ("127.0.0.1:8080", port)):
+                            ("127.0.0.1:8070", port)):
         assert default in snippet, f"the README snippet no longer has {default}"
         snippet = snippet.replace(default, f"127.0.0.1:{actual}")
     temp = {name: directory / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
@@ -153,6 +153,9 @@ async def test_the_status_page_behind_nginx_keeps_the_token_out_of_its_log(nginx
     assert refused.status_code == 401
     assert data.status_code == 200 and {row["provider"] for row in data.json()["providers"]} >= {"ollama"}
     assert chart.status_code == 200 and chart.text.startswith("<svg")
-    log = (tmp_path / "nginx" / "access.log").read_text(encoding="utf-8")
+    access = tmp_path / "nginx" / "access.log"
+    with anyio.fail_after(10):  # nginx writes a request's line once the response is sent: it may come after
+        while "GET /status/chart/calls.svg" not in (log := access.read_text(encoding="utf-8")):
+            await anyio.sleep(0.05)
     assert "GET /status.json" in log and "GET /status/chart/calls.svg" in log
     assert TOKEN not in log
