@@ -262,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
 
     versions = ", ".join(f"{name} {metadata.version(name)}" for name in ("mcp", "ollama", "mcp-llm"))
     print(f"Python {platform.python_version()} on {platform.platform()}; {versions}")
+    from bench._common import fresh_bytecode
+
+    fresh_bytecode()  # as an installed server starts: from compiled modules
     if args.instructions:
         cold_start_instructions()
         return 0

@@ -48,7 +48,7 @@ from mcp_types import (
     ListRootsResult,
     TextContent,
 )
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mcp_llm.errors import (
     BadRequestError,
@@ -98,6 +98,8 @@ class AwaitingClient(Exception):
 class _Done(BaseModel):
     """A model of the chain the call is done with, and why it failed."""
 
+    model_config = ConfigDict(defer_build=True)  # built at the first sampled call, not at start-up
+
     model: str
     family: Literal["provider", "output", "input"]
     kind: str
@@ -108,16 +110,19 @@ class _Done(BaseModel):
 
 
 class _Reply(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     q: str  # digest of the request this answered
     result: dict[str, Any]
 
 
 class _Ask(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     key: str
     q: str
 
 
 class _State(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     v: int
     started: float  # wall clock of the first round: the call's deadline spans the rounds
     done: list[_Done] = []
