@@ -132,7 +132,13 @@ class Registry:
         return [table.name for table in self.tables() if not table.spec.call_scoped]
 
     def configured_entry(self, model_id: str) -> ModelEntry | None:
-        return next((entry for entry in self.configured_models() if entry.id == model_id), None)
+        """The entry `model_id` names, with its full id; looked up without copying every entry (each
+        call looks up its model and chain)."""
+        for table in self.tables():
+            for entry in table.section.entries():
+                if _full_id(table.spec, table.name, entry.id) == model_id:
+                    return entry.model_copy(update={"id": model_id})
+        return None
 
     def remember_discovered(self, model_ids: Iterable[str]) -> None:
         """Ids seen in a provider's listing, so "did you mean" can suggest them."""

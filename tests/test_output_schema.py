@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from mcp import Client
 
-from mcp_llm.output_schema import inline_refs
+from mcp_llm.output_schema import inline_refs, type_lists
 from mcp_llm.tools import StructuredResult
 
 pytestmark = pytest.mark.anyio
@@ -26,6 +26,7 @@ async def test_results_validate_against_the_ref_free_output_schema(client: Clien
     for name in ("generate_structured", "analyze_image"):
         published = tools[name].output_schema
         assert published is not None and "$ref" not in json.dumps(published) and "$defs" not in published
+        assert '"anyOf"' not in json.dumps(published), name  # `X | None` is a type list (type_lists)
     assert not result.is_error
     validator = Draft202012Validator(tools["generate_structured"].output_schema)
     assert list(validator.iter_errors(result.structured_content)) == []
@@ -51,6 +52,25 @@ def test_inlining_keeps_what_the_schema_accepts_and_refuses() -> None:
         assert (Draft202012Validator(original).is_valid(instance)
                 == Draft202012Validator(inlined).is_valid(instance)), instance
     assert Draft202012Validator(inlined).is_valid(good)
+
+
+def test_type_lists_accept_and_refuse_what_the_branches_did() -> None:
+    original = inline_refs(StructuredResult.model_json_schema())
+    listed = type_lists(original)
+    assert listed["properties"]["cost_usd"]["type"] == ["number", "null"]
+    assert listed["properties"]["cost_usd"]["description"] == original["properties"]["cost_usd"]["description"]
+    attempt = {"model": "m", "provider": "p", "outcome": "ok", "latency_ms": 1.0}
+    base = {"data": None, "model": "m", "provider": "p", "latency_ms": 1.0, "usage": {}, "attempts": [attempt]}
+    instances: list[dict[str, Any]] = [
+        base, {**base, "cost_usd": None}, {**base, "cost_usd": 0.5}, {**base, "cost_usd": "free"},
+        {**base, "attempts": [{**attempt, "error": None, "host": "http://h"}]},
+        {**base, "attempts": [{**attempt, "error": 3}]}, {**base, "attempts": [{**attempt, "host": False}]},
+    ]
+    verdicts = [Draft202012Validator(listed).is_valid(instance) for instance in instances]
+    assert verdicts == [Draft202012Validator(original).is_valid(instance) for instance in instances]
+    assert verdicts == [True, True, True, False, True, False, False]
+    mixed = {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"a": {"type": "integer"}}}]}
+    assert type_lists(mixed) == mixed  # a branch with more than a type stays a branch
 
 
 def test_a_recursive_or_foreign_reference_leaves_the_schema_as_it_was() -> None:
