@@ -23,11 +23,11 @@ from mcp_llm.config import Settings, StateSettings
 from mcp_llm.errors import InputError, LLMError, clip
 from mcp_llm.registry import Registry
 from mcp_llm.state import LocalState, State
-from mcp_llm.zero_config import LocalServer
 
 if TYPE_CHECKING:
     from mcp_llm.client_call import ClientCall
     from mcp_llm.router import Router
+    from mcp_llm.zero_config import LocalServer
 
 log = logging.getLogger("mcp_llm")
 

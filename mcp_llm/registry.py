@@ -11,7 +11,6 @@ kept, one per provider, until `aclose()`.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import re
 from collections.abc import Iterable, Mapping
@@ -237,6 +236,8 @@ class Registry:
         candidates = self.known_ids()
         close: list[str] = []
         if len(model_id) <= MAX_MODEL_ID_CHARS:  # resolve() refuses longer ones first; kept for other callers
+            import difflib  # only for a did-you-mean
+
             close = difflib.get_close_matches(model_id, candidates, n=3, cutoff=0.5)
             close += [c for c in candidates if c.endswith("/" + model_id) and c not in close]
         hint = f"Use one of the prefixes {', '.join(prefixes)}"
