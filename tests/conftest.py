@@ -132,6 +132,14 @@ async def assert_sent_one_at_a_time(fake: Any, call_one: Callable[[], Any]) -> N
     assert sent() == 2
 
 
+async def assert_cancelling_closes(fake: Any, complete: Callable[[], Any]) -> None:
+    """An adapter's call cancelled while the fake hangs on it: the fake sees the connection closed."""
+    fake.enqueue(hang=True)
+    with anyio.move_on_after(0.5):
+        await complete()
+    assert await anyio.to_thread.run_sync(fake.wait_for_disconnect, 5), "the request was left open"
+
+
 async def call_error(client: Client, tool: str, **arguments: Any) -> str:
     """Call a tool that must fail; return the error text the assistant sees."""
     result = await client.call_tool(tool, arguments)

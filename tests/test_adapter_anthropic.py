@@ -10,16 +10,17 @@ from typing import Any
 import pytest
 
 from mcp_llm.adapters.anthropic import AnthropicAdapter
-from mcp_llm.adapters.base import ImageInput, Message, Request
+from mcp_llm.adapters.base import ImageInput, Message, Request, Timeouts
 from mcp_llm.config import Settings
 from mcp_llm.errors import (
     AuthError,
+    BadRequestError,
     ProviderServerError,
     ProviderTimeout,
     ProviderUnavailable,
 )
 from mcp_llm.schema.dialects import compile_anthropic
-from tests.conftest import budget, free_port
+from tests.conftest import assert_cancelling_closes, budget, free_port
 from tests.fakes.anthropic_server import FakeAnthropic, forced_tool, output_schema
 from tests.images import png_bytes
 
@@ -43,10 +44,12 @@ def fake() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture
 def make_adapter(fake: FakeAnthropic, make_settings: Callable[..., Settings]) -> Callable[..., AnthropicAdapter]:
-    def make(endpoint: str | None = None, key: str | None = KEY, timeout_s: float = 10) -> AnthropicAdapter:
+    def make(endpoint: str | None = None, key: str | None = KEY, timeout_s: float = 10,
+             first_response: bool = True) -> AnthropicAdapter:
         settings = make_settings(f'[providers.anthropic]\nendpoint = "{endpoint or fake.url}"\n',
                                  env={"ANTHROPIC_API_KEY": key} if key else {})
-        return AnthropicAdapter(settings.providers.anthropic, timeouts=budget(timeout_s))
+        timeouts = budget(timeout_s) if first_response else Timeouts(total_s=timeout_s)  # no first-byte budget
+        return AnthropicAdapter(settings.providers.anthropic, timeouts=timeouts)
 
     return make
 
@@ -205,4 +208,102 @@ async def test_usage_adds_the_prompt_cache_back_into_the_input_and_breaks_out_th
     assert (cached.output_tokens, cached.thinking_tokens) == (90, 64)
     assert (plain.input_tokens, plain.cache_read_tokens, plain.cache_write_tokens) == (7, 0, 0)
     assert (plain.output_tokens, plain.thinking_tokens) == (5, None)  # not reported: unknown, not 0
+    await adapter.aclose()
+
+
+# --- one plain request when nobody streams ----------------------------------------------------------
+
+
+def _answers(fake: FakeAnthropic) -> None:
+    """The same three answers queued: JSON text with every usage field, a forced tool's input, a cut-off."""
+    fake.enqueue({"title": "Alien", "tags": ["sci-fi"]}, input_tokens=12, cache_read_input_tokens=2048,
+                 cache_creation_input_tokens=300, output_tokens=90, thinking_tokens=64)
+    fake.enqueue({"title": "Heat", "tags": []}, input_tokens=7, output_tokens=5)
+    fake.enqueue("{\"title\": \"A much longer", stop_reason="max_tokens", input_tokens=7, output_tokens=3)
+
+
+async def _read(adapter: AnthropicAdapter, stream: bool) -> list[Any]:
+    native = await adapter.complete(ask(schema=SCHEMA, max_tokens=200, stream=stream))
+    tool = await adapter.complete(ask("claude-opus-4-1", schema=SCHEMA, stream=stream))  # refuses native: a tool
+    with pytest.raises(BadRequestError, match="cut off at the max_tokens limit \\(3\\)") as caught:
+        await adapter.complete(ask(schema=SCHEMA, max_tokens=3, stream=stream))
+    return [native, tool, caught.value.answered]
+
+
+async def test_a_request_nobody_streams_is_one_plain_request_read_as_the_streamed_one(
+    make_adapter, fake: FakeAnthropic
+) -> None:
+    """No progress asked and no first-response budget: `messages.create` unstreamed (no `stream` sent), and
+    the same Completions as streamed: text, the forced tool's input, stop reason, usage with the prompt
+    cache and thinking, and an answer cut off at max_tokens refused with its usage kept."""
+    first, second = make_adapter(first_response=False), make_adapter(first_response=False)
+    _answers(fake)
+    plain = await _read(first, stream=False)
+    plain_bodies = [r.json for r in fake.message_requests]
+    _answers(fake)
+    streamed = await _read(second, stream=True)
+    streamed_bodies = [r.json for r in fake.message_requests][len(plain_bodies):]
+
+    assert plain == streamed
+    native, tool, cut = plain
+    assert json.loads(native.text) == {"title": "Alien", "tags": ["sci-fi"]} and native.finish_reason == "end_turn"
+    assert (native.input_tokens, native.cache_read_tokens, native.cache_write_tokens) == (12 + 2048 + 300, 2048, 300)
+    assert (native.output_tokens, native.thinking_tokens) == (90, 64)
+    assert json.loads(tool.text) == {"title": "Heat", "tags": []} and tool.finish_reason == "tool_use"
+    assert (cut.text, cut.finish_reason, cut.input_tokens, cut.output_tokens) == (
+        '{"title": "A much longer', "max_tokens", 7, 3)
+    assert all("stream" not in body for body in plain_bodies), plain_bodies
+    assert all(body["stream"] is True for body in streamed_bodies)
+    assert len(plain_bodies) == len(streamed_bodies) == 4  # the opus model's native try, refused, then its tool
+    await first.aclose()
+    await second.aclose()
+
+
+async def test_a_plain_request_refused_or_failing_is_the_error_the_stream_gives(
+    make_adapter, fake: FakeAnthropic
+) -> None:
+    """A refusal is the model's answer, not worth asking again; a failure mid-answer is, unstreamed, the
+    API's error status (529 overloaded): retryable, as the stream's error event is."""
+    adapter = make_adapter(first_response=False)
+    for stream in (False, True):
+        fake.enqueue("I can't help with that", stop_reason="refusal", input_tokens=9, output_tokens=4)
+        fake.enqueue({"title": "Alien", "tags": []}, stream_error="overloaded_error")
+        with pytest.raises(BadRequestError, match="declined to answer") as refused:
+            await adapter.complete(ask(schema=SCHEMA, stream=stream))
+        with pytest.raises(ProviderServerError) as failed:
+            await adapter.complete(ask(schema=SCHEMA, stream=stream))
+        assert refused.value.answered.output_tokens == 4 and not refused.value.retryable
+        assert failed.value.retryable and "Overloaded" in failed.value.message
+    assert ["stream" in r.json for r in fake.message_requests] == [False, False, True, True]
+    await adapter.aclose()
+
+
+async def test_progress_a_first_response_budget_or_a_long_answer_still_stream(
+    make_adapter, fake: FakeAnthropic
+) -> None:
+    """A stream is kept where it buys something: pieces someone reads, a first-response budget (the first
+    byte of a plain answer is its last), and a max_tokens the API could take over 10 minutes to send
+    unstreamed (the SDK's own rule: an hour per 128,000 tokens)."""
+    pieces: list[str] = []
+
+    async def on_chunk(piece: str) -> None:
+        pieces.append(piece)
+
+    plain = make_adapter(first_response=False)
+    await plain.complete(ask(schema=SCHEMA, on_chunk=on_chunk, stream=True))
+    await plain.complete(ask(schema=SCHEMA, max_tokens=21_334, stream=False))
+    await plain.complete(ask(schema=SCHEMA, max_tokens=21_333, stream=False))  # ten minutes: still plain
+    budgeted = make_adapter()  # a first-response budget
+    await budgeted.complete(ask(schema=SCHEMA, stream=False))
+
+    assert len(pieces) > 1 and json.loads("".join(pieces)) == {"title": "fake", "tags": []}
+    assert [r.json.get("stream") for r in fake.message_requests] == [True, True, None, True]
+    await plain.aclose()
+    await budgeted.aclose()
+
+
+async def test_cancelling_a_plain_request_closes_it(make_adapter, fake: FakeAnthropic) -> None:
+    adapter = make_adapter(timeout_s=30, first_response=False)
+    await assert_cancelling_closes(fake, lambda: adapter.complete(ask(stream=False)))
+    assert "stream" not in fake.message_requests[0].json
     await adapter.aclose()

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from mcp_llm.adapters.base import ImageInput, Message, Request
+from mcp_llm.adapters.base import ImageInput, Message, Request, Timeouts
 from mcp_llm.adapters.gemini import GeminiAdapter
 from mcp_llm.config import Settings
 from mcp_llm.errors import (
@@ -25,7 +25,7 @@ from mcp_llm.errors import (
     ProviderUnavailable,
 )
 from mcp_llm.schema.dialects import compile_gemini
-from tests.conftest import budget, free_port
+from tests.conftest import assert_cancelling_closes, budget, free_port
 from tests.fakes.gemini_server import FakeGemini
 from tests.images import png_bytes
 
@@ -57,10 +57,11 @@ def fake() -> Iterator[FakeGemini]:
 @pytest.fixture
 def make_adapter(fake: FakeGemini, make_settings: Callable[..., Settings]) -> Callable[..., GeminiAdapter]:
     def make(toml: str = "", env: dict[str, str] | None = None, endpoint: str | None = None,
-             timeout_s: float = 10) -> GeminiAdapter:
+             timeout_s: float = 10, first_response: bool = True) -> GeminiAdapter:
         settings = make_settings(f'[providers.gemini]\nendpoint = "{endpoint or fake.url}"\n{toml}',
                                  env={"GEMINI_API_KEY": KEY} if env is None else env)
-        return GeminiAdapter(settings.providers.gemini, timeouts=budget(timeout_s))
+        timeouts = budget(timeout_s) if first_response else Timeouts(total_s=timeout_s)  # no first-byte budget
+        return GeminiAdapter(settings.providers.gemini, timeouts=timeouts)
 
     return make
 
@@ -201,4 +202,92 @@ async def test_usage_counts_thinking_as_output_and_breaks_out_the_cached_prompt(
     assert (thought.output_tokens, thought.thinking_tokens) == (30 + 70, 70)
     assert (plain.input_tokens, plain.cache_read_tokens) == (40, None)
     assert (plain.output_tokens, plain.thinking_tokens) == (9, None)
+    await adapter.aclose()
+
+
+# --- one plain request when nobody streams ----------------------------------------------------------
+
+ANSWER = {"title": "Alien", "tags": ["a"], "note": None}
+
+
+def _answers(fake: FakeGemini) -> None:
+    """The same answers queued: one with every usage field, one cut off at max_tokens, one stopped by safety
+    with no text, one whose prompt was blocked."""
+    fake.enqueue(ANSWER, prompt_tokens=900, cached_tokens=512, completion_tokens=30, thoughts_tokens=70)
+    fake.enqueue('{"title": "A much', finish_reason="MAX_TOKENS", prompt_tokens=40, completion_tokens=3)
+    fake.enqueue(finish_reason="SAFETY")
+    fake.enqueue(blocked="PROHIBITED_CONTENT")
+
+
+async def _read(adapter: GeminiAdapter, stream: bool) -> list[Any]:
+    whole = await adapter.complete(ask(schema=SCHEMA, max_tokens=300, stream=stream))
+    with pytest.raises(BadRequestError, match="cut off at the max_tokens limit \\(3\\)") as cut:
+        await adapter.complete(ask(schema=SCHEMA, max_tokens=3, stream=stream))
+    with pytest.raises(BadRequestError, match="SAFETY") as safety:
+        await adapter.complete(ask(schema=SCHEMA, stream=stream))
+    with pytest.raises(BadRequestError, match="blocked: PROHIBITED_CONTENT") as blocked:
+        await adapter.complete(ask(schema=SCHEMA, stream=stream))
+    return [whole, cut.value.answered, safety.value.message, blocked.value.message]
+
+
+async def test_a_request_nobody_streams_is_one_plain_request_read_as_the_streamed_one(
+    make_adapter, fake: FakeGemini
+) -> None:
+    """No progress asked and no first-response budget: `generate_content` (`:generateContent`), and the same
+    reading as streamed: the text, finish reason, usage (prompt, cached, answer and thoughts), an answer cut
+    off at MAX_TOKENS refused with its usage kept, safety stops and blocked prompts."""
+    adapter = make_adapter(first_response=False)
+    _answers(fake)
+    plain = await _read(adapter, stream=False)
+    _answers(fake)
+    streamed = await _read(adapter, stream=True)
+
+    assert plain == streamed
+    whole, cut = plain[:2]
+    assert json.loads(whole.text) == ANSWER and whole.finish_reason == "stop"
+    assert (whole.input_tokens, whole.cache_read_tokens, whole.output_tokens, whole.thinking_tokens) == (
+        900, 512, 30 + 70, 70)
+    assert (cut.text, cut.finish_reason, cut.input_tokens, cut.output_tokens) == ('{"title": "A much', "max_tokens",
+                                                                                  40, 3)
+    assert [r.stream for r in fake.generate_requests] == [False] * 4 + [True] * 4
+    await adapter.aclose()
+
+
+async def test_a_plain_request_failing_mid_answer_is_the_apis_error_status(make_adapter, fake: FakeGemini) -> None:
+    """Unstreamed, a failure while the model answers is the API's error status (500 INTERNAL, 503
+    UNAVAILABLE): retryable, as the stream's error event is."""
+    adapter = make_adapter(first_response=False)
+    fake.enqueue(ANSWER, stream_error="Internal error encountered.")
+    fake.enqueue(ANSWER, stream_error="The model is overloaded.", error_status="UNAVAILABLE")
+    for expected in ("500", "503"):
+        with pytest.raises(ProviderServerError, match=expected) as failed:
+            await adapter.complete(ask(schema=SCHEMA, stream=False))
+        assert failed.value.retryable
+    assert [r.stream for r in fake.generate_requests] == [False, False]
+    await adapter.aclose()
+
+
+async def test_progress_or_a_first_response_budget_still_streams(make_adapter, fake: FakeGemini) -> None:
+    pieces: list[str] = []
+
+    async def on_chunk(piece: str) -> None:
+        pieces.append(piece)
+
+    plain = make_adapter(first_response=False)
+    await plain.complete(ask(on_chunk=on_chunk, stream=True))
+    await plain.complete(ask(on_chunk=on_chunk, stream=False))  # nobody asked for progress: one piece
+    budgeted = make_adapter()  # a first-response budget: only a stream can bound the wait for the first byte
+    await budgeted.complete(ask(stream=False))
+
+    streamed_pieces = len(pieces) - 1
+    assert streamed_pieces > 1 and "".join(pieces[:-1]) == pieces[-1]
+    assert [r.stream for r in fake.generate_requests] == [True, False, True]
+    await plain.aclose()
+    await budgeted.aclose()
+
+
+async def test_cancelling_a_plain_request_closes_it(make_adapter, fake: FakeGemini) -> None:
+    adapter = make_adapter(timeout_s=30, first_response=False)
+    await assert_cancelling_closes(fake, lambda: adapter.complete(ask(stream=False)))
+    assert [r.stream for r in fake.generate_requests] == [False]
     await adapter.aclose()

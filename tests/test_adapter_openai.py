@@ -24,7 +24,7 @@ from mcp_llm.errors import (
     ProviderUnavailable,
 )
 from mcp_llm.server import build_server
-from tests.conftest import assert_sent_one_at_a_time, budget, call, call_error, free_port
+from tests.conftest import assert_cancelling_closes, assert_sent_one_at_a_time, budget, call, call_error, free_port
 from tests.fakes.openai_server import FakeOpenAI, response_schema
 from tests.images import png_bytes
 
@@ -240,12 +240,11 @@ async def test_transport_faults(make_adapter, fake: FakeOpenAI) -> None:
 
 
 async def test_cancellation_closes_the_request(make_adapter, fake: FakeOpenAI) -> None:
-    adapter = make_adapter(timeout_s=30)
-    fake.enqueue(hang=True)
-    with anyio.move_on_after(0.5):
-        await adapter.complete(ask())
-    assert await anyio.to_thread.run_sync(fake.wait_for_disconnect, 5)
-    await adapter.aclose()
+    """Streamed (a first-response budget) and plain: the fake sees the connection closed either way."""
+    for adapter in (make_adapter(timeout_s=30), make_adapter(timeout_s=30, first_response=False)):
+        await assert_cancelling_closes(fake, lambda adapter=adapter: adapter.complete(ask(stream=False)))
+        await adapter.aclose()
+    assert [r.json.get("stream") for r in fake.chat_requests] == [True, None]
 
 
 async def test_list_models_and_health(make_adapter, fake: FakeOpenAI) -> None:

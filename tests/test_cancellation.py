@@ -50,6 +50,11 @@ def _generation_requests(fake: Any) -> list[Any]:
     return [r for r in fake.requests if r.method == "POST"]
 
 
+def _streamed(provider: str, request: Any) -> bool:
+    """Whether the SDK asked for a stream: `stream` in Ollama's and Anthropic's body, Gemini's method."""
+    return request.stream if provider == "gemini" else bool(request.json.get("stream"))
+
+
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 @pytest.mark.parametrize("provider", sorted(MODELS))
 async def test_cancelled_call_closes_the_provider_request(
@@ -69,6 +74,7 @@ async def test_cancelled_call_closes_the_provider_request(
         cancelled_at = time.monotonic()
         closed = await anyio.to_thread.run_sync(fake.wait_for_disconnect, DISCONNECT_BOUND_S)
         assert closed, f"{provider}: the backend request was left open after the client cancelled"
+        assert not _streamed(provider, _generation_requests(fake)[0]), "no progress asked: one plain request"
         print(f"{provider}/{mode}: backend saw the close {1000 * (time.monotonic() - cancelled_at):.0f} ms after")
 
         result = await call(client, "generate_structured", prompt="again", schema=SCHEMA, model=MODELS[provider])

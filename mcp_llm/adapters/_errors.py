@@ -34,6 +34,7 @@ from mcp_llm.errors import (
     ProviderUnavailable,
     RateLimitedError,
 )
+from mcp_llm.words import words
 
 log = logging.getLogger("mcp_llm")
 
@@ -115,6 +116,18 @@ def error_for_status(
     if status in TRANSIENT_STATUSES or status >= 500:
         return ProviderServerError(message, **common)
     return BadRequestError(message, **common)
+
+
+def cut_off_error(where: str, *, provider: str, model: str, max_tokens: int | None,
+                  answered: Any) -> BadRequestError:
+    """A JSON answer the provider stopped at the max_tokens limit: an error, never a prefix handed on that
+    might still parse (a number, say); `answered` (the Completion) keeps its usage, billed all the same."""
+    error = BadRequestError(
+        f"{where}: the answer was cut off at the {words().max_tokens} limit ({max_tokens or 'default'}) "
+        f"before the JSON was complete.", provider=provider, model=model,
+        hint=f"Raise {words().max_tokens}, or ask for less (a smaller schema, shorter strings).")
+    error.answered = answered
+    return error
 
 
 def timeout_error(where: str, *, provider: str, model: str | None, cause: str = "") -> ProviderTimeout:

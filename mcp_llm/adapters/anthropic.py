@@ -16,11 +16,11 @@ import base64
 import json
 import logging
 import warnings
-from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from mcp_llm.adapters._errors import (
+    cut_off_error,
     error_for_status,
     hook_into,
     parse_retry_after,
@@ -129,13 +129,13 @@ class AnthropicAdapter(LLMAdapter):
         if request.temperature is not None:
             params["extra_body"] = {"temperature": request.temperature}
         if request.schema is None:
-            return await self._create(client, params, request.model, request.on_chunk)
+            return await self._create(client, params, request)
         from mcp_llm.schema.dialects import is_strict  # the compilers are imported on first use, not at start-up
 
         if self.uses_native_schema(request.model) and is_strict(request.schema):
             try:
                 native = {"output_config": {"format": {"type": "json_schema", "schema": request.schema}}}
-                return await self._create(client, params | native, request.model, request.on_chunk)
+                return await self._create(client, params | native, request)
             except BadRequestError as exc:
                 if "output_config" not in exc.message and "structured output" not in exc.message.lower():
                     raise
@@ -144,7 +144,7 @@ class AnthropicAdapter(LLMAdapter):
         tool = {"name": ANSWER_TOOL, "description": "Give the answer as this tool's input.",
                 "input_schema": request.schema}
         forced = {"tools": [tool], "tool_choice": {"type": "tool", "name": ANSWER_TOOL}}
-        return await self._create(client, params | forced, request.model, request.on_chunk)
+        return await self._create(client, params | forced, request)
 
     def _request_timeout(self, remaining_s: float) -> Any:
         import httpx2  # the anthropic SDK's transport
@@ -152,32 +152,53 @@ class AnthropicAdapter(LLMAdapter):
         total = max(remaining_s, 0.001)
         return httpx2.Timeout(total, connect=min(self._timeouts.connect_s, total), read=self._timeouts.read_s(total))
 
-    async def _create(self, client: AsyncAnthropic, params: dict[str, Any], model: str,
-                      on_chunk: Callable[[str], Awaitable[None]] | None = None) -> Completion:
-        # Streamed: the read timeout then bounds the wait for the first event, not the whole
-        # answer, and the SDK refuses long non-streamed requests anyway.
+    def plain(self, request: Request, max_tokens: int) -> bool:
+        """Whether `request` goes as one plain `messages.create`: nobody reads its pieces, no first-response
+        budget needs a stream, and the answer is short enough for the API to send unstreamed (`_streaming_only`)."""
+        return self._timeouts.plain(request) and not _streaming_only(request.model, max_tokens)
+
+    async def _create(self, client: AsyncAnthropic, params: dict[str, Any], request: Request) -> Completion:
+        # Streamed: the read timeout then bounds the wait for the first event, not the whole answer; leaving
+        # the block (a cancelled call) closes the response. Plain: one request whose read timeout is the call's
+        # remaining time (no first-response budget, or it would stream), closed as well when cancelled.
+        model, on_chunk = request.model, request.on_chunk
         with self._translate_errors(model):
-            async with client.messages.stream(**params) as stream:
-                if on_chunk is not None:  # text deltas, or the forced tool's JSON as it grows
-                    async for event in stream:
-                        if event.type == "text" or event.type == "input_json":
-                            await on_chunk(event.text if event.type == "text" else event.partial_json)
-                try:
-                    message = await stream.get_final_message()
-                except AssertionError:  # the SDK asserts a message arrived: a body with no events
-                    raise ProviderServerError(f"Anthropic at {self.endpoint} sent a malformed stream (no message).",
-                                              provider=PROVIDER, model=model) from None
+            if self.plain(request, params["max_tokens"]):
+                message = await client.messages.create(**params)
+                if on_chunk is not None:  # the whole answer, one piece (the fleet's first-chunk note)
+                    await on_chunk(_answer_text(message))
+            else:
+                async with client.messages.stream(**params) as stream:
+                    if on_chunk is not None:  # text deltas, or the forced tool's JSON as it grows
+                        async for event in stream:
+                            if event.type == "text" or event.type == "input_json":
+                                await on_chunk(event.text if event.type == "text" else event.partial_json)
+                    try:
+                        message = await stream.get_final_message()
+                    except AssertionError:  # the SDK asserts a message arrived: a body with no events
+                        raise ProviderServerError(f"Anthropic at {self.endpoint} sent a malformed stream "
+                                                  "(no message).", provider=PROVIDER, model=model) from None
+        return self._completion(message, request)
+
+    def _completion(self, message: Any, request: Request) -> Completion:
+        """The answer, read the same whether it streamed or not: its text (or the forced tool's input), stop
+        reason and usage; a refusal, or JSON cut off at max_tokens, is an error that keeps the usage."""
+        where = f"Anthropic at {self.endpoint}"
         if message.stop_reason is None:
-            raise ProviderServerError(f"Anthropic at {self.endpoint} ended the stream before the message was done.",
-                                      provider=PROVIDER, model=model)
-        texts, tool_input = [], None
-        for block in message.content:
-            if block.type == "text":
-                texts.append(block.text)
-            elif block.type == "tool_use" and block.name == ANSWER_TOOL:
-                tool_input = block.input
-        text = json.dumps(tool_input) if tool_input is not None else "".join(texts)
-        return _with_usage(Completion(text=text, finish_reason=message.stop_reason), message.usage)
+            raise ProviderServerError(f"{where} ended the answer before the message was done.",
+                                      provider=PROVIDER, model=request.model)
+        completion = _with_usage(Completion(text=_answer_text(message), finish_reason=message.stop_reason),
+                                 message.usage)
+        if message.stop_reason == "refusal":  # the model declined (its safety classifiers): asking again won't help
+            error = BadRequestError(f"{where}: {request.model} declined to answer (stop_reason refusal).",
+                                    provider=PROVIDER, model=request.model,
+                                    hint="Rephrase the prompt, or use another model (defaults.fallback).")
+            error.answered = completion  # billed all the same
+            raise error
+        if message.stop_reason == "max_tokens" and request.schema is not None:
+            raise cut_off_error(where, provider=PROVIDER, model=request.model, max_tokens=request.max_tokens,
+                                answered=completion)
+        return completion
 
     async def list_models(self) -> list[ModelInfo]:
         client = self._get_client()
@@ -218,6 +239,28 @@ def _content(message: Any) -> str | list[dict[str, Any]]:
         for image in message.images
     ]
     return [*blocks, {"type": "text", "text": message.content}]
+
+
+def _answer_text(message: Any) -> str:
+    """The forced tool's input as JSON, if the model called it; else its text blocks, joined."""
+    texts, tool_input = [], None
+    for block in message.content:
+        if block.type == "text":
+            texts.append(block.text)
+        elif block.type == "tool_use" and block.name == ANSWER_TOOL:
+            tool_input = block.input
+    return json.dumps(tool_input) if tool_input is not None else "".join(texts)
+
+
+def _streaming_only(model: str, max_tokens: int) -> bool:
+    """Whether the API could take longer than 10 minutes to send this answer unstreamed, by the SDK's own rule
+    (anthropic/_base_client.py, `_calculate_nonstreaming_timeout`: an hour per 128,000 tokens, and a lower cap
+    for some models in `MODEL_NONSTREAMING_TOKENS`), decided before sending: such a request streams. Long
+    unstreamed requests risk idle connections dropped by the network on the way (the SDK's "long requests")."""
+    from anthropic._constants import MODEL_NONSTREAMING_TOKENS
+
+    cap = MODEL_NONSTREAMING_TOKENS.get(model)
+    return max_tokens * 3600 / 128_000 > 600 or (cap is not None and max_tokens > cap)
 
 
 _warned: set[str] = set()

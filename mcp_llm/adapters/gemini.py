@@ -21,6 +21,7 @@ from pydantic import Field
 
 from mcp_llm.adapters._errors import (
     EVENT_HOOKS,
+    cut_off_error,
     error_for_status,
     parse_retry_after,
     timeout_error,
@@ -188,24 +189,40 @@ class GeminiAdapter(LLMAdapter):
         if request.schema is not None:
             config.response_mime_type = "application/json"
             config.response_json_schema = request.schema
-        chunks: list[Any] = []
+        chunks: list[Any] | None
         with self._translate_errors(request.model, endpoint):
-            # Streamed (SSE), as the other adapters: an error mid-answer surfaces as an APIError.
-            # google-genai has one timeout for the whole request, so the first-response budget is
-            # kept here: no first chunk within it is a timeout, and the request is cancelled.
-            with anyio.move_on_after(self._timeouts.read_s(request.timeout_s)) as first_wait:
-                stream = await client.aio.models.generate_content_stream(
-                    model=request.model, contents=contents, config=config
-                )
-                async for chunk in stream:
-                    chunks.append(chunk)
-                    first_wait.deadline = math.inf
-                    if request.on_chunk is not None:
-                        await request.on_chunk(_completion_text([chunk]))
-        if first_wait.cancelled_caught:
+            if self._timeouts.plain(request):
+                # Nobody reads the pieces and no first-response budget applies: one plain request, bounded by
+                # the config's timeout (the call's remaining time), closed as well when the call is cancelled.
+                chunks = [await client.aio.models.generate_content(model=request.model, contents=contents,
+                                                                   config=config)]
+                if request.on_chunk is not None:  # the whole answer, one piece (the fleet's first-chunk note)
+                    await request.on_chunk(_completion_text(chunks))
+            else:
+                chunks = await self._stream(client, request, contents, config)
+        if chunks is None:
             raise timeout_error(f"Gemini at {endpoint}", provider=PROVIDER, model=request.model,
                                 cause="no first response within first_response_timeout_s")
-        return _completion(chunks, request.model)
+        completion = _completion(chunks, request.model)
+        if completion.finish_reason == "max_tokens" and request.schema is not None:
+            raise cut_off_error(f"Gemini at {endpoint}", provider=PROVIDER, model=request.model,
+                                max_tokens=request.max_tokens, answered=completion)
+        return completion
+
+    async def _stream(self, client: Client, request: Request, contents: list[Any], config: Any) -> list[Any] | None:
+        """The answer's chunks, streamed (SSE): an error mid-answer surfaces as an APIError. google-genai has one
+        timeout for the whole request, so the first-response budget is kept here: None when no first chunk came
+        within it (the request is then cancelled, and closed)."""
+        chunks: list[Any] = []
+        with anyio.move_on_after(self._timeouts.read_s(request.timeout_s)) as first_wait:
+            stream = await client.aio.models.generate_content_stream(model=request.model, contents=contents,
+                                                                     config=config)
+            async for chunk in stream:
+                chunks.append(chunk)
+                first_wait.deadline = math.inf
+                if request.on_chunk is not None:
+                    await request.on_chunk(_completion_text([chunk]))
+        return None if first_wait.cancelled_caught else chunks
 
     # --- listing and health ----------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from mcp_llm.adapters._errors import (
+    cut_off_error,
     error_for_status,
     hook_into,
     parse_retry_after,
@@ -278,14 +279,8 @@ class OpenAIAdapter(LLMAdapter):
                                       provider=self.provider, model=request.model)
         completion = _with_usage(Completion(text="".join(pieces), finish_reason=finish), usage)
         if finish == "length" and request.schema is not None:
-            # Cut off mid-JSON: never hand on a prefix that might still parse (a number, say).
-            error = BadRequestError(
-                f"{where}: the answer was cut off at the {words().max_tokens} limit "
-                f"({request.max_tokens or 'default'}) before the JSON was complete.", provider=self.provider,
-                model=request.model,
-                hint=f"Raise {words().max_tokens}, or ask for less (a smaller schema, shorter strings).")
-            error.answered = completion  # billed all the same
-            raise error
+            raise cut_off_error(where, provider=self.provider, model=request.model, max_tokens=request.max_tokens,
+                                answered=completion)
         return completion
 
     # --- listing and health -------------------------------------------------------------------

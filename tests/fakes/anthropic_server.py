@@ -606,6 +606,11 @@ class _Handler(FakeHandler["FakeAnthropic"]):
         if reply.thinking_tokens:  # of `output_tokens`: the reasoning, broken out (billed as output)
             message["usage"]["output_tokens_details"] = {"thinking_tokens": reply.thinking_tokens}
         if body.get("stream") is not True:
+            if reply.stream_error is not None:  # unstreamed, the failure is the whole answer: its error status
+                kind = reply.stream_error
+                self._error(_STATUS_FOR_TYPE.get(kind, 500), reply.message or DEFAULT_MESSAGES.get(kind, kind),
+                            kind, reply.headers)
+                return
             self._json(200, message, reply.headers)
             return
         self._stream(message, reply)
@@ -744,8 +749,9 @@ class FakeAnthropic(FakeProvider[_Reply, RecordedRequest]):
         `raw_body` is sent verbatim with `status`, as `application/json` unless `headers` sets a
         `Content-Type`. `drop_connection` closes the
         socket without answering; `hang` never answers (the client hanging up counts in `disconnects`).
-        Streaming only: `stream_error` (an error type, e.g. "overloaded_error") cuts the stream about
-        halfway and sends an `error` event; `stall_after=N` hangs after N content deltas;
+        `stream_error` (an error type, e.g. "overloaded_error") cuts a stream about halfway and sends an
+        `error` event; unstreamed, the API answers that failure with its status (529 for overloaded_error,
+        500 for api_error) and error body. Streaming only: `stall_after=N` hangs after N content deltas;
         `chunk_delay_s` sleeps between deltas.
         """
         self._push(

@@ -719,6 +719,13 @@ class _Handler(FakeHandler["FakeGemini"]):
             return cand
 
         if route.action == "generateContent":
+            if reply.stream_error is not None:  # unstreamed, the failure is the whole answer: its error status
+                status = reply.error_status or "INTERNAL"
+                self._error(CODE_BY_STATUS.get(status, 500), reply.stream_error, status, reply.details, reply.headers)
+                return
+            if reply.drop_mid_stream:  # unstreamed, nothing of the answer has been sent: the socket closes
+                self._drop()
+                return
             cand = candidate(None if no_content else text, True)
             self._json(200, envelope(candidates=[cand], usageMetadata=usage(completion)), reply.headers)
             return
@@ -820,8 +827,10 @@ class FakeGemini(FakeProvider[_Reply, RecordedRequest]):
         `Retry-After`). `raw_body` is sent verbatim with `status`. `hang` never answers (the client
         hanging up is counted in `disconnects`). `stream_error` cuts a streamed reply in half and
         ends it with a `data: {"error": ...}` event (code from `error_status`, default INTERNAL);
-        `drop_mid_stream` cuts it in half and closes the socket. `blocked` (True or a reason such as
-        "PROHIBITED_CONTENT") answers 200 with `promptFeedback.blockReason` and no candidates.
+        `drop_mid_stream` cuts it in half and closes the socket. Unstreamed (`generateContent`),
+        `stream_error` is answered with that error status and envelope, and `drop_mid_stream` closes the
+        socket unanswered. `blocked` (True or a reason such as "PROHIBITED_CONTENT") answers 200 with
+        `promptFeedback.blockReason` and no candidates.
         `finish_reason` "SAFETY"/"RECITATION"/... with no `content` sends a candidate without content.
         `prompt_tokens` / `completion_tokens` set the usage reported (default: a token per 4 characters
         of the prompt, per streamed piece of the answer); `cached_tokens` of the prompt's came from a
