@@ -46,6 +46,8 @@ SCHEMA: dict[str, Any] = {
 }
 
 BARE_SERVER = '''\
+import asyncio
+
 from mcp.server.mcpserver import MCPServer
 
 server = MCPServer("bare")
@@ -54,6 +56,13 @@ server = MCPServer("bare")
 @server.tool()
 async def ping() -> str:
     """Answer pong."""
+    return "pong"
+
+
+@server.tool()
+async def wait(ms: float) -> str:
+    """Answer pong after `ms` milliseconds: the MCP hop of a call whose backend takes that long."""
+    await asyncio.sleep(ms / 1000)
     return "pong"
 
 

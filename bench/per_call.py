@@ -12,7 +12,11 @@ paths, alternated call batch by call batch, `--rounds` rounds of `--calls` seque
 - **mcp_llm**: `generate_structured` through an MCP session over stdio with `python -m mcp_llm serve`;
 
 and once, with no provider at all, **bare echo**: a one-tool MCPServer over stdio whose tool
-returns at once, the floor for any tool call on this MCP SDK.
+returns at once, the floor for any tool call on this MCP SDK. At a backend delay over 0 ms, the same
+bare server's **waiting** tool (it sleeps the delay, then answers) beside **the wait alone** (the same
+sleep in this process): their difference is what any MCP tool over stdio adds to a backend that takes
+that long (a process that slept 50 ms wakes slower than one kept busy), and (direct + that hop) /
+direct is the SDK's own floor for the mcp_llm/direct ratio, printed beside it.
 
 Then **a response-cache hit** (a temperature-0 call asked again, answered with nothing sent), on the
 first provider at 0 ms: over stdio against the bare echo, and in process (the tool service called
@@ -35,6 +39,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +204,9 @@ async def run(args: argparse.Namespace) -> None:
                                                       "mcp_llm (stdio)": through_mcp}
                             if delay_ms == 0:
                                 paths["bare echo (stdio)"] = echo
+                            else:  # the SDK's own hop when the backend takes delay_ms: its floor there
+                                paths["bare echo, waiting (stdio)"] = partial(echo_waiting, bare_client, delay_ms)
+                                paths["the wait alone"] = partial(wait_alone, delay_ms)
                             medians = await measure(paths, args.rounds, args.calls)
                             await close()
                             if "bare echo (stdio)" in medians:
@@ -268,6 +276,18 @@ async def cache_hit(args: argparse.Namespace, scratch: Path, provider: str, url:
     return lines
 
 
+async def echo_waiting(client: Any, delay_ms: int) -> None:
+    result = await client.call_tool("wait", {"ms": delay_ms})
+    if result.is_error:
+        raise RuntimeError(f"wait failed: {result.content}")
+
+
+async def wait_alone(delay_ms: int) -> None:
+    import anyio
+
+    await anyio.sleep(delay_ms / 1000)
+
+
 def ratios(top: list[float], bottom: list[float]) -> list[float]:
     return [t / b for t, b in zip(top, bottom, strict=True)]
 
@@ -288,6 +308,14 @@ def report(provider: str, delay_ms: int, medians: dict[str, list[float]]) -> lis
     if "bare echo (stdio)" in medians:
         to_bare = [o / b for o, b in zip(ours, medians["bare echo (stdio)"], strict=True)]
         lines.append(f"  {'':9} {'':6}  mcp_llm/bare echo {spread(to_bare, 'x')}")
+    if "bare echo, waiting (stdio)" in medians:
+        # The least any MCP tool over stdio adds to a backend of delay_ms: a bare tool that waits it out,
+        # less the wait itself; on top of the direct call, the SDK's floor for mcp_llm/direct.
+        hop = [e - w for e, w in zip(medians["bare echo, waiting (stdio)"], medians["the wait alone"], strict=True)]
+        floor = [(d + h) / d for d, h in zip(direct, hop, strict=True)]
+        ours_only = [x - h for x, h in zip(extra, hop, strict=True)]
+        lines.append(f"  {'':9} {'':6}  the MCP SDK's floor: a bare tool's hop {spread(hop, ' ms')}, "
+                     f"(direct + hop)/direct {spread(floor, 'x')}; mcp_llm beyond it {spread(ours_only, ' ms')}")
     for line in lines:
         print(line)
     return lines
