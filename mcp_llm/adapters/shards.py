@@ -1,11 +1,13 @@
-"""SDK clients of a bounded connection pool each, as many as the calls in flight need.
+"""SDK clients of a small connection pool each, as many as the calls in flight need.
 
-httpx's pool (httpcore's `AsyncConnectionPool`) looks at every connection it holds for each request
-it routes, so one client of N connections costs O(N) a request and O(N²) a burst: 1,024 calls at once
-on one Ollama client took 2.3× the direct path that spreads them over clients of 64 connections
-(bench/concurrency.py, issue 23). Here each call leases the least busy of a host's clients, and a new
-client is made only when every one has `per_client` calls in flight; below that (any provider
-`concurrency` up to 64) there is one client, as before. How many calls run at once is still the
+httpx's pool (httpcore's `AsyncConnectionPool`) looks at every connection and queued request it holds
+each time a request starts or ends, so a client with k calls in flight costs O(k) per event: one
+client for 1,024 calls at once took 2.3x the direct path that spreads them over clients of 64
+connections (bench/concurrency.py, issue 23), and clients of 8 cut what that burst costs the server
+again by a third (4.5 s instead of 6.5-7 s on 2 cores; its profile lost half of its function calls,
+httpcore's `is_idle` scans). Here each call leases the least busy of a host's clients, and a new client
+is made only when every one has `per_client` calls in flight; below that (a provider `concurrency` up
+to 8, or calls one at a time) there is one client, as before. How many calls run at once is still the
 router's limiter's to say (`concurrency`); this only keeps each pool small.
 """
 
@@ -15,7 +17,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-PER_CLIENT = 64  # connections per client: what the fastest direct path uses
+PER_CLIENT = 8  # calls in flight per client (the direct baseline of bench/concurrency.py uses 64)
 
 C = TypeVar("C")
 
