@@ -39,6 +39,7 @@ from mcp_llm.adapters.base import (
     Timeouts,
     probe,
 )
+from mcp_llm.adapters.shards import Shards
 from mcp_llm.adapters.spec import API_KEY, Prefix, ProviderSettings, ProviderSpec, Secret, public_url
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 from mcp_llm.words import words
@@ -79,7 +80,8 @@ class AnthropicAdapter(LLMAdapter):
     def __init__(self, settings: AnthropicSettings, timeouts: Timeouts | None = None) -> None:
         self._settings = settings
         self._timeouts = timeouts or Timeouts()
-        self._client: AsyncAnthropic | None = None
+        # built on first use: clients of at most PER_CLIENT calls each (shards.py: one below that)
+        self._clients: Shards[AsyncAnthropic] = Shards(self._new_client)
         self._no_native: set[str] = set()  # models that refused output_config: use the forced tool
 
     @property
@@ -93,29 +95,37 @@ class AnthropicAdapter(LLMAdapter):
         return None
 
     def _get_client(self) -> AsyncAnthropic:
-        if self._client is None:
-            missing = self.not_ready()
-            if missing is not None:
-                raise missing
-            key = self._settings.api_key
-            assert key is not None
-            from anthropic import AsyncAnthropic
+        """A client for listings and probes (the first)."""
+        return self._clients.first()
 
-            # The SDK warns (DeprecationWarning) on retired model ids; we log that once instead.
-            warnings.filterwarnings("ignore", message=r"The model '.*' is deprecated", category=DeprecationWarning)
-            self._client = AsyncAnthropic(api_key=key.get_secret_value(), base_url=self._settings.endpoint or None,
-                                          max_retries=0, timeout=self._timeouts.total_s)
-            # The hook that tells a request sent from one that failed on our side (adapters/_errors.py), on
-            # the httpx2 client the SDK builds for itself (anthropic/_base_client.py, AsyncAPIClient.__init__:
-            # `self._client = http_client or AsyncHttpxClientWrapper(...)`), which it closes on collection.
-            hook_into(self._client._client)
-        return self._client
+    def _new_client(self) -> AsyncAnthropic:
+        """A new client. The SDK's pool (1,000 connections, 100 kept) is left as it is: a client has at most
+        PER_CLIENT calls in flight (shards.py), so it never holds many more connections than that."""
+        missing = self.not_ready()
+        if missing is not None:
+            raise missing
+        key = self._settings.api_key
+        assert key is not None
+        from anthropic import AsyncAnthropic
+
+        # The SDK warns (DeprecationWarning) on retired model ids; we log that once instead.
+        warnings.filterwarnings("ignore", message=r"The model '.*' is deprecated", category=DeprecationWarning)
+        client = AsyncAnthropic(api_key=key.get_secret_value(), base_url=self._settings.endpoint or None,
+                                max_retries=0, timeout=self._timeouts.total_s)
+        # The hook that tells a request sent from one that failed on our side (adapters/_errors.py), on
+        # the httpx2 client the SDK builds for itself (anthropic/_base_client.py, AsyncAPIClient.__init__:
+        # `self._client = http_client or AsyncHttpxClientWrapper(...)`), which it closes on collection.
+        hook_into(client._client)
+        return client
 
     def uses_native_schema(self, model: str) -> bool:
         return model not in self._no_native and not model.startswith(NO_NATIVE_PREFIXES)
 
     async def complete(self, request: Request) -> Completion:
-        client = self._get_client()
+        with self._clients.lease() as client:
+            return await self._complete(client, request)
+
+    async def _complete(self, client: AsyncAnthropic, request: Request) -> Completion:
         _warn_if_deprecated(request.model)
         messages = [{"role": m.role, "content": _content(m)} for m in request.messages]
         params: dict[str, Any] = {
@@ -221,8 +231,8 @@ class AnthropicAdapter(LLMAdapter):
         return await probe(base, self._get_client, check)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
+        clients, self._clients = self._clients.all(), Shards(self._new_client)
+        for client in clients:
             await client.close()
 
     def _translate_errors(self, model: str | None) -> AbstractContextManager[None]:

@@ -38,6 +38,7 @@ from mcp_llm.adapters.base import (
     Timeouts,
     probe,
 )
+from mcp_llm.adapters.shards import Shards
 from mcp_llm.adapters.spec import API_KEY, FromEnv, Prefix, ProviderSettings, ProviderSpec, Secret, public_url
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 from mcp_llm.words import words
@@ -103,7 +104,8 @@ class GeminiAdapter(LLMAdapter):
     def __init__(self, settings: GeminiSettings, timeouts: Timeouts | None = None) -> None:
         self._settings = settings
         self._timeouts = timeouts or Timeouts()
-        self._clients: dict[str, Client] = {}  # "api", or the Vertex AI location
+        # "api", or the Vertex AI location: clients of at most PER_CLIENT calls each (shards.py: one below that)
+        self._clients: dict[str, Shards[Client]] = {}
 
     # --- clients ---------------------------------------------------------------------------
 
@@ -132,14 +134,24 @@ class GeminiAdapter(LLMAdapter):
         return None
 
     def _client(self, vertex: bool, location: str | None) -> Client:
+        """A client of the backend (and Vertex AI location) for listings and probes: the first."""
+        return self._shards(vertex, location).first()
+
+    def _shards(self, vertex: bool, location: str | None) -> Shards[Client]:
         key = f"vertex:{location}" if vertex else "api"
-        if key in self._clients:
-            return self._clients[key]
-        self._check_configured(vertex)
+        shards = self._clients.get(key)
+        if shards is None:
+            self._check_configured(vertex)
+            shards = self._clients[key] = Shards(lambda: self._new_client(vertex, location))
+        return shards
+
+    def _new_client(self, vertex: bool, location: str | None) -> Client:
         from google.genai import Client, types
 
         # google-genai takes one timeout for the whole request: no separate connect budget. Its httpx2
-        # client gets the hook that tells a request sent from one that failed on our side (_errors.py).
+        # client gets the hook that tells a request sent from one that failed on our side (_errors.py); its
+        # pool (httpx's 100 connections, 20 kept) is left as it is: a client has at most PER_CLIENT calls
+        # in flight (shards.py), so it never needs more.
         http_options = types.HttpOptions(timeout=int(self._timeouts.total_s * 1000),
                                          async_client_args={"event_hooks": EVENT_HOOKS})
         if self._settings.endpoint:
@@ -147,29 +159,30 @@ class GeminiAdapter(LLMAdapter):
         settings = self._settings
         api_key = settings.api_key.get_secret_value() if settings.api_key else None
         if not vertex:
-            client = Client(api_key=api_key, http_options=http_options)
-        elif settings.project:
+            return Client(api_key=api_key, http_options=http_options)
+        if settings.project:
             credentials = None
             if settings.access_token is not None:
                 from google.oauth2.credentials import Credentials
 
                 credentials = Credentials(token=settings.access_token.get_secret_value())
-            client = Client(vertexai=True, project=settings.project, location=location, credentials=credentials,
-                            http_options=http_options)
-        else:  # Vertex AI express mode: an API key and no project
-            client = Client(vertexai=True, api_key=api_key, http_options=http_options)
-        self._clients[key] = client
-        return client
+            return Client(vertexai=True, project=settings.project, location=location, credentials=credentials,
+                          http_options=http_options)
+        return Client(vertexai=True, api_key=api_key, http_options=http_options)  # Vertex AI express mode
 
-    def _client_for_model(self, model: str, vertex: bool) -> tuple[Client, str]:
+    def _shards_for_model(self, model: str, vertex: bool) -> tuple[Shards[Client], str]:
         location = self._settings.location_for(model) if vertex else None
-        return self._client(vertex, location), self.endpoint(vertex, location)
+        return self._shards(vertex, location), self.endpoint(vertex, location)
 
     # --- completion ------------------------------------------------------------------------
 
     async def complete(self, request: Request) -> Completion:
         vertex = self.uses_vertex(bool(request.options.get(VERTEX)))
-        client, endpoint = self._client_for_model(request.model, vertex)
+        shards, endpoint = self._shards_for_model(request.model, vertex)
+        with shards.lease() as client:
+            return await self._complete(client, endpoint, request)
+
+    async def _complete(self, client: Client, endpoint: str, request: Request) -> Completion:
         from google.genai import types
 
         contents = [
@@ -265,8 +278,8 @@ class GeminiAdapter(LLMAdapter):
         return await probe(base, lambda: self._client(vertex, location), check)
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
+        shards, self._clients = list(self._clients.values()), {}
+        for client in (client for shard in shards for client in shard.all()):
             await client.aio.aclose()
 
     # --- errors ----------------------------------------------------------------------------

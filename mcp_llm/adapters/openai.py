@@ -50,6 +50,7 @@ from mcp_llm.adapters.base import (
     probe,
     served_by,
 )
+from mcp_llm.adapters.shards import Shards
 from mcp_llm.adapters.spec import (
     API_KEY,
     HostsSettings,
@@ -145,7 +146,8 @@ class OpenAIAdapter(LLMAdapter):
         self._settings = settings
         self._timeouts = timeouts or Timeouts()
         self._hosts = hosts(settings)
-        self._clients: dict[str, AsyncOpenAI] = {}  # one per host, built on first use
+        # per host, built on first use: clients of at most PER_CLIENT calls each (shards.py: one below that)
+        self._clients: dict[str, Shards[AsyncOpenAI]] = {}
         self._modes: dict[str, str] = {}  # model → the structured-output form it last accepted
 
     @property
@@ -173,25 +175,32 @@ class OpenAIAdapter(LLMAdapter):
                 f"{f' ({self._settings.api_key_env})' if self._settings.api_key_env else ''} to the server's key.")
 
     def _get_client(self, host: str | None = None) -> AsyncOpenAI:
-        """The client of `host` (one of `hosts(settings)`; None: the first)."""
-        host = host or self._hosts[0]
-        client = self._clients.get(host)
-        if client is None:
-            key = self._settings.api_key
-            if key is None and self.is_openai:
-                raise ProviderNotReady("OpenAI needs an API key, and none is set.", provider=self.provider,
-                                       hint=self._key_hint())
-            from openai import AsyncOpenAI
+        """The client of `host` (one of `hosts(settings)`; None: the first) for listings and probes."""
+        return self._shards(host or self._hosts[0]).first()
 
-            base, basic = split_credentials(host)  # a host's user:password goes as a header, never in its URL
-            headers = {"Authorization": basic} if basic is not None and key is None else None
-            client = AsyncOpenAI(api_key=key.get_secret_value() if key else NO_KEY, base_url=base,
-                                 max_retries=0, timeout=self._timeouts.total_s, default_headers=headers)
-            # The hook that tells a request sent from one that failed on our side (adapters/_errors.py), on
-            # the httpx2 client the SDK builds for itself (openai/_base_client.py, AsyncAPIClient.__init__:
-            # `self._client = http_client or AsyncHttpxClientWrapper(...)`), which it closes on collection.
-            hook_into(client._client)
-            self._clients[host] = client
+    def _shards(self, host: str) -> Shards[AsyncOpenAI]:
+        shards = self._clients.get(host)
+        if shards is None:
+            shards = self._clients[host] = Shards(lambda: self._new_client(host))
+        return shards
+
+    def _new_client(self, host: str) -> AsyncOpenAI:
+        """A new client of `host`. The SDK's pool (1,000 connections, 100 kept) is left as it is: a client has
+        at most PER_CLIENT calls in flight (shards.py), so it never holds many more connections than that."""
+        key = self._settings.api_key
+        if key is None and self.is_openai:
+            raise ProviderNotReady("OpenAI needs an API key, and none is set.", provider=self.provider,
+                                   hint=self._key_hint())
+        from openai import AsyncOpenAI
+
+        base, basic = split_credentials(host)  # a host's user:password goes as a header, never in its URL
+        headers = {"Authorization": basic} if basic is not None and key is None else None
+        client = AsyncOpenAI(api_key=key.get_secret_value() if key else NO_KEY, base_url=base,
+                             max_retries=0, timeout=self._timeouts.total_s, default_headers=headers)
+        # The hook that tells a request sent from one that failed on our side (adapters/_errors.py), on
+        # the httpx2 client the SDK builds for itself (openai/_base_client.py, AsyncAPIClient.__init__:
+        # `self._client = http_client or AsyncHttpxClientWrapper(...)`), which it closes on collection.
+        hook_into(client._client)
         return client
 
     def mode_for(self, model: str) -> str:
@@ -201,7 +210,10 @@ class OpenAIAdapter(LLMAdapter):
     # --- completion ---------------------------------------------------------------------------
 
     async def complete(self, request: Request) -> Completion:
-        client = self._get_client(request.host)
+        with self._shards(request.host or self._hosts[0]).lease() as client:
+            return await self._complete(client, request)
+
+    async def _complete(self, client: AsyncOpenAI, request: Request) -> Completion:
         params: dict[str, Any] = {
             "model": request.model,
             "messages": _messages(request),
@@ -316,8 +328,8 @@ class OpenAIAdapter(LLMAdapter):
         return await probe(base, self._get_client, check)
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
+        shards, self._clients = list(self._clients.values()), {}
+        for client in (client for shard in shards for client in shard.all()):
             await client.close()
 
     def _translate_errors(self, model: str | None, host: str | None = None) -> AbstractContextManager[None]:
