@@ -76,8 +76,9 @@ async def overhead(url: str, calls: int, config: Path) -> None:
     mcp_ms: list[float] = []
     sdk_ms: list[float] = []
     async with connect(config) as client:
+        # cache: false, or every call after the first is a response-cache hit (temperature 0, same request)
         arguments = {"prompt": prompt, "schema": schema, "model": f"llamacpp/{MODEL_ALIAS}", "temperature": 0,
-                     "max_tokens": MAX_TOKENS}
+                     "max_tokens": MAX_TOKENS, "cache": False}
         for _ in range(2):  # warm both paths (imports, prompt cache) before measuring
             await client.call_tool("generate_structured", arguments)
             await direct.chat.completions.create(**request)
@@ -86,6 +87,7 @@ async def overhead(url: str, calls: int, config: Path) -> None:
             result = await client.call_tool("generate_structured", arguments)
             mcp_ms.append((time.perf_counter() - started) * 1000)
             assert not result.is_error, result.content
+            assert not result.structured_content["cached"], "a cached answer is not a call to the engine"
             jsonschema.validate(result.structured_content["data"], schema)
             started = time.perf_counter()
             await direct.chat.completions.create(**request)
@@ -117,7 +119,7 @@ async def reliability(prompts: int, config: Path) -> None:
             for name, schema, prompt in cases:
                 result = await client.call_tool("generate_structured", {
                     "prompt": prompt, "schema": schema, "model": f"{mode}/{MODEL_ALIAS}", "temperature": 0,
-                    "max_tokens": MAX_TOKENS})
+                    "max_tokens": MAX_TOKENS, "cache": False})
                 if result.is_error:
                     errors += 1
                     text = " ".join(getattr(b, "text", "") for b in result.content)
@@ -216,7 +218,8 @@ async def coverage(url: str, config: Path, directory: Path, per_split: int, seed
                 declared = False
             result = await client.call_tool("generate_structured", {
                 "prompt": "Generate a JSON object that matches the schema.", "schema": schema,
-                "model": f"llamacpp/{MODEL_ALIAS}", "temperature": 0, "max_tokens": COVERAGE_MAX_TOKENS})
+                "model": f"llamacpp/{MODEL_ALIAS}", "temperature": 0, "max_tokens": COVERAGE_MAX_TOKENS,
+                "cache": False})
             text = " ".join(getattr(b, "text", "") for b in result.content) if result.is_error else ""
             output = json.dumps(result.structured_content["data"]) if not result.is_error else ""
             row["raw"].append((raw[0], _valid_2020_12(raw[1], schema)))
