@@ -29,9 +29,11 @@ if str(REPO_ROOT) not in sys.path:
 
 API_KEY = "bench-key"  # what the fakes of the cloud providers accept; loopback only
 PROVIDERS = ("ollama", "gemini", "anthropic")
-MODELS = {"ollama": "llama3.2:3b", "gemini": "gemini-2.5-flash", "anthropic": "claude-haiku-4-5"}
-MODEL_IDS = {"ollama": "ollama/llama3.2:3b", "gemini": "gemini/gemini-2.5-flash", "anthropic": "claude-haiku-4-5"}
-KEY_ENV = {"gemini": "GEMINI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+MODELS = {"ollama": "llama3.2:3b", "gemini": "gemini-2.5-flash", "anthropic": "claude-haiku-4-5",
+          "openai": "gpt-4.1-mini"}  # openai: bench/concurrency.py --provider openai, on the fast fake
+MODEL_IDS = {"ollama": "ollama/llama3.2:3b", "gemini": "gemini/gemini-2.5-flash", "anthropic": "claude-haiku-4-5",
+             "openai": "openai/gpt-4.1-mini"}
+KEY_ENV = {"gemini": "GEMINI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
 PROMPT = "Invent a film and describe it."
 SCHEMA: dict[str, Any] = {

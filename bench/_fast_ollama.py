@@ -1,4 +1,5 @@
-"""A minimal, fast Ollama `/api/chat` on loopback, for the concurrency and memory benchmarks.
+"""A minimal, fast Ollama `/api/chat` (and OpenAI `/v1/chat/completions`) on loopback, for the concurrency
+and memory benchmarks.
 
     python bench/_fast_ollama.py ollama [--delay-s 0.2]
 
@@ -7,8 +8,9 @@ keep-alive, and a canned schema-valid answer: at 1,024 calls in flight the test 
 (tests/fakes/, a thread per connection polling every 20 ms) is itself the bottleneck on two
 cores, and this one is not, so what is measured is the client side. It speaks only what the
 benchmarks need: `POST /api/chat` (streamed NDJSON or not), `POST /api/show`, `GET /api/tags`,
-`GET /api/version`; each chat request waits `--delay-s` (or a `[delay_ms=N]` tag in the prompt)
-before it is answered, as a model would.
+`GET /api/version`, and OpenAI's `POST /v1/chat/completions` (SSE or not) and `GET /v1/models`
+(`bench/concurrency.py --provider openai`); each chat request waits `--delay-s` (or a `[delay_ms=N]`
+tag in the prompt) before it is answered, as a model would.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 
 ANSWER = json.dumps({"title": "fake", "year": 1900, "genres": ["fake"]})
 MODEL = "llama3.2:3b"
+OPENAI_MODEL = "gpt-4.1-mini"
 _DELAY = re.compile(rb"\[delay_ms=(\d+)\]")
 
 
@@ -41,18 +44,44 @@ def _final(content: str) -> dict[str, object]:
             "eval_count": 12, "eval_duration": 1}
 
 
-async def _chat(body: bytes, delay_s: float) -> bytes:
-    request = json.loads(body)
+async def _wait(body: bytes, delay_s: float) -> None:
     found = _DELAY.search(body)
     wait = int(found.group(1)) / 1000 if found else delay_s
     if wait > 0:
         await asyncio.sleep(wait)
+
+
+async def _chat(body: bytes, delay_s: float) -> bytes:
+    request = json.loads(body)
+    await _wait(body, delay_s)
     if request.get("stream", True) is False:
         return _response("200 OK", json.dumps(_final(ANSWER)).encode())
     lines = [{"model": MODEL, "created_at": "2026-01-01T00:00:00.000000000Z",
               "message": {"role": "assistant", "content": ANSWER}, "done": False}, _final("")]
     payload = b"".join(_chunk(json.dumps(line).encode() + b"\n") for line in lines) + b"0\r\n\r\n"
     return (b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + payload)
+
+
+async def _chat_completion(body: bytes, delay_s: float) -> bytes:
+    """OpenAI's answer: one `chat.completion`, or SSE chunks (content, finish, usage) and `[DONE]`."""
+    request = json.loads(body)
+    await _wait(body, delay_s)
+    base = {"id": "chatcmpl-fast", "created": 1_767_225_600, "model": request.get("model", OPENAI_MODEL)}
+    usage = {"prompt_tokens": 8, "completion_tokens": 12, "total_tokens": 20}
+    if not request.get("stream"):
+        choice = {"index": 0, "message": {"role": "assistant", "content": ANSWER, "refusal": None},
+                  "finish_reason": "stop", "logprobs": None}
+        return _response("200 OK", json.dumps({**base, "object": "chat.completion", "choices": [choice],
+                                               "usage": usage}).encode())
+    chunk = {**base, "object": "chat.completion.chunk"}
+    events = [{**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ANSWER},
+                                     "finish_reason": None}]},
+              {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+              {**chunk, "choices": [], "usage": usage}]
+    payload = b"".join(_chunk(b"data: " + json.dumps(event).encode() + b"\n\n") for event in events)
+    payload += _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
             + payload)
 
 
@@ -73,6 +102,12 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, de
             elif method == "POST" and path == "/api/show":
                 writer.write(_response("200 OK", json.dumps({"capabilities": ["completion"],
                                                              "details": {"family": "llama"}}).encode()))
+            elif method == "POST" and path == "/v1/chat/completions":
+                writer.write(await _chat_completion(body, delay_s))
+            elif path == "/v1/models":
+                listing = {"object": "list", "data": [{"id": OPENAI_MODEL, "object": "model", "created": 0,
+                                                        "owned_by": "bench"}]}
+                writer.write(_response("200 OK", json.dumps(listing).encode()))
             elif path == "/api/tags":
                 writer.write(_response("200 OK", json.dumps({"models": [{"name": MODEL, "model": MODEL}]}).encode()))
             elif path == "/api/version":

@@ -1,18 +1,19 @@
 """Many calls at once: `generate_structured` over one stdio session against the same number of direct
-SDK calls, on a fast fake Ollama whose every answer takes `--delay-ms`.
+SDK calls, on a fast fake Ollama (or OpenAI) whose every answer takes `--delay-ms`.
 
-    python bench/concurrency.py [--counts 64,256,1024] [--rounds 3] [--delay-ms 200]
+    python bench/concurrency.py [--counts 64,256,1024] [--rounds 3] [--delay-ms 200] [--provider ollama|openai]
 
-For each count N: N calls started together, (a) as `ollama.AsyncClient.chat(format=schema,
-stream=False)` calls on one client with a pool of N connections (httpx's default of 100 would
-queue the rest), (b) the same spread over clients of 64 connections each (httpx's pool looks at
-every connection on each request, so one pool of 1,024 is slow), and (c) as `generate_structured`
-calls over one MCP session with `python -m mcp_llm serve` (provider concurrency N), alternated,
-`--rounds` times each. It prints the wall time of each batch, its ratio to the backend's delay
-(the floor), and mcp_llm over each direct path, with min/median/max over the rounds (target ≤ 1.1).
+For each count N: N calls started together, (a) as direct SDK calls (`ollama.AsyncClient.chat(format=schema,
+stream=False)`, or `openai.AsyncOpenAI().chat.completions.create(response_format=json_schema)`) on one
+client with a pool of N connections (httpx's default of 100 would queue the rest), (b) the same spread
+over clients of 64 connections each (httpx's pool looks at every connection on each request, so one
+pool of 1,024 is slow), and (c) as `generate_structured` calls over one MCP session with
+`python -m mcp_llm serve` (provider concurrency N), alternated, `--rounds` times each. It prints the
+wall time of each batch, its ratio to the backend's delay (the floor), and mcp_llm over each direct
+path, with min/median/max over the rounds (target ≤ 1.1).
 
-The fake (_fast_ollama.py, its own process, one asyncio loop) answers N requests in about the
-delay, so it is not what is measured.
+The fake (_fast_ollama.py, its own process, one asyncio loop, speaking both APIs) answers N requests in
+about the delay, so it is not what is measured.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench._common import (  # noqa: E402
+    API_KEY,
     MODEL_IDS,
     MODELS,
     PROMPT,
@@ -60,26 +62,58 @@ async def gather(call: Any, count: int) -> float:
     return time.perf_counter() - started
 
 
-async def one_count(url: str, scratch: Path, count: int, rounds: int, delay_s: float) -> str:
-    """Alternated batches of `count` calls on each path; the summary line."""
+def direct_path(provider: str, url: str) -> tuple[Any, Any, Any]:
+    """(make a client with a pool of n connections, one call on a client, close a client) for `provider`'s
+    SDK against the fake at `url`: the least any client of that provider does."""
+    if provider == "openai":
+        import httpx2
+        import openai
+
+        def make_openai(connections: int) -> Any:
+            limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
+            return openai.AsyncOpenAI(api_key=API_KEY, base_url=url, max_retries=0, timeout=CALL_TIMEOUT_S,
+                                      http_client=openai.DefaultAsyncHttpxClient(limits=limits,
+                                                                                 timeout=CALL_TIMEOUT_S))
+
+        async def complete(client: Any) -> None:
+            response = await client.chat.completions.create(
+                model=MODELS[provider], messages=[{"role": "user", "content": PROMPT}],
+                response_format={"type": "json_schema",
+                                 "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}})
+            json.loads(response.choices[0].message.content or "")
+
+        async def close_openai(client: Any) -> None:
+            await client.close()
+
+        return make_openai, complete, close_openai
     import httpx
-    from mcp import Client, StdioServerParameters
     from ollama import AsyncClient
 
-    config = write_config(scratch, "ollama", url, concurrency=count)
-    shards = max(1, count // SHARD)
-    clients = [AsyncClient(host=url, timeout=CALL_TIMEOUT_S,
-                           limits=httpx.Limits(max_connections=min(count, SHARD),
-                                               max_keepalive_connections=min(count, SHARD)))
-               for _ in range(shards)]
-    one = AsyncClient(host=url, timeout=CALL_TIMEOUT_S,
-                      limits=httpx.Limits(max_connections=count, max_keepalive_connections=count))
-    turn = iter(range(1 << 62))
+    def make_ollama(connections: int) -> Any:
+        return AsyncClient(host=url, timeout=CALL_TIMEOUT_S,
+                           limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections))
 
     async def chat(client: Any) -> None:
-        response = await client.chat(model=MODELS["ollama"], messages=[{"role": "user", "content": PROMPT}],
+        response = await client.chat(model=MODELS[provider], messages=[{"role": "user", "content": PROMPT}],
                                      format=SCHEMA, stream=False)
         json.loads(response.message.content or "")
+
+    async def close_ollama(client: Any) -> None:
+        await client._client.aclose()
+
+    return make_ollama, chat, close_ollama
+
+
+async def one_count(provider: str, url: str, scratch: Path, count: int, rounds: int, delay_s: float) -> str:
+    """Alternated batches of `count` calls on each path; the summary line."""
+    from mcp import Client, StdioServerParameters
+
+    make, chat, close = direct_path(provider, url)
+    config = write_config(scratch, provider, url, concurrency=count)
+    shards = max(1, count // SHARD)
+    clients = [make(min(count, SHARD)) for _ in range(shards)]
+    one = make(count)
+    turn = iter(range(1 << 62))
 
     async def direct_one() -> None:
         await chat(one)
@@ -88,9 +122,9 @@ async def one_count(url: str, scratch: Path, count: int, rounds: int, delay_s: f
         await chat(clients[next(turn) % shards])
 
     ours = StdioServerParameters(command=sys.executable, args=serve_args(config),
-                                 env=server_env("ollama"), cwd=str(REPO_ROOT))
+                                 env=server_env(provider), cwd=str(REPO_ROOT))
     async with Client(ours, read_timeout_seconds=CALL_TIMEOUT_S) as session:
-        arguments = {"prompt": PROMPT, "schema": SCHEMA, "model": MODEL_IDS["ollama"]}
+        arguments = {"prompt": PROMPT, "schema": SCHEMA, "model": MODEL_IDS[provider]}
 
         async def through_mcp() -> None:
             result = await session.call_tool("generate_structured", arguments)
@@ -106,7 +140,7 @@ async def one_count(url: str, scratch: Path, count: int, rounds: int, delay_s: f
             for name in rotated(list(paths), round_):
                 times[name].append(await gather(paths[name], count))
     for client in [one, *clients]:
-        await client._client.aclose()
+        await close(client)
     print(f"\n{count} concurrent calls:")
     for name, values in times.items():
         print(f"  {name:24} wall {spread([v * 1000 for v in values], ' ms', 0)}   "
@@ -123,13 +157,14 @@ async def one_count(url: str, scratch: Path, count: int, rounds: int, delay_s: f
 
 async def run(args: argparse.Namespace) -> None:
     print(machine_line())
-    print(f"Concurrent calls, backend {args.delay_ms} ms, {args.rounds} rounds per count, direct and mcp_llm "
-          "alternated; wall time of each batch, then min/median/max over rounds.")
+    print(f"Concurrent calls to {args.provider}, backend {args.delay_ms} ms, {args.rounds} rounds per count, "
+          "direct and mcp_llm alternated; wall time of each batch, then min/median/max over rounds.")
     delay_s = args.delay_ms / 1000
     summary = []
     with fake_process("ollama", delay_s=delay_s, fast=True) as url, scratch_dir() as scratch:
+        endpoint = f"{url}/v1" if args.provider == "openai" else url  # the fast fake speaks both APIs
         for count in args.counts:
-            summary.append(await one_count(url, scratch, count, args.rounds, delay_s))
+            summary.append(await one_count(args.provider, endpoint, scratch, count, args.rounds, delay_s))
     print("\nSummary (target mcp_llm/direct <= 1.1):")
     for line in summary:
         print(line)
@@ -141,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--counts", default="64,256,1024")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--delay-ms", type=int, default=200)
+    parser.add_argument("--provider", choices=("ollama", "openai"), default="ollama",
+                        help="whose SDK and API: Ollama's, or OpenAI's (the mcp_llm adapter of every "
+                             "OpenAI-compatible server too)")
     args = parser.parse_args(argv)
     args.counts = [int(c) for c in args.counts.split(",")]
     import logging
