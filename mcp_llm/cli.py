@@ -8,6 +8,7 @@ stderr, in the words of this command line (`--model`, `mcp-llm models`), not the
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import math
@@ -183,6 +184,7 @@ def _port(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Ctrl-C at any point (even while the heavy imports below run) ends quietly, with 130."""
+    gc.disable()  # until start-up is done (`_started`)
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -191,6 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `mcp-llm config | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+def _started() -> None:
+    """Start-up is done: collect garbage from here on, and never again look at what start-up made.
+
+    Importing the MCP SDK and pydantic makes ~90,000 objects and frees almost none, yet the collector,
+    counting allocations, ran ~190 times over them (66 ms of a 0.6 s start, 11 %, on this machine),
+    finding nothing. Paused until the server is built, then `gc.freeze()` moves everything start-up
+    made out of the collector's sight, so that each later full collection during calls only walks what
+    the calls made."""
+    gc.freeze()
+    gc.enable()
 
 
 def _main(argv: list[str] | None) -> int:
@@ -207,10 +221,12 @@ def _main(argv: list[str] | None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
+        _started()
         _fail(exc.user_message())
         return EXIT_USAGE
     if args.command == "serve":
         return _serve(settings, args)
+    _started()
     if args.command == "config":
         return _print_config(settings, as_json=args.json)
     if args.command == "call":
@@ -263,8 +279,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 "  To try it: npx @modelcontextprotocol/inspector -- mcp-llm serve\n"
                 "  or one call from a shell: mcp-llm call \"Say hi\" --schema '{\"type\": \"object\"}'\n"
                 "  Ctrl-C to stop.\n")
+        _started()
         server.run()
         return EXIT_OK
+    _started()  # (the HTTP server imports what it serves with at run)
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
     token = settings.server.token
