@@ -39,7 +39,7 @@ from mcp_llm.adapters.base import (
     Timeouts,
     probe,
 )
-from mcp_llm.adapters.shards import Shards
+from mcp_llm.adapters.shards import Shards, shared_tls
 from mcp_llm.adapters.spec import API_KEY, Prefix, ProviderSettings, ProviderSpec, Secret, public_url
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 from mcp_llm.words import words
@@ -106,12 +106,15 @@ class AnthropicAdapter(LLMAdapter):
             raise missing
         key = self._settings.api_key
         assert key is not None
-        from anthropic import AsyncAnthropic
+        from anthropic import AsyncAnthropic, DefaultAsyncHttpxClient
 
         # The SDK warns (DeprecationWarning) on retired model ids; we log that once instead.
         warnings.filterwarnings("ignore", message=r"The model '.*' is deprecated", category=DeprecationWarning)
         client = AsyncAnthropic(api_key=key.get_secret_value(), base_url=self._settings.endpoint or None,
-                                max_retries=0, timeout=self._timeouts.total_s)
+                                max_retries=0, timeout=self._timeouts.total_s,
+                                # the SDK's own client and defaults, one CA store for all clients (shards.py)
+                                http_client=DefaultAsyncHttpxClient(timeout=self._timeouts.total_s,
+                                                                    verify=shared_tls("httpx2")))
         # The hook that tells a request sent from one that failed on our side (adapters/_errors.py), on
         # the httpx2 client the SDK builds for itself (anthropic/_base_client.py, AsyncAPIClient.__init__:
         # `self._client = http_client or AsyncHttpxClientWrapper(...)`), which it closes on collection.

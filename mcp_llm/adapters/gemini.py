@@ -38,7 +38,7 @@ from mcp_llm.adapters.base import (
     Timeouts,
     probe,
 )
-from mcp_llm.adapters.shards import Shards
+from mcp_llm.adapters.shards import Shards, shared_tls
 from mcp_llm.adapters.spec import API_KEY, FromEnv, Prefix, ProviderSettings, ProviderSpec, Secret, public_url
 from mcp_llm.errors import AuthError, BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 from mcp_llm.words import words
@@ -154,6 +154,11 @@ class GeminiAdapter(LLMAdapter):
         # in flight (shards.py), so it never needs more.
         http_options = types.HttpOptions(timeout=int(self._timeouts.total_s * 1000),
                                          async_client_args={"event_hooks": EVENT_HOOKS})
+        if not vertex:  # one CA store for all clients (shards.py); Vertex AI may want its mTLS client certificate
+            tls = shared_tls("httpx2")
+            # the sync client's, the async client's, and the one google-genai keeps for websockets (`ssl`)
+            http_options.client_args = {"verify": tls}
+            http_options.async_client_args = {"event_hooks": EVENT_HOOKS, "verify": tls, "ssl": tls}
         if self._settings.endpoint:
             http_options.base_url = self._settings.endpoint
         settings = self._settings

@@ -30,7 +30,7 @@ from mcp_llm.adapters.base import (
     probe,
     served_by,
 )
-from mcp_llm.adapters.shards import PER_CLIENT, Shards
+from mcp_llm.adapters.shards import PER_CLIENT, Shards, shared_tls
 from mcp_llm.adapters.spec import HostsSettings, Prefix, ProviderSpec, public_url, split_credentials
 from mcp_llm.errors import BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 from mcp_llm.words import words
@@ -187,6 +187,7 @@ class OllamaAdapter(LLMAdapter):
             # (`concurrency`, at most PER_CLIENT: shards.py) need as many, or they reconnect after a burst.
             limits=httpx.Limits(max_connections=max(min(self._settings.concurrency, PER_CLIENT), 100),
                                 max_keepalive_connections=max(min(self._settings.concurrency, PER_CLIENT), 20)),
+            verify=shared_tls("httpx"),  # one CA store for all the host's clients (shards.py)
         )
         if not headers:
             # The SDK adds $OLLAMA_API_KEY to every request by itself (ollama/_client.py,

@@ -50,7 +50,7 @@ from mcp_llm.adapters.base import (
     probe,
     served_by,
 )
-from mcp_llm.adapters.shards import Shards
+from mcp_llm.adapters.shards import Shards, shared_tls
 from mcp_llm.adapters.spec import (
     API_KEY,
     HostsSettings,
@@ -191,12 +191,15 @@ class OpenAIAdapter(LLMAdapter):
         if key is None and self.is_openai:
             raise ProviderNotReady("OpenAI needs an API key, and none is set.", provider=self.provider,
                                    hint=self._key_hint())
-        from openai import AsyncOpenAI
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
         base, basic = split_credentials(host)  # a host's user:password goes as a header, never in its URL
         headers = {"Authorization": basic} if basic is not None and key is None else None
         client = AsyncOpenAI(api_key=key.get_secret_value() if key else NO_KEY, base_url=base,
-                             max_retries=0, timeout=self._timeouts.total_s, default_headers=headers)
+                             max_retries=0, timeout=self._timeouts.total_s, default_headers=headers,
+                             # the SDK's own client and defaults, with one CA store for all clients (shards.py)
+                             http_client=DefaultAsyncHttpxClient(timeout=self._timeouts.total_s,
+                                                                 verify=shared_tls("httpx2")))
         # The hook that tells a request sent from one that failed on our side (adapters/_errors.py), on
         # the httpx2 client the SDK builds for itself (openai/_base_client.py, AsyncAPIClient.__init__:
         # `self._client = http_client or AsyncHttpxClientWrapper(...)`), which it closes on collection.
