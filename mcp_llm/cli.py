@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `mcp-llm config | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    finally:
+        gc.enable()  # however it ended (`--help`, a usage error): main() may be called in a longer process
 
 
 def _started() -> None:

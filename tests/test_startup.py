@@ -79,6 +79,17 @@ sys.stderr.write("\\n" + json.dumps({"code": code, "enabled": gc.isenabled(), "f
 """
 
 
+USAGE_PROBE = """
+import gc, json, sys
+from mcp_llm.cli import main
+
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    sys.stderr.write("\\n" + json.dumps({"exit": exc.code, "enabled": gc.isenabled()}) + "\\n")
+"""
+
+
 def test_the_collector_is_paused_only_while_starting(tmp_path: Path) -> None:
     """Start-up runs with the garbage collector paused (it found nothing in ~190 runs over the SDK's
     imports); once the server is built it collects again, with what start-up made frozen out of its sight.
@@ -95,6 +106,9 @@ def test_the_collector_is_paused_only_while_starting(tmp_path: Path) -> None:
         "bad config": subprocess.run([sys.executable, "-c", GC_PROBE, "--config", str(tmp_path / "missing.toml"),
                                       "config"], capture_output=True, text=True, timeout=60),
     }
+    usage = subprocess.run([sys.executable, "-c", USAGE_PROBE, "serve", "--no-such-flag"], capture_output=True,
+                           text=True, timeout=60)  # argparse exits before start-up is done
+    assert json.loads(usage.stderr.strip().splitlines()[-1]) == {"exit": 2, "enabled": True}
     assert '"id":1' in runs["serve"].stdout.replace(" ", "")  # initialize was answered
     for name, done in runs.items():
         report = json.loads(done.stderr.strip().splitlines()[-1])
