@@ -65,6 +65,15 @@ REPLY_TESTS = (
     "tests/test_schema_compile.py",
     "tests/test_schema_repair.py",
 )
+STRUCTURED_TESTS = (  # what covered structured.py before issue 19 split it into reply, argument and compile
+    "tests/test_structured.py",
+    *REPLY_TESTS,
+    "tests/test_server.py::test_presets_by_name",
+    "tests/test_stdio.py::test_stdout_carries_only_json_rpc",  # raw JSON-RPC: a schema holding NaN
+    ROUTER_TESTS,  # the final error: how the last answer began, its problems
+    "tests/test_properties.py",
+    "tests/test_hostile.py",
+)
 TARGETS: dict[str, Target] = {
     "circuit": Target("mcp_llm/circuit.py", (
         f"{CIRCUIT_TESTS}::test_circuit_states_step_by_step",
@@ -97,15 +106,11 @@ TARGETS: dict[str, Target] = {
         "tests/test_progress.py",  # progress notifications while a model streams
         "tests/test_adapter_openai.py::test_a_named_endpoint_has_its_own_concurrency_bound",
     )),
-    "structured": Target("mcp_llm/schema/reply.py", (
-        "tests/test_structured.py",
-        *REPLY_TESTS,
-        "tests/test_server.py::test_presets_by_name",
-        "tests/test_stdio.py::test_stdout_carries_only_json_rpc",  # raw JSON-RPC: a schema holding NaN
-        ROUTER_TESTS,  # the final error: how the last answer began, its problems
-        "tests/test_properties.py",
-        "tests/test_hostile.py",
-    )),
+    "structured": Target("mcp_llm/schema/reply.py", STRUCTURED_TESTS),
+    # the rest of what structured.py was until issue 19: the schema argument and its checked-schema
+    # cache, and the per-provider compile cache (what runs off the loop, and when)
+    "schema_argument": Target("mcp_llm/schema/argument.py", STRUCTURED_TESTS),
+    "schema_compile": Target("mcp_llm/schema/compile.py", STRUCTURED_TESTS),
     # dialects.py only re-exports since issue 19: Gemini's compiler and the walk every compiler shares
     "compile_gemini": Target("mcp_llm/schema/compile_gemini.py", (
         "tests/test_schema_dialects.py",
@@ -113,6 +118,7 @@ TARGETS: dict[str, Target] = {
         "tests/test_properties.py",
     )),
     "walker": Target("mcp_llm/schema/walker.py", (
+        "tests/test_schema_walker.py",
         "tests/test_schema_dialects.py",
         "tests/test_schema_compile.py",
         "tests/test_schema_normalize.py",
@@ -120,6 +126,7 @@ TARGETS: dict[str, Target] = {
     )),
     "compile_anthropic": Target("mcp_llm/schema/compile_anthropic.py", (
         "tests/test_schema_dialects.py",
+        "tests/test_schema_walker.py",
         "tests/test_schema_compile.py",
         "tests/test_adapter_anthropic.py",  # what the SDK is sent: strict output or a forced tool
         "tests/test_properties.py",
@@ -127,6 +134,7 @@ TARGETS: dict[str, Target] = {
     )),
     "compile_openai": Target("mcp_llm/schema/compile_openai.py", (
         "tests/test_schema_dialects.py",
+        "tests/test_schema_walker.py",
         "tests/test_schema_compile.py",
         "tests/test_adapter_openai.py",
     )),
