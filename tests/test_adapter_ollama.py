@@ -13,12 +13,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 import pytest
 
-from mcp_llm.adapters.base import ImageInput, Message, Request
+from mcp_llm.adapters.base import ImageInput, Message, Request, Timeouts
 from mcp_llm.adapters.ollama import OllamaAdapter
 from mcp_llm.config import Settings
 from mcp_llm.errors import (
+    BadRequestError,
     LLMError,
     ModelNotFoundError,
     ProviderError,
@@ -166,6 +168,29 @@ async def test_completion_carries_text_tokens_and_finish_reason(
     assert completion.input_tokens == 11
     assert completion.output_tokens == 7
     assert completion.finish_reason == "length"
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+async def test_a_json_answer_cut_at_num_predict_is_a_clear_error_not_a_prefix(
+    make_settings: Callable[..., Settings], fake_ollama: FakeOllama, streamed: bool
+) -> None:
+    """Streamed or plain, a schema answer Ollama stopped at the token limit (`done_reason: length`) ends in
+    the cut-off error the other providers give, which the router does not re-ask with the same budget:
+    "12345" of "1234567890" still parses as an integer."""
+    settings = make_settings(f'[providers.ollama]\nendpoint = "{fake_ollama.url}"\n')
+    # a first-response budget streams every call; without one, a call nobody streams is one plain request
+    adapter = OllamaAdapter(settings.providers.ollama, timeouts=budget(10) if streamed else Timeouts(total_s=10))
+    fake_ollama.enqueue("12345", prompt_tokens=5, completion_tokens=2, done_reason="length")
+    try:
+        cut_off = pytest.raises(BadRequestError, match="cut off at the max_tokens limit \\(2\\)")
+        with anyio.fail_after(10), cut_off as caught:
+            await adapter.complete(ask(schema={"type": "integer"}, max_tokens=2, stream=False))
+    finally:
+        await adapter.aclose()
+    assert "Raise max_tokens" in caught.value.user_message()
+    assert caught.value.answered.output_tokens == 2  # the usage it was billed for stays with the error
+    (sent,) = fake_ollama.chat_requests
+    assert sent.json["stream"] is streamed and sent.json["options"]["num_predict"] == 2
 
 
 async def test_schema_reply_text_is_the_json_the_model_sent(adapter: OllamaAdapter, fake_ollama: FakeOllama) -> None:

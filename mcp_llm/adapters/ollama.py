@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from pydantic import PrivateAttr, model_validator
 
-from mcp_llm.adapters._errors import error_for_status, mark_sent, parse_retry_after, translated, transport_error
+from mcp_llm.adapters._errors import (
+    cut_off_error,
+    error_for_status,
+    mark_sent,
+    parse_retry_after,
+    translated,
+    transport_error,
+)
 from mcp_llm.adapters.base import (
     Capabilities,
     Completion,
@@ -245,12 +252,16 @@ class OllamaAdapter(LLMAdapter):
         if last is None or not last.done:
             raise ProviderServerError(f"Ollama at {public_url(host)} ended the stream before it was done.",
                                       provider=PROVIDER, model=request.model)
-        return Completion(
+        completion = Completion(
             text="".join(pieces),
             input_tokens=last.prompt_eval_count,
             output_tokens=last.eval_count,
             finish_reason=last.done_reason,
         )
+        if completion.finish_reason == "length" and request.schema is not None:  # num_predict reached
+            raise cut_off_error(f"Ollama at {public_url(host)}", provider=PROVIDER, model=request.model,
+                                max_tokens=request.max_tokens, answered=completion)
+        return completion
 
     async def _names(self, host: str) -> list[str]:
         with self._translate_errors(None, host):
