@@ -5,7 +5,9 @@ Each example is a server with `[budget]` limits and a chain of OpenAI-compatible
 own `cost_per_mtok` (some free), all served by one fake; a few calls go through an MCP client. The fake
 answers each request with the next of a random list of replies: a valid answer, an invalid one (re-asked),
 an error status (billed nothing), a stream broken mid-answer (billed, but never reported: the most it could
-have been). Usage is random, up to the most a provider could bill (`MOST`: every byte of the prompt a
+have been). Calls ask for progress in some examples, so their answers stream; the others go as plain
+requests, on which the fake's mid-answer failure is an error status (a 500, billed nothing), as the API's.
+Usage is random, up to the most a provider could bill (`MOST`: every byte of the prompt a
 token, the whole max_tokens). What was billed is worked out here, from what the fake received and answered,
 independently of the server's own accounting.
 """
@@ -68,11 +70,12 @@ replies = st.lists(st.builds(Planned, st.sampled_from(["ok", "ok", "invalid", "e
     planned=replies,
     repairs=st.integers(0, 2),
     retries=st.integers(0, 1),
+    streamed=st.booleans(),
 )
 def test_what_is_billed_never_exceeds_the_budget(
     fake: FakeOpenAI, chain: list[int], price_table: list[tuple[float, float]], per_call: float | None,
     daily: float | None, max_tokens: int | None, default_max_tokens: int, calls: int, planned: list[Planned],
-    repairs: int, retries: int,
+    repairs: int, retries: int, streamed: bool,
 ) -> None:
     if per_call is None and daily is None:
         daily = 0.02
@@ -84,7 +87,7 @@ def test_what_is_billed_never_exceeds_the_budget(
         path = Path(directory) / "config.toml"
         path.write_text(_config(fake, chain, price_table, per_call, daily, default_max_tokens, repairs, retries),
                         encoding="utf-8")
-        results = anyio.run(_calls, fake, load_settings(path, env={}), chain, max_tokens, calls)
+        results = anyio.run(_calls, fake, load_settings(path, env={}), chain, max_tokens, calls, streamed)
 
     billed = _billed(fake.chat_requests, planned, price_table)
     per_request = iter(billed)
@@ -102,8 +105,13 @@ def test_what_is_billed_never_exceeds_the_budget(
 
 
 async def _calls(fake: FakeOpenAI, settings: Any, chain: list[int], max_tokens: int | None,
-                 calls: int) -> list[dict[str, Any]]:
-    """Each call in turn, with how many requests reached the fake during it (`sent`)."""
+                 calls: int, streamed: bool) -> list[dict[str, Any]]:
+    """Each call in turn, with how many requests reached the fake during it (`sent`); with `streamed`, each
+    asks for progress, so that its answers stream."""
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        pass
+
     out = []
     async with Client(build_server(settings)) as client:
         for _ in range(calls):
@@ -113,7 +121,8 @@ async def _calls(fake: FakeOpenAI, settings: Any, chain: list[int], max_tokens: 
                 arguments["max_tokens"] = max_tokens
             before = len(fake.chat_requests)
             with anyio.fail_after(60):
-                result = await client.call_tool("generate_structured", arguments)
+                result = await client.call_tool("generate_structured", arguments,
+                                                progress_callback=progress if streamed else None)
             trace = result.structured_content or {}
             out.append({"ok": not result.is_error, "cost_usd": trace.get("cost_usd"),
                         "sent": len(fake.chat_requests) - before})
@@ -131,7 +140,8 @@ def _enqueued(reply: Planned) -> dict[str, Any]:
 
 def _billed(requests: list[Any], planned: list[Planned], price_table: list[tuple[float, float]]) -> list[float]:
     """What the provider billed for each request it received, in order: its reply's usage at its model's price;
-    nothing for an error status; for a broken stream, the most it could have billed."""
+    nothing for an error status (a plain request's failure is one); for a broken stream, the most it could have
+    billed."""
     billed = []
     chats = [r for r in requests if r.path == "/v1/chat/completions"]
     for request, reply in zip(chats, planned, strict=False):
@@ -139,8 +149,8 @@ def _billed(requests: list[Any], planned: list[Planned], price_table: list[tuple
         index = int(body["model"][1:])
         price_in, price_out = price_table[index]
         limit = body.get("max_tokens") or body.get("max_completion_tokens")
-        if reply.kind == "error":
-            billed.append(0.0)
+        if reply.kind == "error" or (reply.kind == "broken" and not body.get("stream")):
+            billed.append(0.0)  # an error status, before any answer (a plain request's failure is a 500)
             continue
         most_in, most_out = most_prompt_tokens(body), limit
         tokens_in = most_in if reply.kind == "broken" or reply.prompt == MOST else int(reply.prompt)

@@ -169,6 +169,8 @@ class _Handler(FakeHandler["FakeOpenAI"]):
         completion_tokens = reply.completion_tokens if reply.completion_tokens is not None else len(units)
         if completion_tokens == MOST:  # the whole limit (thinking unseen, say); without one, the answer's own
             completion_tokens = limit if isinstance(limit, int) else len(units)
+        if isinstance(limit, int):  # the API never reports (nor bills) more output than the request allowed
+            completion_tokens = min(completion_tokens, limit)
         # As OpenAI reports it: cached prompt tokens are among `prompt_tokens`, reasoning tokens among
         # `completion_tokens` (billed as output), each broken out in its `*_details`.
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
