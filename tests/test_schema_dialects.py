@@ -784,6 +784,8 @@ def sent_value(compiled: Any, value: Any) -> Any:
     {"items": [{"$ref": "#a"}], "$defs": {"a": {"$anchor": "a"}}},  # no dialect: not even valid, still compiled
     {"type": ["array", {"type": "object"}]},  # draft 3's schemas inside `type`
     {"$ref": 5, "properties": [], "required": "a", "allOf": {}, "anyOf": [1], "items": "x"},  # nonsense
+    # a `$schema` that is no string, beside an anchor (the gate refuses it): resolved as 2020-12
+    {"$schema": 5, "type": "array", "items": {"$ref": "#a"}, "$defs": {"a": {"$anchor": "a"}}},
 ])
 def test_no_schema_makes_a_compiler_raise(provider: str, schema: dict[str, Any]) -> None:
     original = copy.deepcopy(schema)
