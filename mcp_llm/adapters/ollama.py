@@ -37,7 +37,7 @@ from mcp_llm.adapters.base import (
     probe,
     served_by,
 )
-from mcp_llm.adapters.shards import PER_CLIENT, Shards, shared_tls
+from mcp_llm.adapters.shards import PER_CLIENT, Shards, of_host, shared_tls
 from mcp_llm.adapters.spec import HostsSettings, Prefix, ProviderSpec, public_url, split_credentials
 from mcp_llm.errors import BadRequestError, ProviderError, ProviderNotReady, ProviderServerError
 from mcp_llm.words import words
@@ -153,10 +153,7 @@ class OllamaAdapter(LLMAdapter):
         return self._shards(host or self._hosts[0]).first()
 
     def _shards(self, host: str) -> Shards[AsyncClient]:
-        shards = self._clients.get(host)
-        if shards is None:
-            shards = self._clients[host] = Shards(lambda: self._new_client(host))
-        return shards
+        return of_host(self._clients, host, self._new_client)
 
     def _new_client(self, host: str) -> AsyncClient:
         """A new client of `host`: its key or credentials, timeouts and a pool of PER_CLIENT connections."""

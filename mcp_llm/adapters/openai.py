@@ -50,7 +50,7 @@ from mcp_llm.adapters.base import (
     probe,
     served_by,
 )
-from mcp_llm.adapters.shards import Shards, shared_tls
+from mcp_llm.adapters.shards import Shards, of_host, shared_tls
 from mcp_llm.adapters.spec import (
     API_KEY,
     HostsSettings,
@@ -179,10 +179,7 @@ class OpenAIAdapter(LLMAdapter):
         return self._shards(host or self._hosts[0]).first()
 
     def _shards(self, host: str) -> Shards[AsyncOpenAI]:
-        shards = self._clients.get(host)
-        if shards is None:
-            shards = self._clients[host] = Shards(lambda: self._new_client(host))
-        return shards
+        return of_host(self._clients, host, self._new_client)
 
     def _new_client(self, host: str) -> AsyncOpenAI:
         """A new client of `host`. The SDK's pool (1,000 connections, 100 kept) is left as it is: a client has

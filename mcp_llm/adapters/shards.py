@@ -63,6 +63,14 @@ class Shards(Generic[C]):
         return len(self._clients) - 1
 
 
+def of_host(clients: dict[str, Shards[C]], host: str, make: Callable[[str], C]) -> Shards[C]:
+    """`host`'s clients in a per-host table, made on first use (`make(host)` builds one client)."""
+    shards = clients.get(host)
+    if shards is None:
+        shards = clients[host] = Shards(lambda: make(host))
+    return shards
+
+
 @functools.cache
 def shared_tls(library: str) -> ssl.SSLContext:
     """One TLS context for every client this process makes on `library` (`httpx`, which the ollama SDK
